@@ -1,0 +1,361 @@
+"""The `ebbtide` command: a thin shell over the library.
+
+Options become library arguments, the library does the work, Rich draws progress on
+stderr and results on stdout (so ``ebbtide stats > stats.txt`` stays clean). Any
+`EbbtideError` becomes one ``Error: ...`` line on stderr and exit code 1; ``--debug``
+adds the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ebbtide.errors import EbbtideError
+from ebbtide.ingest import REASONS, ColumnMapping, FormatName, Pseudonymiser, ingest_file
+from ebbtide.store import EventStore, IngestSummary, StoreStats
+
+app = typer.Typer(
+    name="ebbtide",
+    help="Interest decay, return prediction and re-activation planning from behaviour logs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+out = Console()
+err = Console(stderr=True)
+_state = {"debug": False}
+
+DbOption = Annotated[
+    Path, typer.Option("--db", help="Event store file (DuckDB); created if missing.")
+]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
+JsonOption = Annotated[
+    Path | None, typer.Option("--json", help="Also write the result as JSON to this file.")
+]
+
+
+@app.callback()
+def main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+) -> None:
+    """ebbtide: who is drifting away, and what would bring them back."""
+    _state["debug"] = debug
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Turn library errors into one clear line and exit code 1."""
+    try:
+        yield
+    except EbbtideError as exc:
+        if _state["debug"]:
+            err.print_exception()
+        err.print(f"[bold red]Error:[/] {exc}", soft_wrap=True, highlight=False)
+        raise typer.Exit(code=1) from None
+
+
+@contextmanager
+def _stages(quiet: bool, title: str) -> Iterator[Any]:
+    """A spinner showing the current stage and elapsed time; yields a stage callback."""
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=quiet,
+    )
+    with progress:
+        task = progress.add_task(title, total=None)
+        yield lambda stage: progress.update(task, description=f"{title}: {stage}")
+
+
+def _write_json(path: Path | None, data: dict[str, Any]) -> None:
+    if path is not None:
+        path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+        err.print(f"wrote {path}")
+
+
+@app.command()
+def ingest(
+    file: Annotated[Path, typer.Argument(help="Log file: CSV, whitespace text, JSON Lines or Parquet; gzip is fine.")],
+    fmt: Annotated[FormatName, typer.Option("--format", "-f", help="Source format.")] = FormatName.TAOBAO,
+    db: DbOption = Path("ebbtide.duckdb"),
+    user_col: Annotated[str | None, typer.Option(help="generic: user id column.")] = None,
+    item_col: Annotated[str | None, typer.Option(help="generic: item id column.")] = None,
+    category_col: Annotated[str | None, typer.Option(help="generic: category column.")] = None,
+    behavior_col: Annotated[str | None, typer.Option(help="generic: behaviour column.")] = None,
+    behavior: Annotated[
+        str | None, typer.Option(help="generic: one behaviour for all rows (view|cart|fav|buy).")
+    ] = None,
+    time_col: Annotated[str | None, typer.Option(help="generic: time column.")] = None,
+    time_format: Annotated[
+        str, typer.Option(help="generic: epoch_s | epoch_ms | iso | a strftime pattern.")
+    ] = "iso",
+    behavior_map: Annotated[
+        str, typer.Option(help="generic: extra behaviour words, e.g. pv=view,addtocart=cart.")
+    ] = "",
+    price_col: Annotated[str | None, typer.Option(help="generic: unit price column.")] = None,
+    quantity_col: Annotated[str | None, typer.Option(help="generic: quantity column.")] = None,
+    brand_col: Annotated[str | None, typer.Option(help="generic: brand column.")] = None,
+    session_col: Annotated[str | None, typer.Option(help="generic: session id column.")] = None,
+    delimiter: Annotated[str, typer.Option(help="generic CSV: field separator.")] = ",",
+    keep_repeats: Annotated[
+        bool, typer.Option(help="Keep identical rows of a file as separate events.")
+    ] = False,
+    pseudonymise: Annotated[
+        bool,
+        typer.Option(help="Replace user ids by HMAC-SHA256 pseudonyms (key: EBBTIDE_PSEUDONYM_KEY)."),
+    ] = False,
+    key_file: Annotated[
+        Path | None, typer.Option(help="File holding the pseudonymisation key.")
+    ] = None,
+    json_out: JsonOption = None,
+    quiet: QuietOption = False,
+) -> None:
+    """Load a behaviour log into the event store, accounting for every row.
+
+    Each row read is loaded, dropped as an exact duplicate, or quarantined with a reason
+    (see `ebbtide quarantine`). Loading the same file twice changes nothing.
+    """
+    with _user_errors():
+        mapping = None
+        if fmt is FormatName.GENERIC:
+            missing = [
+                flag
+                for flag, value in (("--user-col", user_col), ("--item-col", item_col), ("--time-col", time_col))
+                if value is None
+            ]
+            if missing:
+                raise typer.BadParameter(f"--format generic needs {', '.join(missing)}")
+            mapping = ColumnMapping(
+                user_col=user_col,  # type: ignore[arg-type]
+                item_col=item_col,  # type: ignore[arg-type]
+                time_col=time_col,  # type: ignore[arg-type]
+                category_col=category_col,
+                behavior_col=behavior_col,
+                behavior=behavior,
+                behavior_map=behavior_map,
+                time_format=time_format,
+                price_col=price_col,
+                quantity_col=quantity_col,
+                brand_col=brand_col,
+                session_col=session_col,
+                delimiter=delimiter,
+                keep_repeats=keep_repeats,
+            )
+        pseudonymiser = Pseudonymiser.from_env_or_file(key_file) if pseudonymise else None
+        with EventStore(db) as store, _stages(quiet, f"ingesting {file.name}") as stage:
+            summary = ingest_file(store, file, fmt, mapping=mapping, pseudonymiser=pseudonymiser, progress=stage)
+        _print_summary(summary, db)
+        _write_json(json_out, summary.to_dict())
+
+
+def _print_summary(summary: IngestSummary, db: Path) -> None:
+    table = Table(title=f"{Path(summary.source).name} -> {db}", show_header=False)
+    table.add_column("what")
+    table.add_column("rows", justify="right")
+    table.add_row("rows read", f"{summary.rows_read:,}")
+    table.add_row("loaded", f"{summary.loaded:,}")
+    table.add_row("duplicates", f"{summary.duplicates:,}")
+    table.add_row("quarantined", f"{summary.quarantined:,}")
+    for reason, count in summary.reasons.items():
+        table.add_row(f"  {reason}", f"{count:,}")
+    table.add_row("new users / items / categories", f"{summary.new_users:,} / {summary.new_items:,} / {summary.new_categories:,}")
+    table.add_row("time", f"{summary.seconds:.2f} s")
+    out.print(table)
+    if summary.already_ingested:
+        out.print("This file was already ingested with the same options: nothing changed.")
+    if summary.quarantined:
+        out.print(f"See the quarantined rows with: ebbtide quarantine --db {db}")
+
+
+@app.command()
+def stats(
+    db: DbOption = Path("ebbtide.duckdb"),
+    tz: Annotated[str, typer.Option(help="Time zone for per-day counts, e.g. Asia/Shanghai.")] = "UTC",
+    json_out: JsonOption = None,
+) -> None:
+    """Users, items, categories, events per behaviour, time span, per user and per day."""
+    with _user_errors():
+        _require_store(db)
+        with EventStore(db, read_only=True) as store:
+            result = store.stats(tz=tz)
+        _print_stats(result, db)
+        _write_json(json_out, result.to_dict())
+
+
+def _require_store(db: Path) -> None:
+    if not db.exists():
+        raise EbbtideError(f"no store at {db}; create one with `ebbtide ingest FILE --db {db}`")
+
+
+def _print_stats(s: StoreStats, db: Path) -> None:
+    table = Table(title=f"Event store {db}", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    table.add_row("users", f"{s.users:,}")
+    table.add_row("items", f"{s.items:,}")
+    table.add_row("categories", f"{s.categories:,}")
+    table.add_row("events", f"{s.events:,}")
+    for behavior, count in s.events_by_behavior.items():
+        share = count / s.events if s.events else 0.0
+        table.add_row(f"  {behavior}", f"{count:,} ({share:.1%})")
+    if s.first_event is not None:
+        table.add_row("first event (UTC)", s.first_event.isoformat())
+        table.add_row("last event (UTC)", s.last_event.isoformat() if s.last_event else "")
+        span = (s.last_event - s.first_event).total_seconds() / 86400 if s.last_event else 0.0
+        table.add_row("time span", f"{span:.1f} days")
+    if s.events_per_user:
+        q = s.events_per_user
+        table.add_row(
+            "events per user",
+            f"min {q['min']:.0f} · p25 {q['p25']:.0f} · median {q['median']:.0f} · p75 {q['p75']:.0f}"
+            f" · p90 {q['p90']:.0f} · max {q['max']:.0f} · mean {q['mean']:.1f}",
+        )
+    table.add_row("quarantined rows", f"{sum(s.quarantined.values()):,}")
+    table.add_row("ingests", f"{s.ingests:,}")
+    table.add_row("pseudonymised ids", {None: "not yet decided", True: "yes", False: "no"}[s.pseudonymised])
+    out.print(table)
+    if s.events_per_day:
+        days = Table(title=f"Events per day ({s.timezone})")
+        days.add_column("day")
+        days.add_column("events", justify="right")
+        for day, count in s.events_per_day:
+            days.add_row(day, f"{count:,}")
+        out.print(days)
+
+
+@app.command()
+def quarantine(
+    db: DbOption = Path("ebbtide.duckdb"),
+    limit: Annotated[int, typer.Option(help="Rows to show.")] = 20,
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Write all quarantined rows (.csv or .parquet).")
+    ] = None,
+) -> None:
+    """Show the rows that were not loaded, with their reason and raw text."""
+    with _user_errors():
+        _require_store(db)
+        with EventStore(db, read_only=True) as store:
+            rows = store.quarantine()
+        if out_file is not None:
+            _write_table(rows, out_file)
+        counts: dict[str, int] = {}
+        for reason in rows.column("reason").to_pylist():
+            counts[reason] = counts.get(reason, 0) + 1
+        summary = Table(title=f"Quarantine of {db}: {rows.num_rows:,} rows")
+        summary.add_column("reason")
+        summary.add_column("rows", justify="right")
+        summary.add_column("meaning")
+        for reason, count in sorted(counts.items()):
+            summary.add_row(reason, f"{count:,}", REASONS.get(reason, ""))
+        out.print(summary)
+        shown = rows.slice(0, limit).to_pylist()
+        if shown:
+            detail = Table(title=f"First {len(shown)} rows")
+            for column in ("line", "reason", "detail", "raw"):
+                detail.add_column(column, overflow="fold")
+            for row in shown:
+                detail.add_row(*(str(row[c]) if row[c] is not None else "" for c in ("line", "reason", "detail", "raw")))
+            out.print(detail)
+
+
+def _write_table(table: Any, path: Path) -> None:
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    if path.suffix.lower() == ".parquet":
+        pq.write_table(table, path)
+    elif path.suffix.lower() == ".csv":
+        pacsv.write_csv(table, path)
+    else:
+        raise EbbtideError(f"--out {path}: use a .csv or .parquet file name")
+    err.print(f"wrote {path}")
+
+
+@app.command()
+def forget(
+    user_id: Annotated[str, typer.Argument(help="The user's id as it appears in your source files.")],
+    db: DbOption = Path("ebbtide.duckdb"),
+    key_file: Annotated[
+        Path | None, typer.Option(help="Pseudonymisation key file (pseudonymised stores).")
+    ] = None,
+    pseudonym: Annotated[
+        bool, typer.Option(help="USER_ID is already the stored pseudonym, not the raw id.")
+    ] = False,
+) -> None:
+    """Delete one user's events, quarantined rows and id entry, and say what went."""
+    with _user_errors():
+        _require_store(db)
+        with EventStore(db) as store:
+            stored_id = user_id
+            if store.pseudonymised and not pseudonym:
+                stored_id = Pseudonymiser.from_env_or_file(key_file)(user_id)
+            report = store.forget(stored_id)
+        if not report.user_entry and not report.quarantined_rows:
+            out.print(f"No data for user {user_id!r} in {db}: nothing removed.")
+            return
+        out.print(
+            f"Forgot user {user_id!r}: {report.events:,} events, {report.quarantined_rows:,}"
+            f" quarantined rows and the id entry removed from {db}."
+            " Models and score files made before now still hold what they learnt: retrain them."
+        )
+
+
+@app.command()
+def synth(
+    out_file: Annotated[Path, typer.Option("--out", help="Events file to write (Taobao format; .gz to compress).")] = Path("synthetic.csv"),
+    users: Annotated[int, typer.Option(help="Number of users.")] = 1000,
+    days: Annotated[float, typer.Option(help="Length of the log in days.")] = 9.0,
+    seed: Annotated[int, typer.Option(help="Random seed; same seed, same file.")] = 0,
+    truth: Annotated[
+        Path | None, typer.Option(help="Folder for the ground-truth Parquet files (default: OUT.truth).")
+    ] = None,
+    quiet: QuietOption = False,
+) -> None:
+    """Write a synthetic log with known interest, excitation and decay rates."""
+    from ebbtide.synthetic import SynthConfig, generate, write_taobao_csv, write_truth
+
+    with _user_errors():
+        config = SynthConfig(users=users, days=days, seed=seed)
+        with _stages(quiet, "synthesising") as stage:
+            stage("simulating")
+            log = generate(config, progress=lambda done, total: stage(f"simulating users {done:,}/{total:,}"))
+            stage(f"writing {out_file.name}")
+            rows = write_taobao_csv(log, out_file)
+            truth_dir = truth or out_file.with_name(out_file.name.split(".")[0] + ".truth")
+            stage("writing ground truth")
+            truth_files = write_truth(log, truth_dir)
+        out.print(f"wrote {rows:,} events of {users:,} users over {days:g} days to {out_file}")
+        out.print(f"ground truth: {', '.join(str(p) for p in truth_files)}")
+        out.print(f"load it with: ebbtide ingest {out_file} --format taobao")
+
+
+@app.command()
+def demo(
+    db: DbOption = Path("ebbtide-demo.duckdb"),
+    quiet: QuietOption = False,
+) -> None:
+    """Run ebbtide on the bundled real Taobao sample (815 users, 9 days)."""
+    from ebbtide.datasets import TAOBAO_SAMPLE_FACTS, taobao_sample_path
+
+    with _user_errors():
+        with EventStore(db) as store, _stages(quiet, "ingesting the Taobao sample") as stage:
+            summary = ingest_file(store, taobao_sample_path(), FormatName.TAOBAO, progress=stage)
+            result = store.stats(tz=str(TAOBAO_SAMPLE_FACTS["timezone"]))
+        _print_summary(summary, db)
+        _print_stats(result, db)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

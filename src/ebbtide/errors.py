@@ -1,0 +1,44 @@
+"""Every exception and warning ebbtide raises, in one place.
+
+A message says what happened, shows the offending value or line, and says what to do
+next. The CLI turns any `EbbtideError` into one line on stderr and exit code 1; other
+exceptions are bugs and keep their traceback.
+"""
+
+from __future__ import annotations
+
+
+class EbbtideError(Exception):
+    """Base class: a problem the user can fix (bad input, bad option, bad store)."""
+
+
+class InputFormatError(EbbtideError):
+    """The input file is not in the stated format (wrong columns, binary, empty)."""
+
+
+class StoreError(EbbtideError):
+    """The event store cannot do what was asked (locked, wrong mode, corrupt)."""
+
+
+class ConfigError(EbbtideError, ValueError):
+    """A configuration value is out of its allowed range or unknown."""
+
+
+class PrivacyError(StoreError):
+    """Pseudonymisation settings conflict with the store (raw ids into a pseudonymised store)."""
+
+
+class NotFittedError(EbbtideError):
+    """A model was queried before `fit`."""
+
+
+class ConvergenceError(EbbtideError):
+    """An optimiser failed to converge; the message lists likely causes and fixes."""
+
+
+class DataQualityWarning(UserWarning):
+    """The input was loaded, but something about it deserves a look."""
+
+
+class ConvergenceWarning(UserWarning):
+    """An optimiser stopped early or its answer is doubtful."""

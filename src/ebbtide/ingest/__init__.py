@@ -1,0 +1,299 @@
+"""Read behaviour logs of any supported format into an `EventStore`, losing nothing.
+
+Every row read ends up loaded, recognised as a duplicate, or quarantined with a reason,
+and the returned `IngestSummary` reconciles the three. A file that is not in the stated
+format is refused before anything is written.
+
+Examples
+--------
+>>> from ebbtide.sql import bind
+from ebbtide.store import EventStore
+>>> from ebbtide.datasets import taobao_sample_path
+>>> with EventStore(":memory:") as store:
+...     summary = ingest_file(store, taobao_sample_path(), "taobao")
+>>> summary.loaded
+84475
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import uuid
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+import duckdb
+
+from ebbtide.errors import ConfigError, InputFormatError
+from ebbtide.ingest.formats import (
+    NAMED_FORMATS,
+    EventFormat,
+    FormatName,
+    check_time_format,
+    parse_behavior_map,
+)
+from ebbtide.ingest.pseudonymise import Pseudonymiser
+from ebbtide.ingest.reading import (
+    Source,
+    build_reader,
+    inspect_source,
+    parquet_columns,
+    resolve_format,
+)
+from ebbtide.ingest.validation import REASONS, ValidationRules, rejects_sql, staging_sql
+from ebbtide.sql import bind
+from ebbtide.store import EventStore, IngestSummary, LoadRequest, Progress
+
+__all__ = [
+    "REASONS",
+    "ColumnMapping",
+    "EventFormat",
+    "FormatName",
+    "IngestSummary",
+    "Pseudonymiser",
+    "ValidationRules",
+    "ingest_file",
+]
+
+#: Share of bad rows among a file's first rows above which it is "not this format".
+WRONG_FORMAT_SHARE = 0.5
+_FORMAT_REASONS_IGNORED = {"excluded_behavior"}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ColumnMapping:
+    """How the columns of a shop's own export map onto the canonical event.
+
+    Parameters
+    ----------
+    user_col, item_col, time_col : str
+        Required source columns.
+    category_col, behavior_col, price_col, quantity_col, brand_col, session_col : str, optional
+        Optional source columns.
+    behavior : str, optional
+        Fixed behaviour for files without a behaviour column (e.g. ``"buy"`` for orders).
+    behavior_map : str
+        Extra words, ``"pv=view,addtocart=cart"``; canonical words always map to themselves.
+    time_format : str
+        ``epoch_s``, ``epoch_ms``, ``iso`` (no offset = UTC) or a strftime pattern.
+    input_type : {"csv", "parquet", "jsonl"}, optional
+        Default: from the file name (``.parquet``, ``.jsonl``/``.ndjson``, else CSV).
+    delimiter : str
+        CSV field separator.
+    keep_repeats : bool
+        Keep identical rows of one file as separate events (coarse time stamps).
+    """
+
+    user_col: str
+    item_col: str
+    time_col: str
+    category_col: str | None = None
+    behavior_col: str | None = None
+    price_col: str | None = None
+    quantity_col: str | None = None
+    brand_col: str | None = None
+    session_col: str | None = None
+    behavior: str | None = None
+    behavior_map: str = ""
+    time_format: str = "iso"
+    input_type: Literal["csv", "parquet", "jsonl"] | None = None
+    delimiter: str = ","
+    keep_repeats: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.behavior_col is None) == (self.behavior is None):
+            raise ConfigError(
+                "give exactly one of --behavior-col (a column) or --behavior (one fixed"
+                " behaviour for every row, e.g. 'buy')"
+            )
+        check_time_format(self.time_format)
+        if len(self.delimiter) != 1:
+            raise ConfigError(f"--delimiter must be one character, not {self.delimiter!r}")
+
+    def to_format(self, path: Path) -> EventFormat:
+        """The `EventFormat` this mapping describes for `path`."""
+        behavior_map = parse_behavior_map(self.behavior_map)
+        constants = {}
+        if self.behavior is not None:
+            word = self.behavior.strip().lower()
+            if word not in behavior_map:
+                raise ConfigError(
+                    f"--behavior {self.behavior!r} is not a behaviour: use view, cart, fav or buy"
+                )
+            constants["behavior"] = word
+        named = {
+            "user_id": self.user_col,
+            "item_id": self.item_col,
+            "ts": self.time_col,
+            "category_id": self.category_col,
+            "behavior": self.behavior_col,
+            "price": self.price_col,
+            "quantity": self.quantity_col,
+            "brand": self.brand_col,
+            "session_id": self.session_col,
+        }
+        return EventFormat(
+            name="generic",
+            layout=self.input_type or _layout_from_name(path),
+            columns=None,
+            header=True,
+            fields={k: v for k, v in named.items() if v is not None},
+            constants=constants,
+            behavior_map=behavior_map,
+            time_format=self.time_format,
+            delimiter=self.delimiter,
+            keep_repeats=self.keep_repeats,
+        )
+
+
+def _layout_from_name(path: Path) -> Literal["csv", "parquet", "jsonl"]:
+    suffixes = [s.lower() for s in path.suffixes if s.lower() != ".gz"]
+    last = suffixes[-1] if suffixes else ""
+    if last in (".parquet", ".pq"):
+        return "parquet"
+    if last in (".jsonl", ".ndjson", ".json"):
+        return "jsonl"
+    return "csv"
+
+
+def resolve_event_format(
+    fmt: FormatName | str | EventFormat, path: Path, mapping: ColumnMapping | None
+) -> EventFormat:
+    """Turn a format name (plus a mapping for ``generic``) into an `EventFormat`."""
+    if isinstance(fmt, EventFormat):
+        return fmt
+    try:
+        name = FormatName(fmt)
+    except ValueError:
+        allowed = ", ".join(f.value for f in FormatName)
+        raise ConfigError(f"unknown format {fmt!r}; use one of {allowed}") from None
+    if name is FormatName.GENERIC:
+        if mapping is None:
+            raise ConfigError(
+                "the generic format needs a column mapping: --user-col, --item-col, --time-col"
+                " and --behavior-col (or --behavior)"
+            )
+        return mapping.to_format(path)
+    if mapping is not None:
+        raise ConfigError(f"column options apply to --format generic, not {name.value}")
+    return NAMED_FORMATS[name]
+
+
+def ingest_file(
+    store: EventStore,
+    path: str | Path,
+    fmt: FormatName | str | EventFormat = FormatName.TAOBAO,
+    *,
+    mapping: ColumnMapping | None = None,
+    rules: ValidationRules | None = None,
+    pseudonymiser: Pseudonymiser | None = None,
+    progress: Progress | None = None,
+    now: datetime | None = None,
+) -> IngestSummary:
+    """Load one file (plain or gzip) into `store`, in a single transaction.
+
+    Parameters
+    ----------
+    store : EventStore
+        Where the events go.
+    path : str or Path
+        The file; gzip is detected from its first bytes, not its name.
+    fmt : FormatName, str or EventFormat
+        ``taobao``, ``rees46``, ``retailrocket``, ``cdnow``, ``movielens`` or ``generic``.
+    mapping : ColumnMapping, optional
+        Required for ``generic``.
+    rules : ValidationRules, optional
+        Time range and id length limits.
+    pseudonymiser : Pseudonymiser, optional
+        Replace user ids by keyed pseudonyms before they are stored.
+    progress : callable, optional
+        Called with the name of each stage as it starts.
+    now : datetime, optional
+        The ingest instant (default: the clock), which bounds plausible times.
+
+    Returns
+    -------
+    IngestSummary
+        rows read = loaded + duplicates + quarantined, with counts per reason.
+
+    Raises
+    ------
+    InputFormatError
+        The file is empty, binary, or not in the stated format; nothing is written.
+    """
+    path = Path(path)
+    rules = rules or ValidationRules()
+    now = now or datetime.now(UTC)
+    base = resolve_event_format(fmt, path, mapping)
+    report = progress or (lambda stage: None)
+    report("checking the file")
+    source = inspect_source(path, base)
+    columns = parquet_columns(store.con, path) if base.layout == "parquet" else ()
+    event_format = resolve_format(base, source, columns)
+    if event_format.layout != "parquet":
+        _check_first_rows(event_format, source, rules, now)
+
+    tag = uuid.uuid4().hex[:12]
+    reader = build_reader(event_format, source, tag)
+    sql, params = staging_sql(reader, event_format, rules, now)
+    temp_tables: tuple[str, ...] = ()
+    rejects = None
+    if reader.rejects_table is not None:
+        rejects = rejects_sql(reader.rejects_table)
+        temp_tables = (reader.rejects_table, f"{reader.rejects_table}_scan")
+    request = LoadRequest(
+        source=str(path),
+        sha256=source.sha256,
+        options=_options(event_format),
+        staging_sql=sql,
+        params=params,
+        rejects_sql=rejects,
+        temp_tables=temp_tables,
+        keep_repeats=event_format.keep_repeats,
+        pseudonymise=pseudonymiser.many if pseudonymiser is not None else None,
+        key_fingerprint=pseudonymiser.fingerprint if pseudonymiser is not None else None,
+    )
+    return store.load(request, progress)
+
+
+def _options(fmt: EventFormat) -> dict[str, object]:
+    """What, besides the bytes, decides how a file loads (part of its ingest identity)."""
+    return json.loads(json.dumps(asdict(fmt), default=str))
+
+
+def _check_first_rows(
+    fmt: EventFormat, source: Source, rules: ValidationRules, now: datetime
+) -> None:
+    """Run the real reader on the file's first lines; refuse it if most of them are bad."""
+    with tempfile.TemporaryDirectory(prefix="ebbtide-") as tmp:
+        sample = Path(tmp) / "first_rows.txt"
+        sample.write_text("\n".join(source.first_lines) + "\n", encoding="utf-8")
+        reader = build_reader(fmt, replace(source, path=sample, compression="none"), "sample")
+        sql, params = staging_sql(reader, fmt, rules, now)
+        with duckdb.connect() as con:
+            con.execute("SET TimeZone = 'UTC'")
+            con.execute(f"CREATE TEMP TABLE sample AS {sql}", bind(sql, params))
+            bad = con.execute(
+                "SELECT reason, detail, raw FROM sample WHERE reason IS NOT NULL ORDER BY rowid"
+            ).fetchall()
+            total = con.execute("SELECT count(*) FROM sample").fetchone()[0]
+            if reader.rejects_table is not None:
+                rejected = con.execute(
+                    f"SELECT reason, detail, raw FROM ({rejects_sql(reader.rejects_table)}) ORDER BY line"
+                ).fetchall()
+                bad = rejected + bad
+                total += len(rejected)
+    counted = [row for row in bad if row[0] not in _FORMAT_REASONS_IGNORED]
+    if total and len(counted) <= WRONG_FORMAT_SHARE * total:
+        return
+    reason, detail, raw = counted[0] if counted else ("no rows", None, source.first_line)
+    shown = (raw or source.first_line)[:200]
+    what = REASONS.get(reason, reason) + (f" ({detail})" if detail else "")
+    raise InputFormatError(
+        f"{source.path}: not a {fmt.name} file: {len(counted)} of the first {total} rows are"
+        f" bad; expected the columns {fmt.expected_columns}. First offending line:"
+        f" {shown!r}: {what}. Check --format (and the column options for generic)."
+    )

@@ -1,0 +1,573 @@
+"""The embedded event store: one DuckDB file holding events, id maps and quarantine.
+
+Events are kept with dense integer ids (``user_idx``, ``item_idx``, ``category_idx``)
+next to dictionaries back to the external ids. Every load runs in one transaction: a
+crash or kill half-way leaves the store as it was, and loading the same rows again adds
+nothing, because each event is compared exactly with what is already stored.
+
+Examples
+--------
+>>> from ebbtide.store import EventStore
+>>> with EventStore(":memory:") as store:
+...     store.stats().events
+0
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from ebbtide.errors import PrivacyError, StoreError
+from ebbtide.schema import BEHAVIORS
+from ebbtide.sql import bind
+
+#: Bumped whenever the tables change shape; a store written by another version is refused.
+STORE_FORMAT_VERSION = 1
+_KEY_HASH = f"duckdb-hash {duckdb.__version__}"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+CREATE TABLE IF NOT EXISTS users (user_idx INTEGER, user_id VARCHAR);
+CREATE TABLE IF NOT EXISTS items (item_idx INTEGER, item_id VARCHAR);
+CREATE TABLE IF NOT EXISTS categories (
+    category_idx INTEGER, category_id VARCHAR, category_name VARCHAR);
+CREATE TABLE IF NOT EXISTS events (
+    user_idx INTEGER NOT NULL, item_idx INTEGER NOT NULL, category_idx INTEGER,
+    behavior UTINYINT NOT NULL, ts TIMESTAMPTZ NOT NULL, price DOUBLE, quantity INTEGER,
+    brand VARCHAR, session_id VARCHAR, occurrence INTEGER NOT NULL,
+    event_key UBIGINT NOT NULL, ingest_id INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS quarantine (
+    ingest_id INTEGER, line BIGINT, reason VARCHAR, detail VARCHAR, raw VARCHAR,
+    user_id VARCHAR, item_id VARCHAR, category_id VARCHAR, behavior VARCHAR,
+    time VARCHAR, price VARCHAR);
+CREATE TABLE IF NOT EXISTS ingests (
+    ingest_id INTEGER, source VARCHAR, sha256 VARCHAR, options VARCHAR,
+    started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ, rows_read BIGINT, loaded BIGINT,
+    duplicates BIGINT, quarantined BIGINT, reasons VARCHAR);
+"""
+#: The columns that make an event what it is; two rows equal on all of them are one event.
+_IDENTITY = (
+    "user_idx, item_idx, category_idx, behavior, ts, price, quantity, brand, session_id, occurrence"
+)
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadRequest:
+    """Everything `EventStore.load` needs to load one source, prepared by `ebbtide.ingest`.
+
+    ``staging_sql`` yields typed rows with a ``reason`` column (NULL = valid);
+    ``rejects_sql`` yields (line, reason, detail, raw) for rows the reader could not
+    split, once the staging query has run; ``temp_tables`` are dropped afterwards;
+    ``pseudonymise`` maps distinct raw user ids
+    to pseudonyms (None keeps ids as they are) and ``key_fingerprint`` identifies its key.
+    """
+
+    source: str
+    sha256: str
+    options: dict[str, Any]
+    staging_sql: str
+    params: dict[str, object]
+    rejects_sql: str | None
+    temp_tables: tuple[str, ...] = ()
+    keep_repeats: bool = False
+    pseudonymise: Callable[[list[str]], list[str]] | None = None
+    key_fingerprint: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IngestSummary:
+    """How every row read was accounted for: ``rows_read = loaded + duplicates + quarantined``."""
+
+    source: str
+    rows_read: int
+    loaded: int
+    duplicates: int
+    quarantined: int
+    reasons: dict[str, int]
+    new_users: int
+    new_items: int
+    new_categories: int
+    already_ingested: bool = False
+    seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.rows_read != self.loaded + self.duplicates + self.quarantined:
+            raise StoreError(f"ingest accounting broke: {self}; please report this bug")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    """What a store holds, for `ebbtide stats` and the report."""
+
+    users: int
+    items: int
+    categories: int
+    events: int
+    events_by_behavior: dict[str, int]
+    first_event: datetime | None
+    last_event: datetime | None
+    events_per_user: dict[str, float]
+    events_per_day: list[tuple[str, int]]
+    quarantined: dict[str, int]
+    ingests: int
+    pseudonymised: bool | None
+    timezone: str = "UTC"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in ("first_event", "last_event"):
+            data[key] = data[key].isoformat() if data[key] else None
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetReport:
+    """What `EventStore.forget` removed for one user."""
+
+    user_id: str
+    events: int
+    quarantined_rows: int
+    user_entry: bool
+
+
+class EventStore:
+    """A DuckDB-backed store of canonical events.
+
+    Parameters
+    ----------
+    path : str or Path
+        Database file, created if missing; ``":memory:"`` for a throw-away store.
+    read_only : bool
+        Open without taking the write lock (several readers may share the file).
+    memory_limit : str
+        DuckDB's memory cap; past it DuckDB spills to a temp directory beside the file.
+    threads : int, optional
+        Worker threads (default: DuckDB's choice, one per core).
+    """
+
+    def __init__(
+        self,
+        path: str | Path = "ebbtide.duckdb",
+        *,
+        read_only: bool = False,
+        memory_limit: str = "3GB",
+        threads: int | None = None,
+    ) -> None:
+        self.path = str(path)
+        config: dict[str, str | int] = {"memory_limit": memory_limit}
+        if threads is not None:
+            config["threads"] = threads
+        try:
+            self.con = duckdb.connect(self.path, read_only=read_only, config=config)
+        except duckdb.IOException as exc:
+            if "lock" in str(exc).lower():
+                raise StoreError(
+                    f"{self.path} is in use by another ebbtide or DuckDB process; wait for it"
+                    " to finish or open the store with read_only=True"
+                ) from None
+            raise StoreError(f"cannot open the store {self.path}: {exc}") from None
+        except duckdb.Error as exc:
+            raise StoreError(f"{self.path} is not an ebbtide store (DuckDB says: {exc})") from None
+        self.con.execute("SET TimeZone = 'UTC'")
+        if not read_only:
+            self.con.execute(_SCHEMA)
+        self._check_version(read_only)
+
+    # -- life cycle ---------------------------------------------------------------
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> EventStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"EventStore({self.path!r})"
+
+    def _meta(self, key: str) -> str | None:
+        row = self.con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+        return row[0] if row else None
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self.con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
+
+    def _check_version(self, read_only: bool) -> None:
+        try:
+            version = self._meta("store_format_version")
+        except duckdb.CatalogException:
+            raise StoreError(f"{self.path} is a DuckDB file but not an ebbtide store") from None
+        if version is None and not read_only:
+            self._set_meta("store_format_version", str(STORE_FORMAT_VERSION))
+            self._set_meta("event_key_hash", _KEY_HASH)
+        elif version is not None and int(version) != STORE_FORMAT_VERSION:
+            raise StoreError(
+                f"{self.path} was written in store format {version}; this ebbtide reads format"
+                f" {STORE_FORMAT_VERSION}. Re-ingest the source files into a new store."
+            )
+        if not read_only and self._meta("event_key_hash") != _KEY_HASH:
+            # Event keys come from DuckDB's hash, which may change between releases.
+            self.con.execute(f"UPDATE events SET event_key = hash({_IDENTITY})")
+            self._set_meta("event_key_hash", _KEY_HASH)
+
+    @property
+    def pseudonymised(self) -> bool | None:
+        """True/False once the first load fixed it, None for a store that never loaded."""
+        value = self._meta("pseudonymised")
+        return None if value is None else value == "true"
+
+    # -- loading ------------------------------------------------------------------
+    def load(self, request: LoadRequest, progress: Progress | None = None) -> IngestSummary:
+        """Load one staged source in a single transaction and account for every row.
+
+        Raises
+        ------
+        PrivacyError
+            When the request's pseudonymisation does not match the store's.
+        StoreError
+            When DuckDB fails; the store is left exactly as before.
+        """
+        report = progress or (lambda stage: None)
+        started = datetime.now(UTC)
+        self._check_privacy(request)
+        options = json.dumps(request.options, sort_keys=True)
+        con = self.con
+        con.execute("BEGIN TRANSACTION")
+        try:
+            previous = con.execute(
+                "SELECT rows_read, loaded + duplicates, quarantined, reasons FROM ingests"
+                " WHERE sha256 = ? AND options = ?",
+                [request.sha256, options],
+            ).fetchone()
+            if previous is not None:
+                con.execute("ROLLBACK")
+                rows, dup, bad, reasons = previous
+                return IngestSummary(
+                    request.source,
+                    rows,
+                    0,
+                    dup,
+                    bad,
+                    json.loads(reasons),
+                    0,
+                    0,
+                    0,
+                    already_ingested=True,
+                    seconds=_elapsed(started),
+                )
+            summary = self._load_in_transaction(request, options, started, report)
+            report("committing")
+            con.execute("COMMIT")
+        except BaseException as exc:
+            con.execute("ROLLBACK")
+            if isinstance(exc, duckdb.Error):
+                raise StoreError(
+                    f"loading {request.source} failed, nothing was stored: {exc}"
+                ) from exc
+            raise
+        finally:
+            self._drop_temp(request)
+        return summary
+
+    def _check_privacy(self, request: LoadRequest) -> None:
+        wants = request.pseudonymise is not None
+        mode = self.pseudonymised
+        if mode is None:
+            return
+        if mode and not wants:
+            raise PrivacyError(
+                f"{self.path} holds pseudonymised user ids; it refuses raw ids. Ingest with"
+                " --pseudonymise and the same key (EBBTIDE_PSEUDONYM_KEY or --key-file)."
+            )
+        if not mode and wants:
+            raise PrivacyError(
+                f"{self.path} holds raw user ids; pseudonymised ids would not match them."
+                " Use a new store for pseudonymised data."
+            )
+        if mode and self._meta("key_fingerprint") != request.key_fingerprint:
+            raise PrivacyError(
+                f"{self.path} was pseudonymised with another key (fingerprint"
+                f" {self._meta('key_fingerprint')}); use that key or a new store."
+            )
+
+    def _load_in_transaction(
+        self, request: LoadRequest, options: str, started: datetime, report: Progress
+    ) -> IngestSummary:
+        con = self.con
+        ingest_id = con.execute("SELECT coalesce(max(ingest_id), 0) + 1 FROM ingests").fetchone()[0]
+        report("reading and checking rows")
+        stage = f"CREATE OR REPLACE TEMP TABLE ebbtide_stage AS {request.staging_sql}"
+        con.execute(stage, bind(stage, request.params))
+        rejects = self._rejects(request)
+        if request.pseudonymise is not None:
+            report("pseudonymising user ids")
+            self._pseudonymise_stage(request)
+            self._set_meta("pseudonymised", "true")
+            self._set_meta("key_fingerprint", request.key_fingerprint or "")
+        elif self.pseudonymised is None:
+            self._set_meta("pseudonymised", "false")
+
+        report("indexing users, items and categories")
+        new_ids = self._extend_dictionaries()
+        report("removing duplicates and writing events")
+        loaded, valid = self._insert_events(request.keep_repeats, ingest_id)
+
+        report("quarantining rejected rows")
+        # Raw text would carry raw user ids past the pseudonymiser: withheld in that mode.
+        raw = "NULL" if request.pseudonymise is not None else "raw"
+        con.execute(
+            f"""INSERT INTO quarantine SELECT {ingest_id}, NULL, reason, detail, {raw},
+                user_id, item_id, category_id, raw_behavior, raw_time, raw_price
+            FROM ebbtide_stage WHERE reason IS NOT NULL"""
+        )
+        if rejects:
+            con.execute(
+                f"""INSERT INTO quarantine SELECT {ingest_id}, line, reason, detail,
+                    {"NULL" if request.pseudonymise is not None else "raw"},
+                    NULL, NULL, NULL, NULL, NULL, NULL FROM ebbtide_rejected"""
+            )
+        reasons = dict(
+            con.execute(
+                "SELECT reason, count(*) FROM quarantine WHERE ingest_id = ? GROUP BY reason ORDER BY reason",
+                [ingest_id],
+            ).fetchall()
+        )
+        quarantined = sum(reasons.values())
+        summary = IngestSummary(
+            request.source,
+            valid + quarantined,
+            loaded,
+            valid - loaded,
+            quarantined,
+            reasons,
+            *new_ids,
+            seconds=_elapsed(started),
+        )
+        con.execute(
+            "INSERT INTO ingests VALUES (?, ?, ?, ?, ?, now(), ?, ?, ?, ?, ?)",
+            [
+                ingest_id,
+                request.source,
+                request.sha256,
+                options,
+                started,
+                summary.rows_read,
+                summary.loaded,
+                summary.duplicates,
+                summary.quarantined,
+                json.dumps(reasons),
+            ],
+        )
+        return summary
+
+    def _rejects(self, request: LoadRequest) -> int:
+        """Collect rows the reader could not split into ``ebbtide_rejected``."""
+        if request.rejects_sql is None:
+            self.con.execute(
+                "CREATE OR REPLACE TEMP TABLE ebbtide_rejected"
+                " (line BIGINT, reason VARCHAR, detail VARCHAR, raw VARCHAR)"
+            )
+            return 0
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE ebbtide_rejected AS {request.rejects_sql}")
+        return self.con.execute("SELECT count(*) FROM ebbtide_rejected").fetchone()[0]
+
+    def _pseudonymise_stage(self, request: LoadRequest) -> None:
+        assert request.pseudonymise is not None
+        raw_ids = [
+            r[0]
+            for r in self.con.execute(
+                "SELECT DISTINCT user_id FROM ebbtide_stage WHERE user_id IS NOT NULL"
+            ).fetchall()
+        ]
+        mapping = pa.table({"raw_id": raw_ids, "pseudonym": request.pseudonymise(raw_ids)})
+        self.con.register("ebbtide_pseudonyms", mapping)
+        try:
+            self.con.execute(
+                """UPDATE ebbtide_stage SET user_id = p.pseudonym FROM ebbtide_pseudonyms p
+                WHERE ebbtide_stage.user_id = p.raw_id"""
+            )
+        finally:
+            self.con.unregister("ebbtide_pseudonyms")
+
+    def _extend_dictionaries(self) -> tuple[int, int, int]:
+        """Give new ids the next dense integers, in id order so loads are reproducible."""
+        added = []
+        for table, id_col, idx_col in (
+            ("users", "user_id", "user_idx"),
+            ("items", "item_id", "item_idx"),
+        ):
+            added.append(
+                self.con.execute(
+                    f"""INSERT INTO {table}
+                SELECT (SELECT coalesce(max({idx_col}) + 1, 0) FROM {table})
+                       + row_number() OVER (ORDER BY {id_col}) - 1, {id_col}
+                FROM (SELECT DISTINCT {id_col} FROM ebbtide_stage WHERE reason IS NULL
+                      EXCEPT SELECT {id_col} FROM {table})"""
+                ).fetchone()[0]
+            )
+        added.append(
+            self.con.execute(
+                """INSERT INTO categories
+            SELECT (SELECT coalesce(max(category_idx) + 1, 0) FROM categories)
+                   + row_number() OVER (ORDER BY category_id) - 1, category_id, category_name
+            FROM (SELECT category_id, max(category_name) AS category_name FROM ebbtide_stage
+                  WHERE reason IS NULL AND category_id IS NOT NULL GROUP BY category_id) s
+            WHERE category_id NOT IN (SELECT category_id FROM categories)"""
+            ).fetchone()[0]
+        )
+        return added[0], added[1], added[2]
+
+    def _insert_events(self, keep_repeats: bool, ingest_id: int) -> tuple[int, int]:
+        """Insert the valid staged rows that are not already stored; return (loaded, valid)."""
+        occurrence = (
+            "(row_number() OVER (PARTITION BY s.user_id, s.item_id, s.category_id, s.behavior,"
+            " s.ts, s.price, s.quantity, s.brand, s.session_id) - 1)::INTEGER"
+            if keep_repeats
+            else "0"
+        )
+        con = self.con
+        valid = con.execute("SELECT count(*) FROM ebbtide_stage WHERE reason IS NULL").fetchone()[0]
+        # DISTINCT drops exact copies inside the file; NOT EXISTS drops rows already stored.
+        # Both compare every identity column (NULLs equal), the key only narrows the search.
+        same = " AND ".join(f"e.{c} IS NOT DISTINCT FROM x.{c}" for c in _IDENTITY.split(", "))
+        loaded = con.execute(
+            f"""INSERT INTO events
+            SELECT *, {ingest_id} FROM (
+                SELECT DISTINCT *, hash({_IDENTITY}) AS event_key FROM (
+                    SELECT u.user_idx, i.item_idx, c.category_idx, s.behavior, s.ts, s.price,
+                        s.quantity, s.brand, s.session_id, {occurrence} AS occurrence
+                    FROM ebbtide_stage s
+                    JOIN users u ON u.user_id = s.user_id
+                    JOIN items i ON i.item_id = s.item_id
+                    LEFT JOIN categories c ON c.category_id = s.category_id
+                    WHERE s.reason IS NULL)) x
+            WHERE NOT EXISTS (
+                SELECT 1 FROM events e WHERE e.event_key = x.event_key AND {same})"""
+        ).fetchone()[0]
+        return loaded, valid
+
+    def _drop_temp(self, request: LoadRequest) -> None:
+        for table in ("ebbtide_stage", "ebbtide_rejected", *request.temp_tables):
+            self.con.execute(f"DROP TABLE IF EXISTS {table}")
+
+    # -- reading ------------------------------------------------------------------
+    def stats(self, tz: str = "UTC") -> StoreStats:
+        """Counts, time span, events per user (quantiles) and per day (in time zone `tz`)."""
+        con = self.con
+        users, items, categories = (
+            con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+            for t in ("users", "items", "categories")
+        )
+        by_code = dict(con.execute("SELECT behavior, count(*) FROM events GROUP BY 1").fetchall())
+        by_behavior = {b.value: int(by_code.get(b.code, 0)) for b in BEHAVIORS}
+        first, last = con.execute("SELECT min(ts), max(ts) FROM events").fetchone()
+        per_user = con.execute(
+            """SELECT min(n), quantile_cont(n, 0.25), median(n), quantile_cont(n, 0.75),
+                quantile_cont(n, 0.9), max(n), avg(n)
+            FROM (SELECT count(*) AS n FROM events GROUP BY user_idx)"""
+        ).fetchone()
+        labels = ("min", "p25", "median", "p75", "p90", "max", "mean")
+        per_day = con.execute(
+            "SELECT strftime(timezone(?, ts), '%Y-%m-%d') AS day, count(*) FROM events"
+            " GROUP BY day ORDER BY day",
+            [tz],
+        ).fetchall()
+        quarantined = dict(
+            con.execute(
+                "SELECT reason, count(*) FROM quarantine GROUP BY reason ORDER BY reason"
+            ).fetchall()
+        )
+        ingests = con.execute("SELECT count(*) FROM ingests").fetchone()[0]
+        return StoreStats(
+            users=users,
+            items=items,
+            categories=categories,
+            events=sum(by_behavior.values()),
+            events_by_behavior=by_behavior,
+            first_event=first,
+            last_event=last,
+            events_per_user={k: float(v) for k, v in zip(labels, per_user) if v is not None},
+            events_per_day=[(d, int(n)) for d, n in per_day],
+            quarantined=quarantined,
+            ingests=ingests,
+            pseudonymised=self.pseudonymised,
+            timezone=tz,
+        )
+
+    def events(self, columns: Sequence[str] | None = None) -> pa.Table:
+        """All events with external ids, as Arrow (for small stores and tests)."""
+        wanted = ", ".join(columns) if columns else "*"
+        return self.con.execute(
+            f"""SELECT {wanted} FROM (
+                SELECT u.user_id, i.item_id, c.category_id, e.behavior, e.ts, e.price,
+                    e.quantity, e.brand, e.session_id
+                FROM events e JOIN users u USING (user_idx) JOIN items i USING (item_idx)
+                LEFT JOIN categories c USING (category_idx)
+                ORDER BY u.user_id, e.ts, i.item_id)"""
+        ).fetch_arrow_table()
+
+    def quarantine(self) -> pa.Table:
+        """Rejected rows with their reason, detail and raw text, in load order."""
+        return self.con.execute(
+            "SELECT * FROM quarantine ORDER BY ingest_id, line NULLS LAST, raw"
+        ).fetch_arrow_table()
+
+    # -- privacy ------------------------------------------------------------------
+    def forget(self, user_id: str) -> ForgetReport:
+        """Delete a user's events, quarantined rows and id entry, in one transaction.
+
+        `user_id` is the id as stored: in a pseudonymised store, its pseudonym. Items and
+        categories stay (they describe the catalogue, not the person).
+        """
+        con = self.con
+        pattern = r"(^|[^0-9A-Za-z_-])" + re.escape(user_id) + r"($|[^0-9A-Za-z_-])"
+        con.execute("BEGIN TRANSACTION")
+        try:
+            idx = con.execute("SELECT user_idx FROM users WHERE user_id = ?", [user_id]).fetchone()
+            events = 0
+            if idx is not None:
+                events = con.execute("DELETE FROM events WHERE user_idx = ?", [idx[0]]).fetchone()[
+                    0
+                ]
+                con.execute("DELETE FROM users WHERE user_idx = ?", [idx[0]])
+            quarantined = con.execute(
+                "DELETE FROM quarantine WHERE user_id = ?"
+                " OR (user_id IS NULL AND raw IS NOT NULL AND regexp_matches(raw, ?))",
+                [user_id, pattern],
+            ).fetchone()[0]
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("CHECKPOINT")
+        return ForgetReport(user_id, int(events), int(quarantined), idx is not None)
+
+    def require_pseudonym(self, raw_user_id: str, pseudonymise: Callable[[str], str] | None) -> str:
+        """The id under which `raw_user_id` is stored, refusing to guess in pseudonymised stores."""
+        if not self.pseudonymised:
+            return raw_user_id
+        if pseudonymise is None:
+            raise PrivacyError(
+                f"{self.path} holds pseudonymised ids: pass the key (EBBTIDE_PSEUDONYM_KEY or"
+                " --key-file) so the raw id can be matched, or --pseudonym with the stored id"
+            )
+        return pseudonymise(raw_user_id)
+
+
+def _elapsed(started: datetime) -> float:
+    return (datetime.now(UTC) - started).total_seconds()
