@@ -174,6 +174,10 @@ class EventStore:
         try:
             self.con = duckdb.connect(self.path, read_only=read_only, config=config)
         except duckdb.IOException as exc:
+            if "not a valid DuckDB database" in str(exc):
+                raise StoreError(
+                    f"{self.path} is not an ebbtide store (not a DuckDB file)"
+                ) from None
             if "lock" in str(exc).lower():
                 raise StoreError(
                     f"{self.path} is in use by another ebbtide or DuckDB process; wait for it"
@@ -343,7 +347,8 @@ class EventStore:
             )
         reasons = dict(
             con.execute(
-                "SELECT reason, count(*) FROM quarantine WHERE ingest_id = ? GROUP BY reason ORDER BY reason",
+                "SELECT reason, count(*) FROM quarantine WHERE ingest_id = ?"
+                " GROUP BY reason ORDER BY reason",
                 [ingest_id],
             ).fetchall()
         )
@@ -466,6 +471,12 @@ class EventStore:
             self.con.execute(f"DROP TABLE IF EXISTS {table}")
 
     # -- reading ------------------------------------------------------------------
+    def _reader(self) -> duckdb.DuckDBPyConnection:
+        """A cursor for relation-style reads, unaffected by results pending on `con`."""
+        cursor = self.con.cursor()
+        cursor.execute("SET TimeZone = 'UTC'")
+        return cursor
+
     def stats(self, tz: str = "UTC") -> StoreStats:
         """Counts, time span, events per user (quantiles) and per day (in time zone `tz`)."""
         con = self.con
@@ -501,7 +512,9 @@ class EventStore:
             events_by_behavior=by_behavior,
             first_event=first,
             last_event=last,
-            events_per_user={k: float(v) for k, v in zip(labels, per_user) if v is not None},
+            events_per_user={
+                k: float(v) for k, v in zip(labels, per_user, strict=True) if v is not None
+            },
             events_per_day=[(d, int(n)) for d, n in per_day],
             quarantined=quarantined,
             ingests=ingests,
@@ -512,20 +525,26 @@ class EventStore:
     def events(self, columns: Sequence[str] | None = None) -> pa.Table:
         """All events with external ids, as Arrow (for small stores and tests)."""
         wanted = ", ".join(columns) if columns else "*"
-        return self.con.execute(
-            f"""SELECT {wanted} FROM (
+        return (
+            self._reader()
+            .sql(
+                f"""SELECT {wanted} FROM (
                 SELECT u.user_id, i.item_id, c.category_id, e.behavior, e.ts, e.price,
                     e.quantity, e.brand, e.session_id
                 FROM events e JOIN users u USING (user_idx) JOIN items i USING (item_idx)
                 LEFT JOIN categories c USING (category_idx)
                 ORDER BY u.user_id, e.ts, i.item_id)"""
-        ).fetch_arrow_table()
+            )
+            .to_arrow_table()
+        )
 
     def quarantine(self) -> pa.Table:
         """Rejected rows with their reason, detail and raw text, in load order."""
-        return self.con.execute(
-            "SELECT * FROM quarantine ORDER BY ingest_id, line NULLS LAST, raw"
-        ).fetch_arrow_table()
+        return (
+            self._reader()
+            .sql("SELECT * FROM quarantine ORDER BY ingest_id, line NULLS LAST, raw")
+            .to_arrow_table()
+        )
 
     # -- privacy ------------------------------------------------------------------
     def forget(self, user_id: str) -> ForgetReport:
@@ -554,7 +573,7 @@ class EventStore:
         except BaseException:
             con.execute("ROLLBACK")
             raise
-        con.execute("CHECKPOINT")
+        con.execute("CHECKPOINT").fetchall()
         return ForgetReport(user_id, int(events), int(quarantined), idx is not None)
 
     def require_pseudonym(self, raw_user_id: str, pseudonymise: Callable[[str], str] | None) -> str:

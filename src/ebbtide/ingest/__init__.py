@@ -21,7 +21,7 @@ import json
 import tempfile
 import uuid
 from dataclasses import asdict, dataclass, replace
-from datetime import UTC, datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -281,8 +281,9 @@ def _check_first_rows(
             ).fetchall()
             total = con.execute("SELECT count(*) FROM sample").fetchone()[0]
             if reader.rejects_table is not None:
+                rejects = rejects_sql(reader.rejects_table)
                 rejected = con.execute(
-                    f"SELECT reason, detail, raw FROM ({rejects_sql(reader.rejects_table)}) ORDER BY line"
+                    f"SELECT reason, detail, raw FROM ({rejects}) ORDER BY line"
                 ).fetchall()
                 bad = rejected + bad
                 total += len(rejected)

@@ -104,7 +104,8 @@ class EventFormat:
         unknown = set(self.fields) - set(CANONICAL_FIELDS)
         if unknown:
             raise ConfigError(
-                f"unknown canonical field(s) {sorted(unknown)}; known: {', '.join(CANONICAL_FIELDS)}"
+                f"unknown canonical field(s) {sorted(unknown)};"
+                f" known: {', '.join(CANONICAL_FIELDS)}"
             )
         for required in ("user_id", "item_id", "behavior", "ts"):
             if required not in self.fields and required not in self.constants:
@@ -116,7 +117,8 @@ class EventFormat:
             missing = [c for c in self.fields.values() if c not in self.columns]
             if missing:
                 raise ConfigError(
-                    f"column(s) {missing} are mapped but the file has only: {', '.join(self.columns)}"
+                    f"column(s) {missing} are mapped but the file has only:"
+                    f" {', '.join(self.columns)}"
                 )
         check_time_format(self.time_format)
 

@@ -237,7 +237,8 @@ def _line_reader(fmt: EventFormat, source: Source, tag: str) -> ReaderQuery:
         f" AS is_object FROM {scan} WHERE trim(src_line) <> ''"
     )
     layout_error = "CASE WHEN NOT is_object THEN 'malformed_json' END"
-    sql = f"SELECT src_line, {layout_error} AS layout_error, {_field_exprs(fmt, columns)} FROM ({inner})"
+    fields = _field_exprs(fmt, columns)
+    sql = f"SELECT src_line, {layout_error} AS layout_error, {fields} FROM ({inner})"
     return ReaderQuery(sql, params, "src_line", rejects)
 
 

@@ -123,16 +123,16 @@ def staging_sql(
     price_value = "TRY_CAST(f_price AS DOUBLE)"
     typed = f"""
         SELECT r.*,
-            nullif({_trimmed('f_user_id')}, '') AS user_id,
-            nullif({_trimmed('f_item_id')}, '') AS item_id,
-            nullif({_trimmed('f_category_id')}, '') AS category_id,
-            nullif({_trimmed('f_category_name')}, '') AS category_name,
-            lower({_trimmed('f_behavior')}) AS behavior_word,
+            nullif({_trimmed("f_user_id")}, '') AS user_id,
+            nullif({_trimmed("f_item_id")}, '') AS item_id,
+            nullif({_trimmed("f_category_id")}, '') AS category_id,
+            nullif({_trimmed("f_category_name")}, '') AS category_name,
+            lower({_trimmed("f_behavior")}) AS behavior_word,
             {parsed} AS t_epoch,
             {price_value} AS price_value,
             TRY_CAST(f_quantity AS DOUBLE) AS quantity_value,
-            nullif({_trimmed('f_brand')}, '') AS brand,
-            nullif({_trimmed('f_session_id')}, '') AS session_id
+            nullif({_trimmed("f_brand")}, '') AS brand,
+            nullif({_trimmed("f_session_id")}, '') AS session_id
         FROM ({reader.sql}) r
     """
     reason = f"""

@@ -1,0 +1,33 @@
+"""Fixtures shared by the whole suite: fresh stores and the real data sets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ebbtide.store import EventStore
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _shared_datasets() -> Path:
+    configured = os.environ.get("EBBTIDE_SHARED_DATASETS")
+    return Path(configured) if configured else ROOT.parent / "shared" / "datasets"
+
+
+@pytest.fixture
+def datasets() -> Path:
+    """The real public data sets laid beside the checkout (../shared/datasets)."""
+    path = _shared_datasets()
+    if not path.is_dir():
+        pytest.skip(f"real data sets not found at {path} (set EBBTIDE_SHARED_DATASETS)")
+    return path
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    """A new on-disk store, closed after the test."""
+    with EventStore(tmp_path / "store.duckdb") as s:
+        yield s

@@ -1,0 +1,122 @@
+"""The `ebbtide` command end to end, in process (CliRunner) and as a real program."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ebbtide.cli import app
+from ebbtide.datasets import taobao_sample_path
+
+runner = CliRunner()
+
+
+def _ok(*args: str):
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 0, result.output + str(result.exception)
+    return result
+
+
+def test_help_lists_every_command() -> None:
+    result = _ok("--help")
+    for command in ("ingest", "stats", "quarantine", "forget", "synth", "demo"):
+        assert command in result.output
+    assert "--user-col" in _ok("ingest", "--help").output
+
+
+def test_ingest_stats_quarantine_forget(tmp_path: Path) -> None:
+    db = tmp_path / "shop.duckdb"
+    log = tmp_path / "log.csv"
+    log.write_text("7,1,1,pv,1511544070\n7,2,1,buy,1511544170\n8,1,1,pv,1511544270\n8,1,1,pv\n")
+    summary_file = tmp_path / "summary.json"
+    result = _ok("ingest", str(log), "--db", str(db), "--json", str(summary_file), "--quiet")
+    assert "rows read" in result.stdout and "wrong_field_count" in result.stdout
+    summary = json.loads(summary_file.read_text())
+    assert (summary["rows_read"], summary["loaded"], summary["quarantined"]) == (4, 3, 1)
+
+    stats_file = tmp_path / "stats.json"
+    result = _ok("stats", "--db", str(db), "--json", str(stats_file))
+    assert json.loads(stats_file.read_text())["events_by_behavior"]["buy"] == 1
+    assert "events per user" in result.stdout
+
+    bad_rows = tmp_path / "bad.csv"
+    result = _ok("quarantine", "--db", str(db), "--out", str(bad_rows))
+    assert "8,1,1,pv" in result.stdout
+    assert "wrong_field_count" in bad_rows.read_text()
+
+    result = _ok("forget", "7", "--db", str(db))
+    assert "2 events" in result.stdout
+    assert "nothing removed" in _ok("forget", "7", "--db", str(db)).stdout
+
+
+def test_demo_ingests_the_bundled_sample(tmp_path: Path) -> None:
+    result = _ok("demo", "--db", str(tmp_path / "demo.duckdb"), "--quiet")
+    assert "84,475" in result.stdout and "2017-12-02" in result.stdout
+
+
+def test_synth_then_ingest(tmp_path: Path) -> None:
+    out = tmp_path / "synthetic.csv.gz"
+    result = _ok(
+        "synth", "--users", "200", "--days", "5", "--seed", "3", "--out", str(out), "--quiet"
+    )
+    assert "ground truth" in result.stdout
+    assert (tmp_path / "synthetic.truth" / "interests.parquet").exists()
+    result = _ok("ingest", str(out), "--db", str(tmp_path / "s.duckdb"), "--quiet")
+    assert "quarantined" in result.stdout
+
+
+def test_generic_needs_its_columns(tmp_path: Path) -> None:
+    log = tmp_path / "x.csv"
+    log.write_text("a,b\n1,2\n")
+    result = runner.invoke(
+        app, ["ingest", str(log), "--format", "generic", "--db", str(tmp_path / "d")]
+    )
+    assert result.exit_code != 0
+    assert "--user-col" in result.output
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"\x00\x01\x02garbage\xff" * 50, b"event_time,event_type\n2019,view\n"],
+    ids=["empty", "binary", "wrong-columns"],
+)
+def test_wrong_file_is_one_clear_error(tmp_path: Path, content: bytes) -> None:
+    log = tmp_path / "x.csv"
+    log.write_bytes(content)
+    result = runner.invoke(app, ["ingest", str(log), "--db", str(tmp_path / "d.duckdb")])
+    assert result.exit_code == 1
+    assert "Error:" in result.output and "user_id,item_id,category_id" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_stats_without_store_says_what_to_do(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["stats", "--db", str(tmp_path / "none.duckdb")])
+    assert result.exit_code == 1 and "ebbtide ingest" in result.output
+
+
+def test_installed_command_runs_as_a_program(tmp_path: Path) -> None:
+    exe = shutil.which("ebbtide", path=str(Path(sys.executable).parent))
+    assert exe is not None, "the ebbtide console script is not installed in this environment"
+    db = tmp_path / "p.duckdb"
+    done = subprocess.run(
+        [exe, "ingest", str(taobao_sample_path()), "--db", str(db), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "84,475" in done.stdout
+    bad = subprocess.run(
+        [exe, "ingest", str(tmp_path / "missing.csv"), "--db", str(db)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 1
+    assert bad.stderr.startswith("Error:") and "Traceback" not in bad.stderr
