@@ -32,7 +32,6 @@ from ebbtide.sql import bind
 
 #: Bumped whenever the tables change shape; a store written by another version is refused.
 STORE_FORMAT_VERSION = 1
-_KEY_HASH = f"duckdb-hash {duckdb.__version__}"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
@@ -44,7 +43,7 @@ CREATE TABLE IF NOT EXISTS events (
     user_idx INTEGER NOT NULL, item_idx INTEGER NOT NULL, category_idx INTEGER,
     behavior UTINYINT NOT NULL, ts TIMESTAMPTZ NOT NULL, price DOUBLE, quantity INTEGER,
     brand VARCHAR, session_id VARCHAR, occurrence INTEGER NOT NULL,
-    event_key UBIGINT NOT NULL, ingest_id INTEGER NOT NULL);
+    ingest_id INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS quarantine (
     ingest_id INTEGER, line BIGINT, reason VARCHAR, detail VARCHAR, raw VARCHAR,
     user_id VARCHAR, item_id VARCHAR, category_id VARCHAR, behavior VARCHAR,
@@ -54,6 +53,32 @@ CREATE TABLE IF NOT EXISTS ingests (
     started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ, rows_read BIGINT, loaded BIGINT,
     duplicates BIGINT, quarantined BIGINT, reasons VARCHAR);
 """
+#: Canonical field -> the events column holding it.
+_FIELD_COLUMNS = {
+    "user_id": "user_idx",
+    "item_id": "item_idx",
+    "category_id": "category_idx",
+    "behavior": "behavior",
+    "ts": "ts",
+    "price": "price",
+    "quantity": "quantity",
+    "brand": "brand",
+    "session_id": "session_id",
+}
+#: What an identity column holds when the source lacks it (typed: hash() sees the type).
+_ABSENT = {
+    "user_idx": "NULL::INTEGER",
+    "item_idx": "NULL::INTEGER",
+    "category_idx": "NULL::INTEGER",
+    "behavior": "NULL::UTINYINT",
+    "ts": "NULL::TIMESTAMPTZ",
+    "price": "NULL::DOUBLE",
+    "quantity": "NULL::INTEGER",
+    "brand": "NULL::VARCHAR",
+    "session_id": "NULL::VARCHAR",
+    "occurrence": "0",
+}
+_NOT_NULL = {"user_idx", "item_idx", "behavior", "ts", "occurrence"}
 #: The columns that make an event what it is; two rows equal on all of them are one event.
 _IDENTITY = (
     "user_idx, item_idx, category_idx, behavior, ts, price, quantity, brand, session_id, occurrence"
@@ -69,8 +94,10 @@ class LoadRequest:
     ``staging_sql`` yields typed rows with a ``reason`` column (NULL = valid);
     ``rejects_sql`` yields (line, reason, detail, raw) for rows the reader could not
     split, once the staging query has run; ``temp_tables`` are dropped afterwards;
-    ``pseudonymise`` maps distinct raw user ids
-    to pseudonyms (None keeps ids as they are) and ``key_fingerprint`` identifies its key.
+    ``present_fields`` names the canonical fields the source can fill (the others are
+    NULL for every row, so de-duplication can skip them); ``pseudonymise`` maps distinct
+    raw user ids to pseudonyms (None keeps ids as they are) and ``key_fingerprint``
+    identifies its key.
     """
 
     source: str
@@ -81,6 +108,7 @@ class LoadRequest:
     rejects_sql: str | None
     temp_tables: tuple[str, ...] = ()
     keep_repeats: bool = False
+    present_fields: tuple[str, ...] = ()
     pseudonymise: Callable[[list[str]], list[str]] | None = None
     key_fingerprint: str | None = None
 
@@ -218,16 +246,11 @@ class EventStore:
             raise StoreError(f"{self.path} is a DuckDB file but not an ebbtide store") from None
         if version is None and not read_only:
             self._set_meta("store_format_version", str(STORE_FORMAT_VERSION))
-            self._set_meta("event_key_hash", _KEY_HASH)
         elif version is not None and int(version) != STORE_FORMAT_VERSION:
             raise StoreError(
                 f"{self.path} was written in store format {version}; this ebbtide reads format"
                 f" {STORE_FORMAT_VERSION}. Re-ingest the source files into a new store."
             )
-        if not read_only and self._meta("event_key_hash") != _KEY_HASH:
-            # Event keys come from DuckDB's hash, which may change between releases.
-            self.con.execute(f"UPDATE events SET event_key = hash({_IDENTITY})")
-            self._set_meta("event_key_hash", _KEY_HASH)
 
     @property
     def pseudonymised(self) -> bool | None:
@@ -329,7 +352,7 @@ class EventStore:
         report("indexing users, items and categories")
         new_ids = self._extend_dictionaries()
         report("removing duplicates and writing events")
-        loaded, valid = self._insert_events(request.keep_repeats, ingest_id)
+        loaded, valid = self._insert_events(request, ingest_id)
 
         report("quarantining rejected rows")
         # Raw text would carry raw user ids past the pseudonymiser: withheld in that mode.
@@ -437,32 +460,57 @@ class EventStore:
         )
         return added[0], added[1], added[2]
 
-    def _insert_events(self, keep_repeats: bool, ingest_id: int) -> tuple[int, int]:
+    def _insert_events(self, request: LoadRequest, ingest_id: int) -> tuple[int, int]:
         """Insert the valid staged rows that are not already stored; return (loaded, valid)."""
         occurrence = (
             "(row_number() OVER (PARTITION BY s.user_id, s.item_id, s.category_id, s.behavior,"
             " s.ts, s.price, s.quantity, s.brand, s.session_id) - 1)::INTEGER"
-            if keep_repeats
+            if request.keep_repeats
             else "0"
         )
+        # Columns the source leaves NULL on every row cannot tell two rows apart.
+        varying = [
+            column
+            for field, column in _FIELD_COLUMNS.items()
+            if not request.present_fields or field in request.present_fields
+        ]
+        if request.keep_repeats:
+            varying.append("occurrence")
         con = self.con
         valid = con.execute("SELECT count(*) FROM ebbtide_stage WHERE reason IS NULL").fetchone()[0]
-        # DISTINCT drops exact copies inside the file; NOT EXISTS drops rows already stored.
-        # Both compare every identity column (NULLs equal), the key only narrows the search.
-        same = " AND ".join(f"e.{c} IS NOT DISTINCT FROM x.{c}" for c in _IDENTITY.split(", "))
+        # DISTINCT drops exact copies (over the columns this source fills; the rest are
+        # NULL on every row); NOT EXISTS drops rows already stored, comparing
+        # every identity column (NULLs equal) within the file's time span, which DuckDB's
+        # min/max zone maps narrow to the few row groups of that period.
+        staged = {
+            "user_idx": "u.user_idx",
+            "item_idx": "i.item_idx",
+            "category_idx": "c.category_idx",
+            "occurrence": f"{occurrence}",
+        }
+        inner = ", ".join(f"{staged.get(c, 's.' + c)} AS {c}" for c in varying)
+        columns = _IDENTITY.split(", ")
+        row = ", ".join(c if c in varying else f"{_ABSENT[c]} AS {c}" for c in columns)
+        same = " AND ".join(
+            f"e.{c} = x.{c}" if c in _NOT_NULL else f"e.{c} IS NOT DISTINCT FROM x.{c}"
+            for c in columns
+        )
+        first, last = con.execute(
+            "SELECT min(ts), max(ts) FROM ebbtide_stage WHERE reason IS NULL"
+        ).fetchone()
         loaded = con.execute(
             f"""INSERT INTO events
             SELECT *, {ingest_id} FROM (
-                SELECT DISTINCT *, hash({_IDENTITY}) AS event_key FROM (
-                    SELECT u.user_idx, i.item_idx, c.category_idx, s.behavior, s.ts, s.price,
-                        s.quantity, s.brand, s.session_id, {occurrence} AS occurrence
+                SELECT {row} FROM (
+                    SELECT DISTINCT {inner}
                     FROM ebbtide_stage s
                     JOIN users u ON u.user_id = s.user_id
                     JOIN items i ON i.item_id = s.item_id
                     LEFT JOIN categories c ON c.category_id = s.category_id
                     WHERE s.reason IS NULL)) x
             WHERE NOT EXISTS (
-                SELECT 1 FROM events e WHERE e.event_key = x.event_key AND {same})"""
+                SELECT 1 FROM events e WHERE e.ts BETWEEN $first AND $last AND {same})""",
+            {"first": first, "last": last},
         ).fetchone()[0]
         return loaded, valid
 

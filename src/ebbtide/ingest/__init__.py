@@ -253,6 +253,7 @@ def ingest_file(
         rejects_sql=rejects,
         temp_tables=temp_tables,
         keep_repeats=event_format.keep_repeats,
+        present_fields=tuple(sorted({*event_format.fields, *event_format.constants})),
         pseudonymise=pseudonymiser.many if pseudonymiser is not None else None,
         key_fingerprint=pseudonymiser.fingerprint if pseudonymiser is not None else None,
     )

@@ -26,7 +26,7 @@ REASONS = MappingProxyType(
         "malformed_json": "the line is not a JSON object",
         "missing_user_id": "the user id is empty",
         "missing_item_id": "the item id is empty",
-        "id_too_long": "an id is longer than the allowed length",
+        "id_too_long": "an id is longer than the allowed length (in bytes of UTF-8)",
         "excluded_behavior": "a behaviour of the source with no canonical meaning",
         "unknown_behavior": "the behaviour word is not in the format's behaviour map",
         "bad_time": "the time cannot be parsed in the stated time format",
@@ -63,7 +63,8 @@ class ValidationRules:
     latest : datetime, optional
         Times after this are out of range; default: one day after the ingest starts.
     max_id_length : int
-        Longer user, item or category ids are `id_too_long` (hostile or garbled input).
+        User, item or category ids longer than this many bytes (UTF-8) are `id_too_long`:
+        hostile or garbled input.
     """
 
     earliest: datetime = datetime(1990, 1, 1, tzinfo=UTC)
@@ -140,7 +141,7 @@ def staging_sql(
             WHEN layout_error IS NOT NULL THEN layout_error
             WHEN user_id IS NULL THEN 'missing_user_id'
             WHEN item_id IS NULL THEN 'missing_item_id'
-            WHEN greatest(length(user_id), length(item_id), length(coalesce(category_id, '')))
+            WHEN greatest(strlen(user_id), strlen(item_id), strlen(coalesce(category_id, '')))
                  > $max_id THEN 'id_too_long'
             WHEN {excluded_test} THEN 'excluded_behavior'
             WHEN behavior IS NULL THEN 'unknown_behavior'
@@ -199,8 +200,8 @@ def _detail_sql() -> str:
         WHEN 'bad_price' THEN 'price ' || f_price
         WHEN 'negative_price' THEN 'price ' || f_price
         WHEN 'bad_quantity' THEN 'quantity ' || f_quantity
-        WHEN 'id_too_long' THEN 'id of ' || greatest(length(user_id), length(item_id),
-            length(coalesce(category_id, ''))) || ' characters'
+        WHEN 'id_too_long' THEN 'id of ' || greatest(strlen(user_id), strlen(item_id),
+            strlen(coalesce(category_id, ''))) || ' bytes'
         END"""
 
 
