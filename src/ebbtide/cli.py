@@ -173,22 +173,30 @@ def ingest(
         _write_json(json_out, summary.to_dict())
 
 
-def _print_summary(summary: IngestSummary, db: Path) -> None:
-    table = Table(title=f"{Path(summary.source).name} -> {db}", show_header=False)
+def _key_value_table(title: str, rows: list[tuple[str, str]]) -> Table:
+    """A two-column table: what, and its value (right-aligned)."""
+    table = Table(title=title, show_header=False)
     table.add_column("what")
-    table.add_column("rows", justify="right")
-    table.add_row("rows read", f"{summary.rows_read:,}")
-    table.add_row("loaded", f"{summary.loaded:,}")
-    table.add_row("duplicates", f"{summary.duplicates:,}")
-    table.add_row("quarantined", f"{summary.quarantined:,}")
-    for reason, count in summary.reasons.items():
-        table.add_row(f"  {reason}", f"{count:,}")
-    table.add_row(
-        "new users / items / categories",
-        f"{summary.new_users:,} / {summary.new_items:,} / {summary.new_categories:,}",
-    )
-    table.add_row("time", f"{summary.seconds:.2f} s")
-    out.print(table)
+    table.add_column("value", justify="right")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def _print_summary(summary: IngestSummary, db: Path) -> None:
+    rows = [
+        ("rows read", f"{summary.rows_read:,}"),
+        ("loaded", f"{summary.loaded:,}"),
+        ("duplicates", f"{summary.duplicates:,}"),
+        ("quarantined", f"{summary.quarantined:,}"),
+        *((f"  {reason}", f"{count:,}") for reason, count in summary.reasons.items()),
+        (
+            "new users / items / categories",
+            f"{summary.new_users:,} / {summary.new_items:,} / {summary.new_categories:,}",
+        ),
+        ("time", f"{summary.seconds:.2f} s"),
+    ]
+    out.print(_key_value_table(f"{Path(summary.source).name} -> {db}", rows))
     if summary.already_ingested:
         out.print("This file was already ingested with the same options: nothing changed.")
     if summary.quarantined:
@@ -218,34 +226,32 @@ def _require_store(db: Path) -> None:
 
 
 def _print_stats(s: StoreStats, db: Path) -> None:
-    table = Table(title=f"Event store {db}", show_header=False)
-    table.add_column("what")
-    table.add_column("value", justify="right")
-    table.add_row("users", f"{s.users:,}")
-    table.add_row("items", f"{s.items:,}")
-    table.add_row("categories", f"{s.categories:,}")
-    table.add_row("events", f"{s.events:,}")
+    rows = [
+        ("users", f"{s.users:,}"),
+        ("items", f"{s.items:,}"),
+        ("categories", f"{s.categories:,}"),
+        ("events", f"{s.events:,}"),
+    ]
     for behavior, count in s.events_by_behavior.items():
         share = count / s.events if s.events else 0.0
-        table.add_row(f"  {behavior}", f"{count:,} ({share:.1%})")
-    if s.first_event is not None:
-        table.add_row("first event (UTC)", s.first_event.isoformat())
-        table.add_row("last event (UTC)", s.last_event.isoformat() if s.last_event else "")
-        span = (s.last_event - s.first_event).total_seconds() / 86400 if s.last_event else 0.0
-        table.add_row("time span", f"{span:.1f} days")
+        rows.append((f"  {behavior}", f"{count:,} ({share:.1%})"))
+    if s.first_event is not None and s.last_event is not None:
+        span = (s.last_event - s.first_event).total_seconds() / 86400
+        rows += [
+            ("first event (UTC)", s.first_event.isoformat()),
+            ("last event (UTC)", s.last_event.isoformat()),
+            ("time span", f"{span:.1f} days"),
+        ]
     if s.events_per_user:
         q = s.events_per_user
-        table.add_row(
-            "events per user",
-            " · ".join(f"{k} {v:.0f}" for k, v in q.items() if k != "mean")
-            + f" · mean {q['mean']:.1f}",
-        )
-    table.add_row("quarantined rows", f"{sum(s.quarantined.values()):,}")
-    table.add_row("ingests", f"{s.ingests:,}")
-    table.add_row(
-        "pseudonymised ids", {None: "not yet decided", True: "yes", False: "no"}[s.pseudonymised]
-    )
-    out.print(table)
+        quantiles = " · ".join(f"{k} {v:.0f}" for k, v in q.items() if k != "mean")
+        rows.append(("events per user", f"{quantiles} · mean {q['mean']:.1f}"))
+    rows += [
+        ("quarantined rows", f"{sum(s.quarantined.values()):,}"),
+        ("ingests", f"{s.ingests:,}"),
+        ("pseudonymised ids", {None: "not yet decided", True: "yes", False: "no"}[s.pseudonymised]),
+    ]
+    out.print(_key_value_table(f"Event store {db}", rows))
     if s.events_per_day:
         days = Table(title=f"Events per day ({s.timezone})")
         days.add_column("day")
