@@ -76,6 +76,9 @@ class EventFormat:
         the reason; their rows are kept in quarantine, not loaded.
     time_format : str
         "epoch_s", "epoch_ms", "iso" or a strftime pattern such as "%Y%m%d".
+    delimiter, quote : str
+        CSV field separator and quote character ("" for formats that never quote, so a
+        stray quote cannot swallow the lines after it).
     keep_repeats : bool
         Keep identical rows of one file as separate events. For sources whose time
         stamps are too coarse (whole days) to tell genuine repeats from copies.
@@ -96,6 +99,7 @@ class EventFormat:
     excluded_behaviors: Mapping[str, str] = field(default_factory=dict)
     time_format: str = "iso"
     delimiter: str = ","
+    quote: str = '"'
     keep_repeats: bool = False
     price_is_line_total: bool = False
     typed_header: bool = False
@@ -182,6 +186,7 @@ TAOBAO = EventFormat(
         "buy": Behavior.BUY,
     },
     time_format="epoch_s",
+    quote="",
 )
 
 REES46 = EventFormat(
@@ -231,6 +236,7 @@ RETAILROCKET = EventFormat(
         "transaction": Behavior.BUY,
     },
     time_format="epoch_ms",
+    quote="",
 )
 
 #: CDNOW has no items or categories: every transaction is a `buy` of one stand-in item,

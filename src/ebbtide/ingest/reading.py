@@ -184,7 +184,8 @@ def _csv_reader(fmt: EventFormat, source: Source, tag: str) -> ReaderQuery:
     rejects = f"ebbtide_rejects_{tag}"
     scan = (
         f"read_csv($path, columns={columns}, header={str(fmt.header).lower()},"
-        f" delim=$delim, quote='\"', escape='\"', auto_detect=false, compression=$compression,"
+        f" delim=$delim, quote=$quote, escape=$quote, auto_detect=false,"
+        " compression=$compression,"
         f" store_rejects=true, rejects_table='{rejects}', rejects_scan='{rejects}_scan')"
     )
     src = [f"{quote_ident(c)} AS src_{i}" for i, c in enumerate(fmt.columns)]
@@ -195,7 +196,12 @@ def _csv_reader(fmt: EventFormat, source: Source, tag: str) -> ReaderQuery:
         + ", ".join(f"coalesce(src_{i}, '')" for i in range(len(fmt.columns)))
         + ")"
     )
-    params = {"path": str(source.path), "delim": fmt.delimiter, "compression": source.compression}
+    params = {
+        "path": str(source.path),
+        "delim": fmt.delimiter,
+        "quote": fmt.quote,
+        "compression": source.compression,
+    }
     return ReaderQuery(sql, params, raw, rejects)
 
 
