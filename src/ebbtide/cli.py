@@ -95,25 +95,60 @@ def ingest(
         FormatName, typer.Option("--format", "-f", help="Source format.")
     ] = FormatName.TAOBAO,
     db: DbOption = Path("ebbtide.duckdb"),
-    user_col: Annotated[str | None, typer.Option(help="generic: user id column.")] = None,
-    item_col: Annotated[str | None, typer.Option(help="generic: item id column.")] = None,
-    category_col: Annotated[str | None, typer.Option(help="generic: category column.")] = None,
-    behavior_col: Annotated[str | None, typer.Option(help="generic: behaviour column.")] = None,
-    behavior: Annotated[
-        str | None, typer.Option(help="generic: one behaviour for all rows (view|cart|fav|buy).")
+    user_col: Annotated[
+        str | None, typer.Option(rich_help_panel="Generic format", help="generic: user id column.")
     ] = None,
-    time_col: Annotated[str | None, typer.Option(help="generic: time column.")] = None,
+    item_col: Annotated[
+        str | None, typer.Option(rich_help_panel="Generic format", help="generic: item id column.")
+    ] = None,
+    category_col: Annotated[
+        str | None, typer.Option(rich_help_panel="Generic format", help="generic: category column.")
+    ] = None,
+    behavior_col: Annotated[
+        str | None,
+        typer.Option(rich_help_panel="Generic format", help="generic: behaviour column."),
+    ] = None,
+    behavior: Annotated[
+        str | None,
+        typer.Option(
+            rich_help_panel="Generic format",
+            help="generic: one behaviour for all rows (view|cart|fav|buy).",
+        ),
+    ] = None,
+    time_col: Annotated[
+        str | None, typer.Option(rich_help_panel="Generic format", help="generic: time column.")
+    ] = None,
     time_format: Annotated[
-        str, typer.Option(help="generic: epoch_s | epoch_ms | iso | a strftime pattern.")
+        str,
+        typer.Option(
+            rich_help_panel="Generic format",
+            help="generic: epoch_s | epoch_ms | iso | a strftime pattern.",
+        ),
     ] = "iso",
     behavior_map: Annotated[
-        str, typer.Option(help="generic: extra behaviour words, e.g. pv=view,addtocart=cart.")
+        str,
+        typer.Option(
+            rich_help_panel="Generic format",
+            help="generic: extra behaviour words, e.g. pv=view,addtocart=cart.",
+        ),
     ] = "",
-    price_col: Annotated[str | None, typer.Option(help="generic: unit price column.")] = None,
-    quantity_col: Annotated[str | None, typer.Option(help="generic: quantity column.")] = None,
-    brand_col: Annotated[str | None, typer.Option(help="generic: brand column.")] = None,
-    session_col: Annotated[str | None, typer.Option(help="generic: session id column.")] = None,
-    delimiter: Annotated[str, typer.Option(help="generic CSV: field separator.")] = ",",
+    price_col: Annotated[
+        str | None,
+        typer.Option(rich_help_panel="Generic format", help="generic: unit price column."),
+    ] = None,
+    quantity_col: Annotated[
+        str | None, typer.Option(rich_help_panel="Generic format", help="generic: quantity column.")
+    ] = None,
+    brand_col: Annotated[
+        str | None, typer.Option(rich_help_panel="Generic format", help="generic: brand column.")
+    ] = None,
+    session_col: Annotated[
+        str | None,
+        typer.Option(rich_help_panel="Generic format", help="generic: session id column."),
+    ] = None,
+    delimiter: Annotated[
+        str, typer.Option(rich_help_panel="Generic format", help="generic CSV: field separator.")
+    ] = ",",
     keep_repeats: Annotated[
         bool, typer.Option(help="Keep identical rows of a file as separate events.")
     ] = False,
@@ -133,6 +168,10 @@ def ingest(
 
     Each row read is loaded, dropped as an exact duplicate, or quarantined with a reason
     (see `ebbtide quarantine`). Loading the same file twice changes nothing.
+
+    Examples: `ebbtide ingest UserBehavior.csv.gz --format taobao --db shop.duckdb`;
+    `ebbtide ingest orders.parquet --format generic --user-col customer --item-col sku
+    --time-col ordered_at --behavior buy`.
     """
     with _user_errors():
         mapping = None
