@@ -149,6 +149,13 @@ def ingest(
     delimiter: Annotated[
         str, typer.Option(rich_help_panel="Generic format", help="generic CSV: field separator.")
     ] = ",",
+    quote: Annotated[
+        str,
+        typer.Option(
+            rich_help_panel="Generic format",
+            help="generic CSV: quote character; '' if fields are never quoted.",
+        ),
+    ] = '"',
     keep_repeats: Annotated[
         bool, typer.Option(help="Keep identical rows of a file as separate events.")
     ] = False,
@@ -201,6 +208,7 @@ def ingest(
                 brand_col=brand_col,
                 session_col=session_col,
                 delimiter=delimiter,
+                quote=quote,
                 keep_repeats=keep_repeats,
             )
         pseudonymiser = Pseudonymiser.from_env_or_file(key_file) if pseudonymise else None

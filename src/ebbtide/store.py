@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from ebbtide.errors import PrivacyError, StoreError
+from ebbtide.errors import InputFormatError, PrivacyError, StoreError
 from ebbtide.schema import BEHAVIORS
 from ebbtide.sql import bind
 
@@ -94,10 +94,11 @@ class LoadRequest:
     ``staging_sql`` yields typed rows with a ``reason`` column (NULL = valid);
     ``rejects_sql`` yields (line, reason, detail, raw) for rows the reader could not
     split, once the staging query has run; ``temp_tables`` are dropped afterwards;
-    ``present_fields`` names the canonical fields the source can fill (the others are
-    NULL for every row, so de-duplication can skip them); ``pseudonymise`` maps distinct
-    raw user ids to pseudonyms (None keeps ids as they are) and ``key_fingerprint``
-    identifies its key.
+    ``fatal_reasons`` maps reject reasons that make the whole file unreadable to the
+    message that refuses it; ``present_fields`` names the canonical fields the source can
+    fill (the others are NULL for every row, so de-duplication can skip them);
+    ``pseudonymise`` maps distinct raw user ids to pseudonyms (None keeps ids as they
+    are) and ``key_fingerprint`` identifies its key.
     """
 
     source: str
@@ -109,6 +110,7 @@ class LoadRequest:
     temp_tables: tuple[str, ...] = ()
     keep_repeats: bool = False
     present_fields: tuple[str, ...] = ()
+    fatal_reasons: dict[str, str] = field(default_factory=dict)
     pseudonymise: Callable[[list[str]], list[str]] | None = None
     key_fingerprint: str | None = None
 
@@ -341,6 +343,16 @@ class EventStore:
         stage = f"CREATE OR REPLACE TEMP TABLE ebbtide_stage AS {request.staging_sql}"
         con.execute(stage, bind(stage, request.params))
         rejects = self._rejects(request)
+        if request.fatal_reasons:
+            fatal = con.execute(
+                "SELECT reason, line FROM ebbtide_rejected WHERE list_contains(?, reason)"
+                " ORDER BY line LIMIT 1",
+                [list(request.fatal_reasons)],
+            ).fetchone()
+            if fatal is not None:
+                raise InputFormatError(
+                    f"{request.source}, line {fatal[1]}: {request.fatal_reasons[fatal[0]]}"
+                )
         if request.pseudonymise is not None:
             report("pseudonymising user ids")
             self._pseudonymise_stage(request)

@@ -27,7 +27,7 @@ from typing import Literal
 
 import duckdb
 
-from ebbtide.errors import ConfigError, InputFormatError
+from ebbtide.errors import ConfigError, InputFormatError, StoreError
 from ebbtide.ingest.formats import (
     NAMED_FORMATS,
     EventFormat,
@@ -40,6 +40,7 @@ from ebbtide.ingest.reading import (
     Source,
     build_reader,
     inspect_source,
+    normalise_line_endings,
     parquet_columns,
     resolve_format,
 )
@@ -81,8 +82,8 @@ class ColumnMapping:
         ``epoch_s``, ``epoch_ms``, ``iso`` (no offset = UTC) or a strftime pattern.
     input_type : {"csv", "parquet", "jsonl"}, optional
         Default: from the file name (``.parquet``, ``.jsonl``/``.ndjson``, else CSV).
-    delimiter : str
-        CSV field separator.
+    delimiter, quote : str
+        CSV field separator and quote character (``""``: fields are never quoted).
     keep_repeats : bool
         Keep identical rows of one file as separate events (coarse time stamps).
     """
@@ -101,6 +102,7 @@ class ColumnMapping:
     time_format: str = "iso"
     input_type: Literal["csv", "parquet", "jsonl"] | None = None
     delimiter: str = ","
+    quote: str = '"'
     keep_repeats: bool = False
 
     def __post_init__(self) -> None:
@@ -112,6 +114,8 @@ class ColumnMapping:
         check_time_format(self.time_format)
         if len(self.delimiter) != 1:
             raise ConfigError(f"--delimiter must be one character, not {self.delimiter!r}")
+        if len(self.quote) > 1:
+            raise ConfigError(f"--quote must be one character or empty, not {self.quote!r}")
 
     def to_format(self, path: Path) -> EventFormat:
         """The `EventFormat` this mapping describes for `path`."""
@@ -145,6 +149,7 @@ class ColumnMapping:
             behavior_map=behavior_map,
             time_format=self.time_format,
             delimiter=self.delimiter,
+            quote=self.quote,
             keep_repeats=self.keep_repeats,
         )
 
@@ -236,28 +241,62 @@ def ingest_file(
     if event_format.layout != "parquet":
         _check_first_rows(event_format, source, rules, now)
 
+    with tempfile.TemporaryDirectory(prefix="ebbtide-") as tmp:
+        if source.mixed_line_endings:
+            report("normalising line endings")
+            source = normalise_line_endings(source, Path(tmp))
+        request = _load_request(event_format, source, rules, now, pseudonymiser, origin=path)
+        try:
+            return store.load(request, progress)
+        except StoreError as exc:
+            if "state machine reached an invalid state" in str(exc.__cause__):
+                raise InputFormatError(
+                    f"{path}: DuckDB cannot split this file, most often because its lines end"
+                    " in more than one way (LF and CRLF) past the first 64 KiB. Normalise it"
+                    f" (e.g. `sed -i 's/\\r$//' {path.name}`) and ingest again. Nothing was stored."
+                ) from None
+            raise
+
+
+def _load_request(
+    fmt: EventFormat,
+    source: Source,
+    rules: ValidationRules,
+    now: datetime,
+    pseudonymiser: Pseudonymiser | None,
+    *,
+    origin: Path,
+) -> LoadRequest:
+    """Describe the load of `source` (perhaps a normalised copy of `origin`) for the store."""
     tag = uuid.uuid4().hex[:12]
-    reader = build_reader(event_format, source, tag)
-    sql, params = staging_sql(reader, event_format, rules, now)
+    reader = build_reader(fmt, source, tag)
+    sql, params = staging_sql(reader, fmt, rules, now)
     temp_tables: tuple[str, ...] = ()
     rejects = None
     if reader.rejects_table is not None:
         rejects = rejects_sql(reader.rejects_table)
         temp_tables = (reader.rejects_table, f"{reader.rejects_table}_scan")
-    request = LoadRequest(
-        source=str(path),
+    return LoadRequest(
+        source=str(origin),
         sha256=source.sha256,
-        options=_options(event_format),
+        options=_options(fmt),
         staging_sql=sql,
         params=params,
         rejects_sql=rejects,
         temp_tables=temp_tables,
-        keep_repeats=event_format.keep_repeats,
-        present_fields=tuple(sorted({*event_format.fields, *event_format.constants})),
+        keep_repeats=fmt.keep_repeats,
+        present_fields=tuple(sorted({*fmt.fields, *fmt.constants})),
+        fatal_reasons={"unterminated_quote": _UNTERMINATED_QUOTE},
         pseudonymise=pseudonymiser.many if pseudonymiser is not None else None,
         key_fingerprint=pseudonymiser.fingerprint if pseudonymiser is not None else None,
     )
-    return store.load(request, progress)
+
+
+_UNTERMINATED_QUOTE = (
+    "a quote opened on this line is never closed, so the lines after it cannot be told"
+    " apart. Fix that line, or, if fields are never quoted, ingest with --quote ''."
+    " Nothing was stored."
+)
 
 
 def _options(fmt: EventFormat) -> dict[str, object]:
@@ -276,7 +315,14 @@ def _check_first_rows(
         sql, params = staging_sql(reader, fmt, rules, now)
         with duckdb.connect() as con:
             con.execute("SET TimeZone = 'UTC'")
-            con.execute(f"CREATE TEMP TABLE sample AS {sql}", bind(sql, params))
+            try:
+                con.execute(f"CREATE TEMP TABLE sample AS {sql}", bind(sql, params))
+            except duckdb.Error as exc:
+                raise InputFormatError(
+                    f"{source.path}: not a {fmt.name} file with the columns"
+                    f" {fmt.expected_columns}; its first lines cannot be read"
+                    f" ({str(exc).splitlines()[0]}). Line 1: {source.first_line[:200]!r}"
+                ) from None
             bad = con.execute(
                 "SELECT reason, detail, raw FROM sample WHERE reason IS NOT NULL ORDER BY rowid"
             ).fetchall()
@@ -288,10 +334,15 @@ def _check_first_rows(
                 ).fetchall()
                 bad = rejected + bad
                 total += len(rejected)
+    if total == 0:
+        raise InputFormatError(
+            f"{source.path}: the file has no data rows, only {source.first_line[:200]!r};"
+            f" a {fmt.name} file has the columns {fmt.expected_columns}"
+        )
     counted = [row for row in bad if row[0] not in _FORMAT_REASONS_IGNORED]
-    if total and len(counted) <= WRONG_FORMAT_SHARE * total:
+    if len(counted) <= WRONG_FORMAT_SHARE * total:
         return
-    reason, detail, raw = counted[0] if counted else ("no rows", None, source.first_line)
+    reason, detail, raw = counted[0]
     shown = (raw or source.first_line)[:200]
     what = REASONS.get(reason, reason) + (f" ({detail})" if detail else "")
     raise InputFormatError(

@@ -222,6 +222,7 @@ REES46 = EventFormat(
         "remove_from_cart": "remove_from_cart has no canonical behaviour (it withdraws interest)"
     },
     time_format="%Y-%m-%d %H:%M:%S UTC",
+    quote="",  # the export never quotes; a stray quote stays in its row
 )
 
 RETAILROCKET = EventFormat(

@@ -14,6 +14,7 @@ import csv
 import gzip
 import hashlib
 import io
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -28,6 +29,7 @@ PREFIX_BYTES = 1 << 16
 #: A byte DuckDB splits lines on when a layout reads whole lines (it never occurs in text).
 _LINE_DELIMITER = "\x01"
 _GZIP_MAGIC = b"\x1f\x8b"
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +40,7 @@ class Source:
     compression: str  # "gzip" or "none"
     sha256: str
     first_lines: tuple[str, ...]
+    mixed_line_endings: bool = False
 
     @property
     def first_line(self) -> str:
@@ -95,11 +98,34 @@ def inspect_source(path: Path, fmt: EventFormat) -> Source:
             f"{path}: this is a binary file, not {fmt.name} text with the columns"
             f" {fmt.expected_columns}. First bytes: {shown!r}"
         )
-    text = prefix.decode("utf-8", "replace").split("\n")
+    text = _LINE_BREAK.split(prefix.decode("utf-8-sig", "replace"))
     if len(prefix) == PREFIX_BYTES and len(text) > 1:
         text = text[:-1]  # the prefix cut the last line short
-    lines = tuple(line.rstrip("\r") for line in text if line.strip())
-    return Source(path, compression, sha, lines[:200])
+    lines = tuple(line for line in text if line.strip())
+    return Source(path, compression, sha, lines[:200], _mixed_line_endings(prefix))
+
+
+def _mixed_line_endings(prefix: bytes) -> bool:
+    """True when lines end in more than one way (LF, CRLF, CR), which DuckDB refuses."""
+    crlf = prefix.count(b"\r\n")
+    kinds = (crlf > 0) + (prefix.count(b"\n") > crlf) + (prefix.count(b"\r") > crlf)
+    return kinds > 1
+
+
+def normalise_line_endings(source: Source, directory: Path) -> Source:
+    """Copy `source` with every line ending made LF; the copy keeps the original's hash."""
+    target = directory / "normalised.txt"
+    opener = gzip.open if source.compression == "gzip" else open
+    carry = b""
+    with opener(source.path, "rb") as src, target.open("wb") as out:
+        for block in iter(lambda: src.read(1 << 20), b""):
+            block = carry + block
+            carry = b"\r" if block.endswith(b"\r") else b""
+            if carry:
+                block = block[:-1]
+            out.write(block.replace(b"\r\n", b"\n").replace(b"\r", b"\n"))
+        out.write(carry.replace(b"\r", b"\n"))
+    return replace(source, path=target, compression="none", mixed_line_endings=False)
 
 
 def _read_prefix(path: Path, compression: str) -> bytes:
@@ -239,7 +265,8 @@ def _line_reader(fmt: EventFormat, source: Source, tag: str) -> ReaderQuery:
         params[f"json_path_{i}"] = "$." + '"' + key.replace('"', '\\"') + '"'
         columns[key] = f"CASE WHEN is_object THEN json_extract_string(src_line, $json_path_{i}) END"
     inner = (
-        f"SELECT src_line, coalesce(json_valid(src_line) AND json_type(src_line) = 'OBJECT', false)"
+        "SELECT src_line, coalesce(CASE WHEN json_valid(src_line)"
+        " THEN json_type(src_line) = 'OBJECT' END, false)"
         f" AS is_object FROM {scan} WHERE trim(src_line) <> ''"
     )
     layout_error = "CASE WHEN NOT is_object THEN 'malformed_json' END"

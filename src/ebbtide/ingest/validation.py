@@ -22,6 +22,7 @@ REASONS = MappingProxyType(
         "wrong_field_count": "the row has more or fewer fields than the format's columns",
         "bad_encoding": "the row is not valid UTF-8 text",
         "malformed_line": "the row cannot be split (e.g. an unclosed quote)",
+        "unterminated_quote": "a quote opened on this line never closes: the file cannot be read",
         "line_too_long": "the row is longer than the maximum line size",
         "malformed_json": "the line is not a JSON object",
         "missing_user_id": "the user id is empty",
@@ -209,8 +210,10 @@ def rejects_sql(rejects_table: str) -> str:
     """SQL giving one (line, reason, detail, raw) row per line DuckDB's reader rejected."""
     cases = " ".join(f"WHEN '{kind}' THEN '{reason}'" for kind, reason in REJECT_REASONS.items())
     return f"""SELECT line::BIGINT AS line,
-            CASE arg_min(error_type, column_idx)::VARCHAR {cases} ELSE 'malformed_line' END
-                AS reason,
+            CASE WHEN contains(arg_min(csv_line, column_idx), chr(10)) THEN 'unterminated_quote'
+                ELSE CASE arg_min(error_type, column_idx)::VARCHAR {cases}
+                    ELSE 'malformed_line' END
+            END AS reason,
             arg_min(error_message, column_idx) AS detail,
             arg_min(csv_line, column_idx) AS raw
         FROM {rejects_table} GROUP BY line"""
