@@ -778,3 +778,16 @@ def test_mixed_line_endings_past_the_first_bytes_get_a_clear_error(
     with pytest.raises(InputFormatError, match="end in more than one way"):
         _ingest(loaded_store, path)
     assert _snapshot(loaded_store) == before
+
+
+def test_rejected_row_of_a_crlf_file_keeps_exactly_its_own_text(tmp_path: Path) -> None:
+    # DuckDB reports such a row with the previous line's LF in front; it must not be
+    # mistaken for a record spanning lines (which would refuse the whole file).
+    rows = [*GOOD_TAOBAO[:3], "0,0,1,pv", *GOOD_TAOBAO[3:]]
+    path = _write(tmp_path / "log.csv", "".join(f"{row}\r\n" for row in rows))
+    with EventStore(tmp_path / "s.duckdb") as store:
+        summary = _ingest(store, path)
+        _assert_reconciled(store, summary)
+        assert summary.reasons == {"wrong_field_count": 1}
+        (row,) = _quarantine(store)
+    assert (row["raw"], row["line"]) == ("0,0,1,pv", 4)

@@ -207,13 +207,17 @@ def _detail_sql() -> str:
 
 
 def rejects_sql(rejects_table: str) -> str:
-    """SQL giving one (line, reason, detail, raw) row per line DuckDB's reader rejected."""
+    """SQL giving one (line, reason, detail, raw) row per line DuckDB's reader rejected.
+
+    DuckDB may prefix a rejected CRLF line with the previous line's LF, so line breaks at
+    either end are trimmed; one left inside means the record ran over several lines.
+    """
     cases = " ".join(f"WHEN '{kind}' THEN '{reason}'" for kind, reason in REJECT_REASONS.items())
-    return f"""SELECT line::BIGINT AS line,
-            CASE WHEN contains(arg_min(csv_line, column_idx), chr(10)) THEN 'unterminated_quote'
-                ELSE CASE arg_min(error_type, column_idx)::VARCHAR {cases}
-                    ELSE 'malformed_line' END
-            END AS reason,
-            arg_min(error_message, column_idx) AS detail,
-            arg_min(csv_line, column_idx) AS raw
-        FROM {rejects_table} GROUP BY line"""
+    return f"""SELECT line, CASE WHEN contains(raw, chr(10)) THEN 'unterminated_quote'
+            ELSE CASE error_type {cases} ELSE 'malformed_line' END END AS reason, detail, raw
+        FROM (
+            SELECT line::BIGINT AS line,
+                arg_min(error_type, column_idx)::VARCHAR AS error_type,
+                arg_min(error_message, column_idx) AS detail,
+                trim(arg_min(csv_line, column_idx), chr(13) || chr(10)) AS raw
+            FROM {rejects_table} GROUP BY line)"""
