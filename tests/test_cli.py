@@ -120,3 +120,14 @@ def test_installed_command_runs_as_a_program(tmp_path: Path) -> None:
     )
     assert bad.returncode == 1
     assert bad.stderr.startswith("Error:") and "Traceback" not in bad.stderr
+
+
+def test_ingest_several_files_in_one_command(tmp_path: Path) -> None:
+    day1, day2 = tmp_path / "day1.csv", tmp_path / "day2.csv"
+    day1.write_text("1,1,1,pv,1511544070\n2,1,1,pv,1511544071\n")
+    day2.write_text("2,1,1,pv,1511544071\n3,1,1,buy,1511630470\n")
+    out = tmp_path / "summary.json"
+    db = tmp_path / "s.duckdb"
+    _ok("ingest", str(day1), str(day2), "--db", str(db), "--json", str(out), "--quiet")
+    summaries = json.loads(out.read_text())["files"]
+    assert [(s["loaded"], s["duplicates"]) for s in summaries] == [(2, 0), (1, 1)]

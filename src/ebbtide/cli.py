@@ -87,9 +87,12 @@ def _write_json(path: Path | None, data: dict[str, Any]) -> None:
 
 @app.command()
 def ingest(
-    file: Annotated[
-        Path,
-        typer.Argument(help="Log file: CSV, whitespace text, JSON Lines or Parquet; gzip is fine."),
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Log files: CSV, whitespace text, JSON Lines or Parquet; gzip is fine."
+            " Each loads in its own transaction, in the order given."
+        ),
     ],
     fmt: Annotated[
         FormatName, typer.Option("--format", "-f", help="Source format.")
@@ -212,12 +215,21 @@ def ingest(
                 keep_repeats=keep_repeats,
             )
         pseudonymiser = Pseudonymiser.from_env_or_file(key_file) if pseudonymise else None
-        with EventStore(db) as store, _stages(quiet, f"ingesting {file.name}") as stage:
-            summary = ingest_file(
-                store, file, fmt, mapping=mapping, pseudonymiser=pseudonymiser, progress=stage
-            )
-        _print_summary(summary, db)
-        _write_json(json_out, summary.to_dict())
+        summaries = []
+        with EventStore(db) as store:
+            for file in files:
+                with _stages(quiet, f"ingesting {file.name}") as stage:
+                    summary = ingest_file(
+                        store,
+                        file,
+                        fmt,
+                        mapping=mapping,
+                        pseudonymiser=pseudonymiser,
+                        progress=stage,
+                    )
+                _print_summary(summary, db)
+                summaries.append(summary.to_dict())
+        _write_json(json_out, summaries[0] if len(summaries) == 1 else {"files": summaries})
 
 
 def _key_value_table(title: str, rows: list[tuple[str, str]]) -> Table:

@@ -210,8 +210,8 @@ class EventStore:
                 ) from None
             if "lock" in str(exc).lower():
                 raise StoreError(
-                    f"{self.path} is in use by another ebbtide or DuckDB process; wait for it"
-                    " to finish or open the store with read_only=True"
+                    f"{self.path} is in use by another ebbtide or DuckDB process that is"
+                    " writing to it; wait for it to finish and try again"
                 ) from None
             raise StoreError(f"cannot open the store {self.path}: {exc}") from None
         except duckdb.Error as exc:
