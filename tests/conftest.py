@@ -17,7 +17,7 @@ def _shared_datasets() -> Path:
     return Path(configured) if configured else ROOT.parent / "shared" / "datasets"
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def datasets() -> Path:
     """The real public data sets laid beside the checkout (../shared/datasets)."""
     path = _shared_datasets()
