@@ -7,7 +7,7 @@ seconds, and the arrays feed both the counting baselines and the neural model's 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import numpy as np
@@ -57,6 +57,20 @@ class EventArrays:
     def lengths(self) -> np.ndarray:
         """Events per user (0 for users with none before the cut-off)."""
         return np.diff(self.offsets)
+
+    def select(self, mask: np.ndarray) -> EventArrays:
+        """The events where `mask` holds (order kept), with offsets rebuilt."""
+        user_idx = self.user_idx[mask]
+        offsets = np.searchsorted(user_idx, np.arange(self.n_users + 1)).astype(np.int64)
+        return replace(
+            self,
+            user_idx=user_idx,
+            item_idx=self.item_idx[mask],
+            category_idx=self.category_idx[mask],
+            behavior=self.behavior[mask],
+            t=self.t[mask],
+            offsets=offsets,
+        )
 
     def last_index(self) -> np.ndarray:
         """Index of each user's last event, -1 where the user has none."""

@@ -250,6 +250,7 @@ class Model(ABC):
             for k, v in asdict(self.ids_).items()
         }
         np.savez(directory / "weights.npz", allow_pickle=False, **state, **ids)
+        self._save_extra(directory)
         return directory
 
     @classmethod
@@ -282,6 +283,7 @@ class Model(ABC):
         )
         model._history = None
         model._set_state(state)
+        model._load_extra(directory)
         return model
 
     def _state(self) -> dict[str, np.ndarray]:
@@ -292,6 +294,14 @@ class Model(ABC):
         """Restore what `_state` returned (a family overrides both if it needs more)."""
         for name in self.state_attributes:
             setattr(self, name, state[name])
+
+    def _save_extra(self, directory: Path) -> None:
+        """Write what arrays cannot hold (e.g. fitted trees); the default writes nothing."""
+        return None
+
+    def _load_extra(self, directory: Path) -> None:
+        """Read what `_save_extra` wrote."""
+        return None
 
 
 def _days(horizon: timedelta) -> float:
