@@ -131,3 +131,35 @@ def test_ingest_several_files_in_one_command(tmp_path: Path) -> None:
     _ok("ingest", str(day1), str(day2), "--db", str(db), "--json", str(out), "--quiet")
     summaries = json.loads(out.read_text())["files"]
     assert [(s["loaded"], s["duplicates"]) for s in summaries] == [(2, 0), (1, 1)]
+
+
+@pytest.mark.parametrize("family", ["popular", "btyd", "gbdt"])
+def test_train_then_score(tmp_path: Path, family: str) -> None:
+    import pandas as pd
+
+    db = tmp_path / "shop.duckdb"
+    _ok("demo", "--db", str(db), "--quiet")
+    model_dir = tmp_path / family
+    cut = "2017-12-02T00:00+08:00"
+    _ok("train", "--db", str(db), "--model", family, "--until", cut, "--out", str(model_dir))
+    scores = tmp_path / "scores.parquet"
+    _ok("score", "--db", str(db), "--model", str(model_dir), "--at", cut, "--out", str(scores))
+    table = pd.read_parquet(scores)
+    assert len(table) == 815 and table.user_id.is_unique
+    expected = {
+        "popular": {"top_items"},
+        "btyd": {"p_return", "p_buy", "expected_return_days"},
+        "gbdt": {"p_return", "p_buy", "top_categories"},
+    }[family]
+    assert expected <= set(table.columns)
+
+
+def test_train_and_score_refuse_bad_arguments(tmp_path: Path) -> None:
+    db = tmp_path / "shop.duckdb"
+    _ok("demo", "--db", str(db), "--quiet")
+    bad = runner.invoke(app, ["train", "--db", str(db), "--model", "nope", "--out", "m"])
+    assert bad.exit_code == 1 and "no model family 'nope'" in bad.output
+    bad = runner.invoke(
+        app, ["score", "--db", str(db), "--model", str(tmp_path), "--at", "yesterday"]
+    )
+    assert bad.exit_code != 0 and "ISO 8601" in bad.output

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -436,6 +437,134 @@ def synth(
         out.print(f"wrote {rows:,} events of {users:,} users over {days:g} days to {out_file}")
         out.print(f"ground truth: {', '.join(str(p) for p in truth_files)}")
         out.print(f"load it with: ebbtide ingest {out_file} --format taobao")
+
+
+def parse_instant(text: str) -> datetime:
+    """ISO 8601 date or date-time; without an offset it is taken as UTC."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r} is not an ISO 8601 time; use e.g. 2017-12-02 or 2017-12-02T00:00+08:00"
+        ) from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+_UNITS = {"m": 60, "h": 3_600, "d": 86_400, "w": 604_800}
+
+
+def parse_duration(text: str) -> timedelta:
+    """A duration such as 90m, 24h, 3d or 1w."""
+    number, unit = text[:-1], text[-1:].lower()
+    try:
+        value = float(number)
+    except ValueError:
+        value = -1.0
+    if unit not in _UNITS or not value > 0:
+        raise typer.BadParameter(f"{text!r} is not a duration; use e.g. 90m, 24h, 3d or 1w")
+    return timedelta(seconds=value * _UNITS[unit])
+
+
+@app.command()
+def train(
+    model_name: Annotated[
+        str, typer.Option("--model", "-m", help="Family: popular, btyd, gbdt, decay.")
+    ],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to save the model in.")],
+    db: DbOption = Path("ebbtide.duckdb"),
+    until: Annotated[
+        str | None,
+        typer.Option(
+            help="Train on events strictly before this instant (ISO 8601; default: all), so"
+            " that `score --at` that instant is an honest forecast."
+        ),
+    ] = None,
+    quiet: QuietOption = False,
+) -> None:
+    """Fit a model on the store's events before --until and save it to --out."""
+    from ebbtide.models.scoring import build_model
+
+    with _user_errors():
+        _require_store(db)
+        with EventStore(db, read_only=True) as store:
+            cutoff = parse_instant(until) if until else _after_last_event(store)
+            model = build_model(model_name)
+            with _stages(quiet, f"training {model_name}") as stage:
+                model.fit(store, cutoff=cutoff, progress=lambda step, value: stage(step))
+            model.save(out_dir)
+        metrics = getattr(model, "metrics_", {})
+        rows = [("family", model_name), ("trained on events before", cutoff.isoformat())]
+        rows += [
+            (name, f"{value:,}" if isinstance(value, int) else f"{value:.4g}")
+            for name, value in metrics.items()
+        ]
+        rows.append(("saved to", str(out_dir)))
+        out.print(_key_value_table("Trained", rows))
+
+
+def _after_last_event(store: EventStore) -> datetime:
+    last = store.stats().last_event
+    if last is None:
+        raise EbbtideError("the store holds no events yet: ingest a file first")
+    return last + timedelta(seconds=1)
+
+
+@app.command()
+def score(
+    model_dir: Annotated[Path, typer.Option("--model", "-m", help="A folder written by train.")],
+    at: Annotated[str, typer.Option(help="Score at this instant (ISO 8601; UTC by default).")],
+    db: DbOption = Path("ebbtide.duckdb"),
+    horizon: Annotated[str, typer.Option(help="Window after --at: 90m, 24h, 3d, 1w.")] = "1d",
+    k: Annotated[int, typer.Option(help="Items to recommend per user.")] = 10,
+    out_file: Annotated[
+        Path, typer.Option("--out", help="Per-user scores: .parquet, .csv or .json.")
+    ] = Path("scores.parquet"),
+    per_category: Annotated[
+        Path | None,
+        typer.Option(help="Also write one row per (user, category touched before --at)."),
+    ] = None,
+) -> None:
+    """Score every user with history before --at: return, purchase, interests, items."""
+    from ebbtide.models.base import Model
+    from ebbtide.models.scoring import available_families, score_users
+
+    with _user_errors():
+        _require_store(db)
+        available_families()  # register the families so that load finds them
+        when, window = parse_instant(at), parse_duration(horizon)
+        with EventStore(db, read_only=True) as store:
+            model = Model.load(model_dir, store)
+            users, categories = score_users(model, at=when, horizon=window, k=k)
+        _write_frame(users, out_file)
+        if per_category is not None:
+            if categories is None:
+                raise EbbtideError(f"the {model.name} model has no per-category interest")
+            _write_frame(categories, per_category)
+        rows = [("users scored", f"{len(users):,}"), ("at", when.isoformat()), ("horizon", horizon)]
+        for column in ("p_return", "p_buy", "expected_return_days"):
+            if column in users:
+                rows.append((f"mean {column}", f"{users[column].mean():.3f}"))
+        out.print(_key_value_table(f"Scores from {model_dir}", rows))
+
+
+def _write_frame(frame: Any, path: Path) -> None:
+    """Write a DataFrame as Parquet, CSV (lists joined by ';') or JSON Lines."""
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+    elif suffix == ".csv":
+        flat = frame.copy()
+        for column in flat.columns:
+            if flat[column].map(lambda v: isinstance(v, list)).any():
+                flat[column] = flat[column].map(
+                    lambda v: ";".join(map(str, v)) if isinstance(v, list) else v
+                )
+        flat.to_csv(path, index=False)
+    elif suffix in (".json", ".jsonl"):
+        frame.to_json(path, orient="records", lines=True)
+    else:
+        raise EbbtideError(f"{path}: use a .parquet, .csv or .json file name")
+    err.print(f"wrote {path}")
 
 
 @app.command()

@@ -32,6 +32,10 @@ class NotFittedError(EbbtideError):
     """A model was queried before `fit`."""
 
 
+class UnsupportedQueryError(EbbtideError):
+    """This model family does not answer that query (e.g. `recommend` for btyd)."""
+
+
 class ConvergenceError(EbbtideError):
     """An optimiser failed to converge; the message lists likely causes and fixes."""
 

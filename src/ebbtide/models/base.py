@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import pandas as pd
 
-from ebbtide.errors import ConfigError, EbbtideError, NotFittedError
+from ebbtide.errors import ConfigError, EbbtideError, NotFittedError, UnsupportedQueryError
 from ebbtide.features.sequences import EventArrays, load_events, to_days
 from ebbtide.store import EventStore
 
@@ -225,8 +225,8 @@ class Model(ABC):
     ) -> tuple[np.ndarray, np.ndarray]:
         raise self._unsupported("recommend")
 
-    def _unsupported(self, query: str) -> EbbtideError:
-        return EbbtideError(f"the {self.name} model does not answer {query}")
+    def _unsupported(self, query: str) -> UnsupportedQueryError:
+        return UnsupportedQueryError(f"the {self.name} model does not answer {query}")
 
     # -- persistence -------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
@@ -302,6 +302,11 @@ class Model(ABC):
     def _load_extra(self, directory: Path) -> None:
         """Read what `_save_extra` wrote."""
         return None
+
+
+def registered_families() -> dict[str, type[Model]]:
+    """Model families imported so far, by name (each subclass registers itself)."""
+    return dict(_REGISTRY)
 
 
 def _days(horizon: timedelta) -> float:
