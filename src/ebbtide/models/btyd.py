@@ -26,7 +26,7 @@ from ebbtide.schema import Behavior
 
 #: Restricted-mean horizon: expected return times are E[min(time to return, this)].
 RETURN_TIME_CAP_DAYS = 365.0
-_GRID = np.concatenate([[0.0], np.geomspace(1 / 24, RETURN_TIME_CAP_DAYS, 96)])
+_GRID = np.concatenate([[0.0], np.geomspace(1 / 24, RETURN_TIME_CAP_DAYS, 24)])
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -107,7 +107,9 @@ class BTYDModel(Model):
     def _p_any(
         self, events: EventArrays, users: np.ndarray, at: float, horizon: float, which: str
     ) -> np.ndarray:
-        rfm = self._rfm_for(events, users, at, which)
+        return self._p_any_rfm(self._rfm_for(events, users, at, which), horizon, which)
+
+    def _p_any_rfm(self, rfm: bm.RFM, horizon: float, which: str) -> np.ndarray:
         p_any = (
             bm.pareto_nbd_p_any_transaction
             if self.config.kind == "pareto_nbd"
@@ -129,9 +131,9 @@ class BTYDModel(Model):
         self, events: EventArrays, users: np.ndarray, at: float
     ) -> np.ndarray:
         """Restricted mean: the area under P(not returned by τ) for τ up to one year."""
+        rfm = self._rfm_for(events, users, at, "return")
         survival = np.stack(
-            [np.ones(users.size)]
-            + [1.0 - self._p_any(events, users, at, tau, "return") for tau in _GRID[1:]]
+            [np.ones(users.size)] + [1.0 - self._p_any_rfm(rfm, tau, "return") for tau in _GRID[1:]]
         )
         return np.trapezoid(survival, _GRID, axis=0)
 
