@@ -13,11 +13,12 @@ from ebbtide.datasets import taobao_sample_path
 from ebbtide.errors import ConfigError, EbbtideError, NotFittedError
 from ebbtide.ingest import ingest_file
 from ebbtide.models.base import Model
+from ebbtide.models.decay import DecayModel
 from ebbtide.models.popular import PopularConfig, PopularModel
 from ebbtide.store import EventStore
 
 CUT = datetime(2017, 12, 1, 16, tzinfo=UTC)  # 2017-12-02 00:00 China time
-FAMILIES = [PopularModel]
+FAMILIES = [PopularModel, DecayModel]
 
 
 @pytest.fixture(scope="module")

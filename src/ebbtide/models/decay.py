@@ -1,0 +1,449 @@
+"""`decay`: per-category self-exciting (Hawkes) interest with learned half-lives.
+
+Every (user u, category c) pair is a Hawkes process with an exponential kernel whose decay
+rate belongs to the category::
+
+    λ_uc(t) = μ_uc + α_c · Σ_{j: t_j < t} w_{b_j} · exp(−δ_c (t − t_j))
+
+``w_b`` are fixed behaviour weights, ``μ_uc`` the pair's background rate, ``α_c`` the jump of
+the intensity per unit-weight event and ``ln 2 / δ_c`` the category's half-life (days).
+
+Fitting is EM on the branching structure, vectorised over pairs: events are sorted by
+(pair, time) and the recursions over the position ``k`` within a pair run as one numpy step
+per ``k`` (``D = t_i − t_{i−1}``)::
+
+    A_i = e^{−δD} (A_{i−1} + w_{i−1}),   B_i = e^{−δD} (B_{i−1} + D (A_{i−1} + w_{i−1}))
+
+so that ``λ_i = μ + α A_i``. E-step: background share ``μ/λ_i``, offspring share
+``α A_i/λ_i`` and offspring delay mass ``α B_i/λ_i``. M-step: ``μ_uc`` = background count
+over the window (with a small prior), ``δ_c`` = offspring count / (delay mass + censored
+time), ``α_c`` = offspring count / compensator, both shrunk towards global values for
+categories with few offspring.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ebbtide.errors import ConfigError
+from ebbtide.features.sequences import EventArrays, to_days
+from ebbtide.models.base import Model, Progress
+from ebbtide.schema import Behavior
+
+_DELTA_MIN, _DELTA_MAX = 1e-4, 1e3
+_KEY = np.int64(2**31)  # pair key = user * 2**31 + category
+_GRID = np.concatenate([[0.0], np.geomspace(1e-4, 365.0, 400)])  # days, for return time
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DecayConfig:
+    """Parameters of `DecayModel`.
+
+    behavior_weights : tuple of 4 floats
+        Fixed weights ``w_b`` of view, cart, fav and buy events in the excitation.
+    shrink_events : float
+        κ: pseudo-offspring pulling ``log δ_c`` and ``α_c`` towards their global values,
+        ``log δ_c = (N_c log δ̂_c + κ log δ) / (N_c + κ)``.
+    mu_prior_days : float
+        m: ``μ_uc = (Σ p_bg + m μ̄) / (T_end − S + m)``, μ̄ the mean background rate.
+    nu_prior_days : float
+        Prior days in the per-user rate of first touches of new categories.
+    buy_prior_events : float
+        a: ``ρ_u = (buys + a · global buy share) / (events + a)``.
+    max_iter : int
+        Most EM iterations.
+    tol : float
+        Stop when the relative change of the log-likelihood falls below it.
+    initial_half_life_days : float
+        Starting half-life of every category.
+    """
+
+    behavior_weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+    shrink_events: float = 5.0
+    mu_prior_days: float = 1.0
+    nu_prior_days: float = 1.0
+    buy_prior_events: float = 10.0
+    max_iter: int = 100
+    tol: float = 1e-6
+    initial_half_life_days: float = 1.0
+
+    def __post_init__(self) -> None:
+        weights = tuple(float(w) for w in self.behavior_weights)
+        if len(weights) != len(Behavior) or min(weights) < 0 or max(weights) <= 0:
+            raise ConfigError(
+                f"DecayConfig.behavior_weights={self.behavior_weights}: four weights >= 0,"
+                " not all 0 (view, cart, fav, buy)"
+            )
+        object.__setattr__(self, "behavior_weights", weights)
+        for name in ("shrink_events", "mu_prior_days", "nu_prior_days", "buy_prior_events"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+                raise ConfigError(f"DecayConfig.{name}={value!r} must be a finite number >= 0")
+        if not isinstance(self.max_iter, int) or self.max_iter < 1:
+            raise ConfigError(f"DecayConfig.max_iter={self.max_iter!r} must be an integer >= 1")
+        if not (isinstance(self.tol, int | float) and self.tol > 0):
+            raise ConfigError(f"DecayConfig.tol={self.tol!r} must be > 0")
+        h = self.initial_half_life_days
+        if not (isinstance(h, int | float) and math.isfinite(h) and h > 0):
+            raise ConfigError(f"DecayConfig.initial_half_life_days={h!r} must be > 0")
+
+
+def _ranges(offsets: np.ndarray, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Event indices of `users` (in order) and, per index, the position of its user."""
+    starts, ends = offsets[users], offsets[users + 1]
+    lengths = ends - starts
+    q = np.repeat(np.arange(users.size, dtype=np.int64), lengths)
+    first = np.repeat(starts - np.cumsum(lengths) + lengths, lengths)
+    return first + np.arange(q.size, dtype=np.int64), q
+
+
+def _pad(values: np.ndarray, size: int, fill: float) -> np.ndarray:
+    if values.size >= size:
+        return values
+    return np.concatenate([values, np.full(size - values.size, fill)])
+
+
+class DecayModel(Model):
+    """Per-category Hawkes interest decay: how fast each category's interest fades."""
+
+    name = "decay"
+    config_class = DecayConfig
+    state_attributes = (
+        "delta_",
+        "alpha_",
+        "delta_global_",
+        "alpha_global_",
+        "pair_key_",
+        "pair_user_",
+        "pair_category_",
+        "pair_mu_",
+        "default_mu_",
+        "nu_",
+        "nu_global_",
+        "rho_",
+        "rho_global_",
+    )
+
+    # -- fitting -----------------------------------------------------------------------
+    def _fit(self, events: EventArrays, progress: Progress | None) -> None:
+        cfg = self.config
+        w_b = np.asarray(cfg.behavior_weights)
+        t_end = to_days(self.cutoff_)
+        start = float(np.quantile(events.t, 0.001))
+        span = max(t_end - start, 1e-6)
+        n_cat = max(events.n_categories, 1)
+
+        has_cat = events.category_idx >= 0
+        user = events.user_idx[has_cat].astype(np.int64)
+        cat = events.category_idx[has_cat].astype(np.int64)
+        t = events.t[has_cat]
+        w = w_b[events.behavior[has_cat]]
+        key = user * _KEY + cat
+        order = np.argsort(key, kind="stable")  # events are time-sorted within a user
+        user, cat, t, w, key = user[order], cat[order], t[order], w[order], key[order]
+        n = t.size
+        new_pair = np.r_[True, key[1:] != key[:-1]] if n else np.zeros(0, dtype=bool)
+        pair_start = np.flatnonzero(new_pair)
+        pair = np.cumsum(new_pair) - 1
+        pos = np.arange(n) - pair_start[pair] if n else np.zeros(0, dtype=np.int64)
+        n_pairs = pair_start.size
+        gap = np.zeros(n)
+        gap[1:] = np.where(new_pair[1:], 0.0, np.maximum(t[1:] - t[:-1], 0.0))
+        # Events grouped by their position within the pair, for the recursion over k.
+        by_pos = np.argsort(pos, kind="stable")
+        bounds = np.searchsorted(pos[by_pos], np.arange(int(pos.max(initial=0)) + 2))
+        steps = [by_pos[bounds[k] : bounds[k + 1]] for k in range(1, bounds.size - 1)]
+        tail = np.maximum(t_end - t, 0.0)  # time each event can still spawn offspring
+
+        delta = np.full(n_cat, math.log(2.0) / cfg.initial_half_life_days)
+        alpha = 0.5 * delta
+        mu = np.full(n_pairs, 0.5 * np.bincount(pair, minlength=n_pairs).mean() / span)
+        kappa = cfg.shrink_events
+        m = cfg.mu_prior_days
+        loglik = -np.inf
+        iterations = 0
+        for iterations in range(1, cfg.max_iter + 1):
+            d_e, a_e = delta[cat], alpha[cat]
+            decay = np.exp(-d_e * gap)
+            a = np.zeros(n)
+            b = np.zeros(n)
+            for idx in steps:
+                prev = idx - 1
+                carry = a[prev] + w[prev]
+                a[idx] = decay[idx] * carry
+                b[idx] = decay[idx] * (b[prev] + gap[idx] * carry)
+            lam = mu[pair] + a_e * a
+            comp_unit = -np.expm1(-d_e * tail) / d_e  # ∫ kernel / α over [t_j, T_end)
+            compensator = np.sum(mu) * span + np.sum(a_e * w * comp_unit)
+            new_loglik = float(np.sum(np.log(lam)) - compensator)
+            converged = abs(new_loglik - loglik) <= cfg.tol * abs(new_loglik)
+            loglik = new_loglik
+            if converged:
+                break
+            # E-step.
+            p_bg = mu[pair] / lam
+            off = a_e * a / lam
+            delay = a_e * b / lam
+            # M-step: background rates.
+            bg = np.bincount(pair, p_bg, minlength=n_pairs)
+            mu_bar = bg.sum() / (n_pairs * span) if n_pairs else 1.0
+            mu = (bg + m * mu_bar) / (span + m)
+            # Decay: N / (delay mass + N · mean censored time of the missing offspring).
+            n_c = np.bincount(cat, off, minlength=n_cat)
+            d_c = np.bincount(cat, delay, minlength=n_cat)
+            g_c = np.bincount(cat, w * comp_unit, minlength=n_cat)
+            h_c = np.bincount(cat, w * tail * np.exp(-d_e * tail) / d_e, minlength=n_cat)
+            censored = n_c * h_c / np.maximum(g_c, 1e-300)
+            denom = d_c + censored
+            delta_global = np.clip(n_c.sum() / max(denom.sum(), 1e-300), _DELTA_MIN, _DELTA_MAX)
+            raw = np.clip(n_c / np.maximum(denom, 1e-300), _DELTA_MIN, _DELTA_MAX)
+            log_delta = (n_c * np.log(raw) + kappa * math.log(delta_global)) / np.maximum(
+                n_c + kappa, 1e-300
+            )
+            delta = np.clip(np.exp(np.where(n_c + kappa > 0, log_delta, 0.0)), _DELTA_MIN, 1e3)
+            delta = np.where(n_c + kappa > 0, delta, delta_global)
+            # Jump size, with the compensator at the new δ and a gamma prior around the mean.
+            g_new = np.bincount(cat, w * -np.expm1(-delta[cat] * tail) / delta[cat], n_cat)
+            alpha_global = max(n_c.sum() / max(g_new.sum(), 1e-300), 1e-12)
+            alpha = (n_c + kappa) / (g_new + kappa / alpha_global)
+            if progress is not None:
+                progress(f"decay EM iteration {iterations}", loglik)
+
+        first_mu = (1.0 + m * (mu.sum() / max(n_pairs, 1) if n_pairs else 1.0)) / (span + m)
+        self.delta_ = delta
+        self.alpha_ = alpha
+        self.delta_global_ = np.asarray(
+            math.exp(float(np.average(np.log(delta), weights=np.bincount(cat, minlength=n_cat))))
+            if n
+            else math.log(2.0) / cfg.initial_half_life_days
+        )
+        self.alpha_global_ = np.asarray(
+            float(np.average(alpha, weights=np.bincount(cat, minlength=n_cat))) if n else 0.0
+        )
+        self.pair_key_ = key[pair_start]
+        self.pair_user_ = user[pair_start]
+        self.pair_category_ = cat[pair_start]
+        self.pair_mu_ = mu
+        self.default_mu_ = np.asarray(first_mu)
+        self._fit_users(events, t_end)
+        self.metrics_ = {
+            "loglik_per_event": loglik / max(n, 1),
+            "iterations": iterations,
+            "events": int(n),
+            "pairs": int(n_pairs),
+            "median_half_life_days": float(np.median(math.log(2.0) / delta)),
+        }
+
+    def _fit_users(self, events: EventArrays, t_end: float) -> None:
+        """ν_u: rate of first touches of new categories; ρ_u: shrunk buy share."""
+        cfg = self.config
+        n_users = events.n_users
+        counts = events.lengths()
+        has_cat = events.category_idx >= 0
+        key = events.user_idx[has_cat].astype(np.int64) * _KEY + events.category_idx[has_cat]
+        distinct = np.bincount(np.unique(key) // _KEY, minlength=n_users)
+        first_t = np.where(
+            counts > 0, events.t[np.minimum(events.offsets[:-1], events.t.size - 1)], t_end
+        )
+        span = np.maximum(t_end - first_t, 0.0)
+        new = np.maximum(distinct - 1, 0).astype(np.float64)
+        active = counts > 0
+        nu_global = new[active].sum() / max(span[active].sum(), 1e-9)
+        c = cfg.nu_prior_days
+        self.nu_ = (new + c * nu_global) / (span + c) if c > 0 else new / np.maximum(span, 1e-9)
+        self.nu_global_ = np.asarray(nu_global)
+        buys = np.bincount(
+            events.user_idx[events.behavior == Behavior.BUY.code], minlength=n_users
+        ).astype(np.float64)
+        share = buys.sum() / max(events.n_events, 1)
+        a = cfg.buy_prior_events
+        self.rho_ = (buys + a * share) / np.maximum(counts + a, 1e-9)
+        self.rho_global_ = np.asarray(share)
+
+    # -- shared query machinery --------------------------------------------------------
+    def _params(self, n_categories: int) -> tuple[np.ndarray, np.ndarray]:
+        delta = _pad(np.asarray(self.delta_, dtype=np.float64), n_categories, self.delta_global_)
+        alpha = _pad(np.asarray(self.alpha_, dtype=np.float64), n_categories, self.alpha_global_)
+        return delta, alpha
+
+    def _user_param(self, name: str, users: np.ndarray) -> np.ndarray:
+        values = np.asarray(getattr(self, name), dtype=np.float64)
+        fill = float(getattr(self, name.removesuffix("_") + "_global_"))
+        return _pad(values, int(users.max(initial=-1)) + 1, fill)[users]
+
+    def _pairs(self, events: EventArrays, users: np.ndarray, at: float) -> dict[str, np.ndarray]:
+        """Per (query row q, category) pair before `at`: μ, excitation now E, δ.
+
+        ``E = α_c Σ_j w_j exp(−δ_c (at − t_j))`` (per day); pairs unseen at fit get the
+        default μ. Rows are sorted by (q, category).
+        """
+        idx, q = _ranges(events.offsets, users)
+        cat = events.category_idx[idx].astype(np.int64)
+        keep = cat >= 0
+        idx, q, cat = idx[keep], q[keep], cat[keep]
+        delta, alpha = self._params(max(events.n_categories, int(cat.max(initial=-1)) + 1))
+        w = np.asarray(self.config.behavior_weights)[events.behavior[idx]]
+        contrib = w * np.exp(-delta[cat] * np.maximum(at - events.t[idx], 0.0))
+        row_key = q * _KEY + cat
+        keys, inverse = np.unique(row_key, return_inverse=True)
+        pq_, pc = keys // _KEY, keys % _KEY
+        excitation = alpha[pc] * np.bincount(inverse, contrib, minlength=keys.size)
+        fitted_key = np.asarray(self.pair_key_, dtype=np.int64)
+        lookup = users[pq_] * _KEY + pc
+        where = np.minimum(np.searchsorted(fitted_key, lookup), max(fitted_key.size - 1, 0))
+        found = fitted_key.size > 0
+        hit = (fitted_key[where] == lookup) if found else np.zeros(lookup.size, dtype=bool)
+        mu_fit = np.asarray(self.pair_mu_, dtype=np.float64)
+        mu = np.where(hit, mu_fit[where] if found else 0.0, float(self.default_mu_))
+        return {"q": pq_, "category": pc, "mu": mu, "excitation": excitation, "delta": delta[pc]}
+
+    @staticmethod
+    def _integrated(p: dict[str, np.ndarray], horizon: float) -> np.ndarray:
+        """``∫_at^{at+H} λ = μH + E (1 − e^{−δH}) / δ`` per pair."""
+        return p["mu"] * horizon + p["excitation"] * -np.expm1(-p["delta"] * horizon) / p["delta"]
+
+    def _total(self, events: EventArrays, users: np.ndarray, at: float, horizon: float):
+        p = self._pairs(events, users, at)
+        per_user = np.bincount(p["q"], self._integrated(p, horizon), minlength=users.size)
+        return per_user + self._user_param("nu_", users) * horizon
+
+    # -- queries -----------------------------------------------------------------------
+    def _interest(
+        self, events: EventArrays, users: np.ndarray, at: float, horizon: float
+    ) -> dict[str, np.ndarray]:
+        """p_engage = 1 − exp(−∫λ) over the horizon, per (user, touched category)."""
+        p = self._pairs(events, users, at)
+        p_engage = -np.expm1(-self._integrated(p, horizon))
+        order = np.lexsort((p["category"], -p_engage, p["q"]))
+        return {
+            "user_idx": users[p["q"][order]],
+            "category_idx": p["category"][order],
+            "p_engage": p_engage[order],
+            "level": (p["mu"] + p["excitation"])[order],
+            "baseline": p["mu"][order],
+            "excitation": p["excitation"][order],
+            "half_life_days": math.log(2.0) / p["delta"][order],
+        }
+
+    def _p_return(
+        self, events: EventArrays, users: np.ndarray, at: float, horizon: float
+    ) -> np.ndarray:
+        """``1 − exp(−(Σ_c ∫λ_c + ν_u H))``."""
+        return -np.expm1(-self._total(events, users, at, horizon))
+
+    def _p_buy(
+        self, events: EventArrays, users: np.ndarray, at: float, horizon: float
+    ) -> np.ndarray:
+        """``1 − exp(−ρ_u (Σ_c ∫λ_c + ν_u H))``: each action is a buy with chance ρ_u."""
+        total = self._total(events, users, at, horizon)
+        return -np.expm1(-self._user_param("rho_", users) * total)
+
+    def _expected_return_days(
+        self, events: EventArrays, users: np.ndarray, at: float
+    ) -> np.ndarray:
+        """``∫_0^365 exp(−Λ(τ)) dτ``, ``Λ(τ) = (Σμ + ν)τ + Σ_c E_c (1 − e^{−δ_c τ})/δ_c``.
+
+        Trapezoid rule on a log-spaced grid; the integral is capped at 365 days (a user
+        with no activity left returns 365, a restricted mean).
+        """
+        p = self._pairs(events, users, at)
+        rate = np.bincount(p["q"], p["mu"], minlength=users.size)
+        rate = rate + self._user_param("nu_", users)
+        out = np.empty(users.size)
+        chunk = max(1, 2_000_000 // _GRID.size)
+        bounds = np.searchsorted(p["q"], np.arange(0, users.size + chunk, chunk))
+        for i, lo in enumerate(range(0, users.size, chunk)):
+            hi = min(lo + chunk, users.size)
+            s = slice(bounds[i], bounds[i + 1])
+            jump = -np.expm1(-np.outer(p["delta"][s], _GRID)) / p["delta"][s, None]
+            excited = np.zeros((hi - lo, _GRID.size))
+            np.add.at(excited, p["q"][s] - lo, p["excitation"][s, None] * jump)
+            cum = rate[lo:hi, None] * _GRID + excited
+            out[lo:hi] = np.trapezoid(np.exp(-cum), _GRID, axis=1)
+        return out
+
+    def _recommend(
+        self, events: EventArrays, users: np.ndarray, at: float, k: int, exclude_bought: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Score ``Σ_{u's events on i} w e^{−δ_c(at−t)} + p_engage_uc(1 day) · share_c(i)``.
+
+        ``share_c(i)`` is item i's share of the recency-weighted popularity of its category
+        (decayed with the category's half-life). Categories the user never touched count
+        with ``p = (1 − e^{−ν_u}) · share(c)``, so a global fallback fills short lists.
+        """
+        n_items = events.n_items
+        k = min(k, n_items)
+        n_cat = max(events.n_categories, 1)
+        delta, _ = self._params(n_cat)
+        w_b = np.asarray(self.config.behavior_weights)
+        cat_all = events.category_idx.astype(np.int64)
+        d_all = np.where(cat_all >= 0, delta[np.maximum(cat_all, 0)], float(self.delta_global_))
+        decayed = w_b[events.behavior] * np.exp(-d_all * np.maximum(at - events.t, 0.0))
+        pop = np.bincount(events.item_idx, decayed, minlength=n_items)
+        item_cat = np.full(n_items, -1, dtype=np.int64)
+        item_cat[events.item_idx] = cat_all  # last observed category of each item
+        cat_pop = np.bincount(np.maximum(item_cat, 0), pop * (item_cat >= 0), minlength=n_cat)
+        share = np.where(
+            item_cat >= 0, pop / np.maximum(cat_pop[np.maximum(item_cat, 0)], 1e-300), 0.0
+        )
+        global_share = pop / max(pop.sum(), 1e-300)
+        cat_share = cat_pop / max(cat_pop.sum(), 1e-300)
+
+        # Candidates: the user's own items, top-k items of each touched category, global top.
+        idx, q_ev = _ranges(events.offsets, users)
+        own_key = q_ev * n_items + events.item_idx[idx]
+        p = self._pairs(events, users, at)
+        p_engage = -np.expm1(-self._integrated(p, 1.0))
+        by_cat = np.lexsort((np.arange(n_items), -pop, item_cat))
+        sorted_cat = item_cat[by_cat]
+        cat_first = np.searchsorted(sorted_cat, np.arange(n_cat))
+        cat_count = np.minimum(
+            np.searchsorted(sorted_cat, np.arange(n_cat), "right") - cat_first, k
+        )
+        reps = cat_count[p["category"]]
+        rank = np.arange(reps.sum()) - np.repeat(np.cumsum(reps) - reps, reps)
+        cat_items = by_cat[np.repeat(cat_first[p["category"]], reps) + rank]
+        cat_key = np.repeat(p["q"], reps) * n_items + cat_items
+        bought = np.zeros(0, dtype=np.int64)
+        if exclude_bought:
+            buy = events.behavior[idx] == Behavior.BUY.code
+            bought = np.unique(own_key[buy])
+        per_user = np.bincount(bought // max(n_items, 1), minlength=users.size)
+        m = min(n_items, k + int(per_user.max(initial=0)))
+        top = np.argsort(-global_share, kind="stable")[:m]
+        glob_key = (np.arange(users.size, dtype=np.int64)[:, None] * n_items + top).ravel()
+        cand = np.unique(np.concatenate([own_key, cat_key, glob_key]))
+        if exclude_bought:
+            cand = cand[~np.isin(cand, bought)]
+        cq, ci = cand // n_items, cand % n_items
+
+        # Repeat term, then the category term (touched: p_engage; untouched: new-category).
+        repeat_w = w_b[events.behavior[idx]] * np.exp(
+            -d_all[idx] * np.maximum(at - events.t[idx], 0.0)
+        )
+        own_keys, own_inv = np.unique(own_key, return_inverse=True)
+        own_score = np.bincount(own_inv, repeat_w, minlength=own_keys.size)
+        pos = np.minimum(np.searchsorted(own_keys, cand), max(own_keys.size - 1, 0))
+        hit = own_keys[pos] == cand if own_keys.size else np.zeros(cand.size, dtype=bool)
+        score = np.where(hit, own_score[pos] if own_keys.size else 0.0, 0.0)
+        pair_key = p["q"] * _KEY + p["category"]
+        ccat = item_cat[ci]
+        lookup = cq * _KEY + np.maximum(ccat, 0)
+        where = np.minimum(np.searchsorted(pair_key, lookup), max(pair_key.size - 1, 0))
+        touched = (pair_key[where] == lookup) & (ccat >= 0) if pair_key.size else ccat < -1
+        p_nu = -np.expm1(-self._user_param("nu_", users))[cq]
+        p_cat = np.where(
+            touched,
+            p_engage[where] if pair_key.size else 0.0,
+            p_nu * cat_share[np.maximum(ccat, 0)],
+        )
+        score = score + np.where(ccat >= 0, p_cat * share[ci], p_nu * global_share[ci])
+
+        order = np.lexsort((ci, -score, cq))
+        cq, ci, score = cq[order], ci[order], score[order]
+        first = np.searchsorted(cq, np.arange(users.size))
+        take = first[:, None] + np.arange(k)
+        return ci[take], score[take]
