@@ -133,7 +133,7 @@ def test_ingest_several_files_in_one_command(tmp_path: Path) -> None:
     assert [(s["loaded"], s["duplicates"]) for s in summaries] == [(2, 0), (1, 1)]
 
 
-@pytest.mark.parametrize("family", ["popular", "btyd", "gbdt"])
+@pytest.mark.parametrize("family", ["popular", "btyd", "gbdt", "decay"])
 def test_train_then_score(tmp_path: Path, family: str) -> None:
     import pandas as pd
 
@@ -150,6 +150,7 @@ def test_train_then_score(tmp_path: Path, family: str) -> None:
         "popular": {"top_items"},
         "btyd": {"p_return", "p_buy", "expected_return_days"},
         "gbdt": {"p_return", "p_buy", "top_categories"},
+        "decay": {"p_return", "p_buy", "expected_return_days", "top_categories", "top_items"},
     }[family]
     assert expected <= set(table.columns)
 
