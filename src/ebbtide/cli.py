@@ -468,7 +468,7 @@ def parse_duration(text: str) -> timedelta:
 @app.command()
 def train(
     model_name: Annotated[
-        str, typer.Option("--model", "-m", help="Family: popular, btyd, gbdt, decay.")
+        str, typer.Option("--model", "-m", help="Family: popular, btyd, gbdt, decay, neural.")
     ],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder to save the model in.")],
     db: DbOption = Path("ebbtide.duckdb"),

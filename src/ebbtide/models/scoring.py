@@ -18,7 +18,7 @@ from ebbtide.errors import ConfigError, UnsupportedQueryError
 from ebbtide.models.base import Model, registered_families
 
 #: Registry of the families `ebbtide train --model` builds, by name.
-FAMILIES = ("popular", "btyd", "gbdt", "decay")
+FAMILIES = ("popular", "btyd", "gbdt", "decay", "neural")
 
 
 def build_model(name: str) -> Model:

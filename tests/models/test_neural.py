@@ -1,0 +1,255 @@
+"""The neural family: exact likelihood, finite on odd gaps, round-trips, beats chance."""
+
+from __future__ import annotations
+
+import math
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy.integrate import quad
+from sklearn.metrics import roc_auc_score
+
+from ebbtide.datasets import taobao_sample_path
+from ebbtide.errors import ConfigError
+from ebbtide.features import temporal_split
+from ebbtide.features.sequences import EventArrays
+from ebbtide.ingest import ingest_file
+from ebbtide.models.base import Model
+from ebbtide.models.neural import (
+    NeuralConfig,
+    NeuralModel,
+    _sequences,
+    compensator,
+    intensity,
+    point_process_nll,
+)
+from ebbtide.store import EventStore
+
+CUT = datetime(2017, 12, 1, 16, tzinfo=UTC)  # 2017-12-02 00:00 China time
+DAY = timedelta(days=1)
+FAST = {"epochs": 2, "item_negatives": 512, "max_train_seconds": 40.0, "hidden": 32}
+
+
+@pytest.fixture(scope="module")
+def taobao(tmp_path_factory: pytest.TempPathFactory):
+    with EventStore(tmp_path_factory.mktemp("taobao") / "s.duckdb") as store:
+        ingest_file(store, taobao_sample_path(), "taobao")
+        yield store
+
+
+@pytest.fixture(scope="module")
+def model(taobao: EventStore) -> NeuralModel:
+    start = time.monotonic()
+    fitted = NeuralModel(NeuralConfig(**FAST)).fit(taobao, cutoff=CUT)
+    fitted.fit_seconds = time.monotonic() - start
+    return fitted
+
+
+@pytest.fixture(scope="module")
+def odd(tmp_path_factory: pytest.TempPathFactory):
+    """Three users with same-instant events and a 1000-day silence."""
+    base = int(CUT.timestamp()) - 2 * 86_400
+    rows = [
+        ("1", "10", "100", "pv", base),
+        ("1", "11", "100", "pv", base),  # duplicate timestamp
+        ("1", "11", "100", "buy", base),
+        ("1", "12", "101", "pv", base + 3600),
+        ("2", "10", "100", "pv", base - 1000 * 86_400),
+        ("2", "13", "102", "cart", base),  # after a 1000-day gap
+        ("2", "13", "102", "buy", base + 60),
+        ("3", "12", "101", "pv", base + 86_400 + 7200),
+        ("3", "12", "101", "fav", base + 86_400 + 7200),
+        ("3", "14", "102", "pv", base + 86_400 + 9000),
+    ]
+    path = tmp_path_factory.mktemp("odd") / "odd.csv"
+    path.write_text("".join(",".join(map(str, r)) + "\n" for r in rows))
+    with EventStore(path.with_suffix(".duckdb")) as store:
+        ingest_file(store, path, "taobao")
+        yield store
+
+
+def _hand_nll(mu, alpha, delta, gaps, marks, tau0=None) -> float:
+    """NLL of a marked exponential-kernel process, written out with `math`."""
+    total = 0.0
+    for i, (tau, mark) in enumerate(zip(gaps, marks, strict=True)):
+        start = 0.0 if tau0 is None else tau0[i]
+        for c in range(len(mu[i])):
+            m, a, d = mu[i][c], alpha[i][c], delta[i][c]
+
+            def big_lambda(x: float, m=m, a=a, d=d) -> float:
+                return m * x + a / d * (1.0 - math.exp(-d * x))
+
+            total += big_lambda(tau) - big_lambda(start)
+        if mark >= 0:
+            m, a, d = mu[i][mark], alpha[i][mark], delta[i][mark]
+            total -= math.log(m + a * math.exp(-d * tau))
+    return total
+
+
+def test_loss_equals_hand_computed_nll() -> None:
+    # One user: c0 at 0, c1 at 0.5, no category at 0.5 (same instant), c0 at 2; end at 3.
+    t = np.array([0.0, 0.5, 0.5, 2.0])
+    events = EventArrays(
+        user_idx=np.zeros(4, dtype=np.int32),
+        item_idx=np.array([0, 1, 2, 0], dtype=np.int32),
+        category_idx=np.array([0, 1, -1, 0], dtype=np.int32),
+        behavior=np.array([0, 0, 3, 0], dtype=np.int8),
+        t=t,
+        offsets=np.array([0, 4]),
+        n_users=1,
+        n_items=3,
+        n_categories=2,
+        before=CUT,
+    )
+    seq = _sequences(events, 3, 2, t_end=3.0)
+    np.testing.assert_allclose(seq.tau, [0.5, 0.0, 1.5, 1.0])
+    np.testing.assert_array_equal(seq.mark, [1, -1, 0, -1])  # no-category mark, survival
+    np.testing.assert_array_equal(seq.next_buy, [False, True, False, False])
+    mu = [[0.3, 0.1], [0.2, 0.4], [0.05, 0.6], [0.5, 0.5]]
+    alpha = [[1.0, 2.0], [0.0, 3.0], [4.0, 0.1], [0.2, 0.3]]
+    delta = [[2.0, 1.0], [0.5, 5.0], [1.0, 1e-3], [3.0, 0.7]]
+    got = point_process_nll(
+        *(torch.tensor(x, dtype=torch.float64) for x in (mu, alpha, delta)),
+        torch.as_tensor(seq.tau),
+        torch.as_tensor(seq.mark),
+    ).sum()
+    assert float(got) == pytest.approx(_hand_nll(mu, alpha, delta, seq.tau, seq.mark), rel=1e-12)
+
+    # Validation scoring from t = 1.0: only intervals ending at or after it, from it on.
+    val = _sequences(events, 3, 2, t_end=3.0, t_start=1.0)
+    np.testing.assert_array_equal(val.weight, [False, False, True, True])
+    np.testing.assert_allclose(val.tau0, [0.5, 0.0, 0.5, 0.0])
+    rows = np.flatnonzero(val.weight)
+    got = point_process_nll(
+        *(torch.tensor(x, dtype=torch.float64)[rows] for x in (mu, alpha, delta)),
+        torch.as_tensor(val.tau[rows]),
+        torch.as_tensor(val.mark[rows]),
+        torch.as_tensor(val.tau0[rows]),
+    ).sum()
+    want = _hand_nll(
+        [mu[i] for i in rows],
+        [alpha[i] for i in rows],
+        [delta[i] for i in rows],
+        val.tau[rows],
+        val.mark[rows],
+        val.tau0[rows],
+    )
+    assert float(got) == pytest.approx(want, rel=1e-12)
+
+
+def test_compensator_integrates_the_intensity() -> None:
+    m, a, d = (torch.tensor(x, dtype=torch.float64) for x in (0.3, 2.0, 1.7))
+
+    def f64(x: float) -> torch.Tensor:
+        return torch.tensor(x, dtype=torch.float64)
+
+    for tau in (0.0, 0.01, 1.0, 40.0):
+        numeric = quad(lambda x: float(intensity(m, a, d, f64(x))), 0.0, tau)[0]
+        assert float(compensator(m, a, d, f64(tau))) == pytest.approx(numeric, rel=1e-9)
+
+
+def test_likelihood_is_finite_on_zero_and_huge_gaps() -> None:
+    n = 4
+    raw = torch.tensor([[-30.0, 0.0, 30.0]] * n, requires_grad=True)
+    mu = torch.nn.functional.softplus(raw)
+    alpha = torch.nn.functional.softplus(raw.flip(1))
+    delta = torch.nn.functional.softplus(raw) + 1e-3
+    tau = torch.tensor([0.0, 1e-9, 1000.0, 1e6])
+    nll = point_process_nll(mu, alpha, delta, tau, torch.tensor([0, 1, 2, -1]))
+    nll.sum().backward()
+    assert torch.isfinite(nll).all()
+    assert torch.isfinite(raw.grad).all()
+
+
+def test_odd_sequences_train_and_answer_finite(odd: EventStore) -> None:
+    cfg = NeuralConfig(epochs=3, hidden=8, embedding=4, rank=2, validation_days=0.5, seed=3)
+    model = NeuralModel(cfg).fit(odd, cutoff=CUT)
+    assert math.isfinite(model.metrics_["train_nll_per_interval"])
+    assert math.isfinite(model.metrics_["validation_nll_per_interval"])
+    users = ["1", "2", "3"]
+    for at in (CUT, CUT + timedelta(days=1000)):
+        frames = [
+            model.p_return(users, at=at, horizon=DAY),
+            model.p_buy(users, at=at, horizon=DAY),
+            model.expected_return_time(users, at=at),
+            model.interest(users, at=at, horizon=DAY),
+        ]
+        for frame in frames:
+            values = frame.select_dtypes("number").to_numpy()
+            assert np.isfinite(values).all()
+        assert frames[0].p_return.between(0, 1).all()
+        assert frames[2].expected_return_days.between(0, 365).all()
+        assert (frames[3].half_life_days > 0).all()
+    recs = model.recommend(users, at=CUT, k=2)
+    assert np.isfinite(recs.score).all()
+    bought = {("1", "11"), ("2", "13")}
+    assert not bought & set(zip(recs.user_id, recs.item_id, strict=True))
+    # Same seed, same numbers.
+    again = NeuralModel(cfg).fit(odd, cutoff=CUT)
+    pd.testing.assert_frame_equal(
+        again.interest(users, at=CUT, horizon=DAY), model.interest(users, at=CUT, horizon=DAY)
+    )
+
+
+def test_config_is_validated() -> None:
+    with pytest.raises(ConfigError):
+        NeuralConfig(hidden=0)
+    with pytest.raises(ConfigError):
+        NeuralConfig(lr=-1.0)
+    with pytest.raises(ConfigError):
+        NeuralConfig(device="tpu")
+    with pytest.raises(ConfigError):
+        NeuralConfig(validation_days=math.inf)
+
+
+def test_category_reengagement_and_purchase_beat_chance(taobao: EventStore, model: NeuralModel):
+    assert model.fit_seconds < 60
+    split = temporal_split(taobao, cutoff=CUT, horizon=DAY)
+    target = split.target
+    interest = model.interest(at=CUT, horizon=DAY)
+    assert len(interest) == 15_930  # every (user, category) touched before the cut
+    user = {u: i for i, u in enumerate(model.ids_.user_ids)}
+    category = {c: i for i, c in enumerate(model.ids_.category_ids)}
+    engaged = set(zip(target.user_idx.tolist(), target.category_idx.tolist(), strict=True))
+    y = np.array(
+        [
+            (user[u], category[c]) in engaged
+            for u, c in zip(interest.user_id, interest.category_id, strict=True)
+        ]
+    )
+    engage_auc = roc_auc_score(y, interest.p_engage)
+    p_buy = model.p_buy(at=CUT, horizon=DAY)
+    buyers = set(target.user_idx[target.behavior == 3].tolist())
+    bought = np.array([user[u] in buyers for u in p_buy.user_id])
+    buy_auc = roc_auc_score(bought, p_buy.p_buy)
+    print(
+        f"neural: engage AUC {engage_auc:.3f}, buy AUC {buy_auc:.3f},"
+        f" fit {model.fit_seconds:.1f} s, {model.metrics_}"
+    )
+    assert engage_auc > 0.6
+    assert buy_auc > 0.5
+
+
+def test_save_load_gives_identical_answers(
+    taobao: EventStore, model: NeuralModel, tmp_path: Path
+) -> None:
+    users = ["1", "100", "1000"]
+    loaded = Model.load(model.save(tmp_path / "m"), taobao)
+    assert type(loaded) is NeuralModel
+    pd.testing.assert_frame_equal(
+        loaded.interest(users, at=CUT, horizon=DAY), model.interest(users, at=CUT, horizon=DAY)
+    )
+    pd.testing.assert_frame_equal(
+        loaded.p_buy(users, at=CUT, horizon=DAY), model.p_buy(users, at=CUT, horizon=DAY)
+    )
+    pd.testing.assert_frame_equal(
+        loaded.recommend(users, at=CUT, k=5), model.recommend(users, at=CUT, k=5)
+    )
+    pd.testing.assert_frame_equal(
+        loaded.expected_return_time(users, at=CUT), model.expected_return_time(users, at=CUT)
+    )
