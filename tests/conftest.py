@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from ebbtide.datasets import taobao_sample_path
+from ebbtide.ingest import ingest_file
 from ebbtide.store import EventStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,6 +29,14 @@ def datasets() -> Path:
             pytest.fail(message)  # CI always has them: a skip there would hide a failure
         pytest.skip(message)
     return path
+
+
+@pytest.fixture(scope="session")
+def taobao(tmp_path_factory: pytest.TempPathFactory):
+    """The bundled Taobao slice in a store shared by the session: do not write to it."""
+    with EventStore(tmp_path_factory.mktemp("taobao") / "s.duckdb") as store:
+        ingest_file(store, taobao_sample_path(), "taobao")
+        yield store
 
 
 @pytest.fixture

@@ -17,13 +17,6 @@ from ebbtide.store import EventStore
 CUT = datetime(2017, 12, 1, 16, tzinfo=UTC)  # 2017-12-02 00:00 China time
 
 
-@pytest.fixture(scope="module")
-def taobao(tmp_path_factory: pytest.TempPathFactory):
-    with EventStore(tmp_path_factory.mktemp("taobao") / "s.duckdb") as store:
-        ingest_file(store, taobao_sample_path(), "taobao")
-        yield store
-
-
 def test_arrays_are_user_sorted_and_complete(taobao: EventStore) -> None:
     events = load_events(taobao, before=datetime(2030, 1, 1, tzinfo=UTC))
     assert events.n_events == 84_475

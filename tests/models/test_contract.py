@@ -9,9 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ebbtide.datasets import taobao_sample_path
 from ebbtide.errors import ConfigError, EbbtideError, NotFittedError
-from ebbtide.ingest import ingest_file
 from ebbtide.models.base import Model
 from ebbtide.models.decay import DecayModel
 from ebbtide.models.popular import PopularConfig, PopularModel
@@ -19,13 +17,6 @@ from ebbtide.store import EventStore
 
 CUT = datetime(2017, 12, 1, 16, tzinfo=UTC)  # 2017-12-02 00:00 China time
 FAMILIES = [PopularModel, DecayModel]
-
-
-@pytest.fixture(scope="module")
-def taobao(tmp_path_factory: pytest.TempPathFactory):
-    with EventStore(tmp_path_factory.mktemp("taobao") / "s.duckdb") as store:
-        ingest_file(store, taobao_sample_path(), "taobao")
-        yield store
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -9,9 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from ebbtide.datasets import taobao_sample_path
 from ebbtide.errors import ConfigError
+from ebbtide.evaluate import engagement_labels, purchase_labels
 from ebbtide.ingest import ingest_file
 from ebbtide.models.base import Model
 from ebbtide.models.decay import DecayConfig, DecayModel
@@ -21,21 +23,6 @@ from ebbtide.synthetic import SynthConfig, generate, write_taobao_csv
 CUT = datetime(2017, 12, 1, 16, tzinfo=UTC)  # 2017-12-02 00:00 China time
 DAY = timedelta(days=1)
 USERS = ["1", "100", "1000"]
-
-
-def auc(score: np.ndarray, label: np.ndarray) -> float:
-    """Rank-based ROC-AUC (Mann-Whitney U), ties get their mean rank."""
-    score, label = np.asarray(score, dtype=float), np.asarray(label, dtype=bool)
-    ranks = pd.Series(score).rank(method="average").to_numpy()
-    pos, neg = label.sum(), (~label).sum()
-    return float((ranks[label].sum() - pos * (pos + 1) / 2) / (pos * neg))
-
-
-@pytest.fixture(scope="module")
-def taobao(tmp_path_factory: pytest.TempPathFactory):
-    with EventStore(tmp_path_factory.mktemp("taobao") / "s.duckdb") as store:
-        ingest_file(store, taobao_sample_path(), "taobao")
-        yield store
 
 
 @pytest.fixture(scope="module")
@@ -167,22 +154,12 @@ def test_taobao_interest_ranks_next_day_engagement(fitted: DecayModel, taobao: E
     interest = fitted.interest(at=CUT, horizon=DAY)
     assert interest.groupby("user_id").p_engage.apply(lambda s: s.is_monotonic_decreasing).all()
     assert interest.p_engage.between(0, 1).all() and (interest.half_life_days > 0).all()
-    window = taobao.con.execute(
-        "SELECT DISTINCT u.user_id, c.category_id, e.behavior = 3 AS buy FROM events e"
-        " JOIN users u USING (user_idx) JOIN categories c USING (category_idx)"
-        " WHERE ts >= ? AND ts < ?",
-        [CUT, CUT + DAY],
-    ).df()
-    engaged = set(zip(window.user_id, window.category_id, strict=True))
-    label = np.array(
-        [(u, c) in engaged for u, c in zip(interest.user_id, interest.category_id, strict=True)]
-    )
-    interest_auc = auc(interest.p_engage.to_numpy(), label)
+    label = engagement_labels(taobao, interest, at=CUT, horizon=DAY)
+    interest_auc = roc_auc_score(label, interest.p_engage)
     assert interest_auc > 0.70, interest_auc
 
     buy = fitted.p_buy(at=CUT, horizon=DAY)
-    buyers = set(window.user_id[window.buy])
-    buy_auc = auc(buy.p_buy.to_numpy(), buy.user_id.isin(buyers).to_numpy())
+    buy_auc = roc_auc_score(purchase_labels(taobao, buy.user_id, at=CUT, horizon=DAY), buy.p_buy)
     ret = fitted.p_return(at=CUT, horizon=DAY)
     assert ret.p_return.between(0, 1).all() and (buy.p_buy <= ret.p_return + 1e-12).all()
     print(f"interest AUC {interest_auc:.3f}, purchase AUC {buy_auc:.3f}")

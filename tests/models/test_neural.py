@@ -14,9 +14,8 @@ import torch
 from scipy.integrate import quad
 from sklearn.metrics import roc_auc_score
 
-from ebbtide.datasets import taobao_sample_path
 from ebbtide.errors import ConfigError
-from ebbtide.features import temporal_split
+from ebbtide.evaluate import engagement_labels, purchase_labels
 from ebbtide.features.sequences import EventArrays
 from ebbtide.ingest import ingest_file
 from ebbtide.models.base import Model
@@ -33,13 +32,6 @@ from ebbtide.store import EventStore
 CUT = datetime(2017, 12, 1, 16, tzinfo=UTC)  # 2017-12-02 00:00 China time
 DAY = timedelta(days=1)
 FAST = {"epochs": 2, "item_negatives": 512, "max_train_seconds": 40.0, "hidden": 32}
-
-
-@pytest.fixture(scope="module")
-def taobao(tmp_path_factory: pytest.TempPathFactory):
-    with EventStore(tmp_path_factory.mktemp("taobao") / "s.duckdb") as store:
-        ingest_file(store, taobao_sample_path(), "taobao")
-        yield store
 
 
 @pytest.fixture(scope="module")
@@ -209,23 +201,12 @@ def test_config_is_validated() -> None:
 
 def test_category_reengagement_and_purchase_beat_chance(taobao: EventStore, model: NeuralModel):
     assert model.fit_seconds < 60
-    split = temporal_split(taobao, cutoff=CUT, horizon=DAY)
-    target = split.target
     interest = model.interest(at=CUT, horizon=DAY)
     assert len(interest) == 15_930  # every (user, category) touched before the cut
-    user = {u: i for i, u in enumerate(model.ids_.user_ids)}
-    category = {c: i for i, c in enumerate(model.ids_.category_ids)}
-    engaged = set(zip(target.user_idx.tolist(), target.category_idx.tolist(), strict=True))
-    y = np.array(
-        [
-            (user[u], category[c]) in engaged
-            for u, c in zip(interest.user_id, interest.category_id, strict=True)
-        ]
-    )
-    engage_auc = roc_auc_score(y, interest.p_engage)
+    engaged = engagement_labels(taobao, interest, at=CUT, horizon=DAY)
+    engage_auc = roc_auc_score(engaged, interest.p_engage)
     p_buy = model.p_buy(at=CUT, horizon=DAY)
-    buyers = set(target.user_idx[target.behavior == 3].tolist())
-    bought = np.array([user[u] in buyers for u in p_buy.user_id])
+    bought = purchase_labels(taobao, p_buy.user_id, at=CUT, horizon=DAY)
     buy_auc = roc_auc_score(bought, p_buy.p_buy)
     print(
         f"neural: engage AUC {engage_auc:.3f}, buy AUC {buy_auc:.3f},"
