@@ -503,7 +503,7 @@ def train(
 
 
 def _after_last_event(store: EventStore) -> datetime:
-    last = store.stats().last_event
+    last = store.last_event()
     if last is None:
         raise EbbtideError("the store holds no events yet: ingest a file first")
     return last + timedelta(seconds=1)

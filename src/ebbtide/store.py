@@ -582,6 +582,10 @@ class EventStore:
             timezone=tz,
         )
 
+    def last_event(self) -> datetime | None:
+        """Time of the latest stored event (None for an empty store)."""
+        return self.con.execute("SELECT max(ts) FROM events").fetchone()[0]
+
     def events(self, columns: Sequence[str] | None = None) -> pa.Table:
         """All events with external ids, as Arrow (for small stores and tests)."""
         wanted = ", ".join(columns) if columns else "*"
