@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -27,10 +26,10 @@ from pathlib import Path
 
 import duckdb
 
+from _results import machine, write_section
 from ebbtide.synthetic import SynthConfig, generate, write_taobao_csv
 
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "RESULTS.md"
 EVENTS_PER_USER = 98.5  # what SynthConfig's defaults give over 9 days
 
 _RUN = textwrap.dedent(
@@ -140,8 +139,7 @@ def main() -> None:
             "## Ingest",
             "",
             f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
-            f"- machine: {platform.machine()}, {_cpus()} cores, Python {platform.python_version()},"
-            f" DuckDB {duckdb.__version__}",
+            f"- machine: {machine()}, DuckDB {duckdb.__version__}",
             f"- command: `python bench/ingest.py --events {args.events} --repeats {args.repeats}`",
             f"- data: {events:,} synthetic events (`ebbtide synth`, seed 1), Taobao format,"
             f" plain CSV; generating and writing them took {synth_seconds:.1f} s"
@@ -160,24 +158,7 @@ def main() -> None:
     )
     print(section)
     if not args.no_write:
-        _write_section(section)
-
-
-def _cpus() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0))
-
-
-def _write_section(section: str) -> None:
-    """Replace this benchmark's section of RESULTS.md, keeping the others."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
-    start = text.find("## Ingest")
-    if start >= 0:
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + text[end + 1 :] if end >= 0 else text[:start]
-    RESULTS.write_text(text.rstrip() + "\n\n" + section)
-    print(f"wrote {RESULTS}")
+        write_section("Ingest", section)
 
 
 if __name__ == "__main__":
