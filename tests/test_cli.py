@@ -164,3 +164,58 @@ def test_train_and_score_refuse_bad_arguments(tmp_path: Path) -> None:
         app, ["score", "--db", str(db), "--model", str(tmp_path), "--at", "yesterday"]
     )
     assert bad.exit_code != 0 and "ISO 8601" in bad.output
+
+
+def test_train_neural_checkpoints_resumes_and_refuses_a_missing_gpu(tmp_path: Path) -> None:
+    import torch
+
+    db = tmp_path / "shop.duckdb"
+    _ok("demo", "--db", str(db), "--quiet")
+    model_dir = tmp_path / "neural"
+    cut = "2017-12-02T00:00+08:00"
+    base = ["train", "--db", str(db), "--model", "neural", "--until", cut, "--out", str(model_dir)]
+    missing = runner.invoke(app, [*base, "--resume"])
+    assert missing.exit_code == 1 and "no checkpoint" in missing.output
+    _ok(*base, "--max-seconds", "5", "--seed", "1")
+    assert (model_dir / "checkpoint.pt").exists() and (model_dir / "network.pt").exists()
+    resumed = _ok(*base, "--max-seconds", "15", "--seed", "1", "--resume")
+    assert "epochs" in resumed.output
+    scores, interests = tmp_path / "scores.csv", tmp_path / "interests.parquet"
+    _ok(
+        "score",
+        "--db",
+        str(db),
+        "--model",
+        str(model_dir),
+        "--at",
+        cut,
+        "--out",
+        str(scores),
+        "--per-category",
+        str(interests),
+    )
+    import pandas as pd
+
+    table = pd.read_parquet(interests)
+    assert {"p_engage", "interest_score", "p_activate", "half_life_days"} <= set(table.columns)
+    assert table.p_activate.between(0, 1).all() and len(table) == 15_930
+    other = runner.invoke(app, [*base, "--max-seconds", "15", "--seed", "2", "--resume"])
+    assert other.exit_code == 1 and "other data, cut-off or settings" in other.output
+    if not torch.cuda.is_available():
+        gpu = runner.invoke(app, [*base, "--device", "cuda"])
+        assert gpu.exit_code == 1 and "no CUDA device" in gpu.output
+    wrong = runner.invoke(
+        app,
+        [
+            "train",
+            "--db",
+            str(db),
+            "--model",
+            "decay",
+            "--device",
+            "cuda",
+            "--out",
+            str(tmp_path / "d"),
+        ],
+    )
+    assert wrong.exit_code == 1 and "has no setting device" in wrong.output

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ebbtide.errors import EbbtideError
@@ -479,6 +479,20 @@ def train(
             " that `score --at` that instant is an honest forecast."
         ),
     ] = None,
+    device: Annotated[
+        str, typer.Option(help="neural only: cpu, cuda or cuda:N (mixed precision on CUDA).")
+    ] = "cpu",
+    seed: Annotated[int | None, typer.Option(help="Seed of the seeded families.")] = None,
+    max_seconds: Annotated[
+        float | None, typer.Option(help="neural only: wall-clock training budget in seconds.")
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="neural only: continue the run whose checkpoint is in --out (written after"
+            " every epoch) instead of starting over."
+        ),
+    ] = False,
     quiet: QuietOption = False,
 ) -> None:
     """Fit a model on the store's events before --until and save it to --out."""
@@ -486,20 +500,61 @@ def train(
 
     with _user_errors():
         _require_store(db)
+        settings: dict[str, Any] = {}
+        if device != "cpu":
+            settings["device"] = device
+        if max_seconds is not None:
+            settings["max_train_seconds"] = max_seconds
+        if seed is not None:
+            settings["seed"] = seed
         with EventStore(db, read_only=True) as store:
             cutoff = parse_instant(until) if until else _after_last_event(store)
-            model = build_model(model_name)
-            with _stages(quiet, f"training {model_name}") as stage:
-                model.fit(store, cutoff=cutoff, progress=lambda step, value: stage(step))
+            model = build_model(model_name, **settings)
+            checkpoint = out_dir / "checkpoint.pt"
+            with _training_bar(quiet, f"training {model_name}") as report:
+                model.fit(
+                    store, cutoff=cutoff, progress=report, checkpoint=checkpoint, resume=resume
+                )
             model.save(out_dir)
         metrics = getattr(model, "metrics_", {})
         rows = [("family", model_name), ("trained on events before", cutoff.isoformat())]
         rows += [
-            (name, f"{value:,}" if isinstance(value, int) else f"{value:.4g}")
+            (name, f"{value:,}" if isinstance(value, int) else _number(value))
             for name, value in metrics.items()
         ]
         rows.append(("saved to", str(out_dir)))
         out.print(_key_value_table("Trained", rows))
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+@contextmanager
+def _training_bar(quiet: bool, title: str) -> Iterator[Any]:
+    """A bar filled by the fit's reported fraction, with its message (loss, events/s, ETA)."""
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=quiet or not err.is_terminal,
+    )
+    with progress:
+        task = progress.add_task(title, total=None)
+
+        def report(message: str, fraction: float) -> None:
+            known = fraction == fraction
+            progress.update(
+                task,
+                description=f"{title}: {message}",
+                total=1.0 if known else None,
+                completed=min(max(fraction, 0.0), 1.0) if known else 0,
+            )
+
+        yield report
 
 
 def _after_last_event(store: EventStore) -> datetime:

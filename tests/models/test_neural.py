@@ -234,3 +234,32 @@ def test_save_load_gives_identical_answers(
     pd.testing.assert_frame_equal(
         loaded.expected_return_time(users, at=CUT), model.expected_return_time(users, at=CUT)
     )
+
+
+def test_resuming_from_a_checkpoint_equals_one_uninterrupted_run(
+    odd: EventStore, tmp_path: Path
+) -> None:
+    settings = {"hidden": 8, "embedding": 4, "rank": 2, "validation_days": 0.5, "seed": 5}
+    settings["patience"] = 10
+    straight = NeuralModel(NeuralConfig(epochs=4, **settings)).fit(odd, cutoff=CUT)
+    checkpoint = tmp_path / "checkpoint.pt"
+    NeuralModel(NeuralConfig(epochs=2, **settings)).fit(odd, cutoff=CUT, checkpoint=checkpoint)
+    resumed = NeuralModel(NeuralConfig(epochs=4, **settings)).fit(
+        odd, cutoff=CUT, checkpoint=checkpoint, resume=True
+    )
+    assert resumed.metrics_["epochs"] == straight.metrics_["epochs"] == 4
+    for name, value in straight.net_.state_dict().items():
+        torch.testing.assert_close(resumed.net_.state_dict()[name], value, rtol=0, atol=0)
+    with pytest.raises(ConfigError, match="other data"):
+        NeuralModel(NeuralConfig(epochs=4, **{**settings, "seed": 6})).fit(
+            odd, cutoff=CUT, checkpoint=checkpoint, resume=True
+        )
+
+
+def test_progress_reports_loss_speed_and_eta(odd: EventStore) -> None:
+    seen: list[tuple[str, float]] = []
+    cfg = NeuralConfig(epochs=2, hidden=8, embedding=4, rank=2, validation_days=0.5)
+    NeuralModel(cfg).fit(odd, cutoff=CUT, progress=lambda m, f: seen.append((m, f)))
+    assert seen and all(0.0 < f <= 1.0 for _, f in seen)
+    assert seen[-1][1] == pytest.approx(1.0)
+    assert all(("loss" in m and "events/s" in m and "ETA" in m) for m, _ in seen)

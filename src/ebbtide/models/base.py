@@ -24,6 +24,8 @@ from ebbtide.errors import ConfigError, EbbtideError, NotFittedError, Unsupporte
 from ebbtide.features.sequences import EventArrays, load_events, to_days
 from ebbtide.store import EventStore
 
+#: ``progress(message, fraction)``: what the fit is doing and how much of it is done, in
+#: [0, 1], or NaN when the family cannot tell.
 Progress = Callable[[str, float], None]
 _REGISTRY: dict[str, type[Model]] = {}
 
@@ -94,8 +96,20 @@ class Model(ABC):
     def is_fitted(self) -> bool:
         return hasattr(self, "cutoff_")
 
-    def fit(self, store: EventStore, *, cutoff: datetime, progress: Progress | None = None) -> Self:
-        """Learn from the events of `store` strictly before `cutoff`; returns self."""
+    def fit(
+        self,
+        store: EventStore,
+        *,
+        cutoff: datetime,
+        progress: Progress | None = None,
+        checkpoint: Path | None = None,
+        resume: bool = False,
+    ) -> Self:
+        """Learn from the events of `store` strictly before `cutoff`; returns self.
+
+        Families that train in epochs save their progress to `checkpoint` after each one
+        and, with `resume`, continue from it; the others fit in one pass and ignore both.
+        """
         to_days(cutoff)
         events = load_events(store, before=cutoff)
         if events.n_events == 0:
@@ -104,6 +118,7 @@ class Model(ABC):
         self.cutoff_ = cutoff
         self.ids_ = IdMaps.from_store(store)
         self._history: tuple[datetime, EventArrays] | None = (cutoff, events)
+        self._checkpoint_path, self._resume = checkpoint, resume
         self._fit(events, progress)
         return self
 

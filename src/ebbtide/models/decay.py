@@ -210,7 +210,7 @@ class DecayModel(Model):
             alpha_global = max(n_c.sum() / max(g_new.sum(), 1e-300), 1e-12)
             alpha = (n_c + kappa) / (g_new + kappa / alpha_global)
             if progress is not None:
-                progress(f"decay EM iteration {iterations}", loglik)
+                progress(f"decay EM iteration {iterations}", iterations / cfg.max_iter)
 
         first_mu = (1.0 + m * (mu.sum() / max(n_pairs, 1) if n_pairs else 1.0)) / (span + m)
         self.delta_ = delta

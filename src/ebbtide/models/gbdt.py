@@ -90,7 +90,7 @@ class GBDTModel(Model):
             x, y = _stack(rows[target])
             self.classifiers_[target] = self._classifier().fit(x, y)
             if progress is not None:
-                progress(f"fitted {target}", float(y.mean()))
+                progress(f"fitted {target}", math.nan)
         self.metrics_ = {f"{t}_rows": int(sum(len(y) for _, y in rows[t])) for t in _TARGETS} | {
             f"{t}_base_rate": float(np.mean(np.concatenate([y for _, y in rows[t]])))
             for t in _TARGETS

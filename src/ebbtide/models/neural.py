@@ -1,28 +1,48 @@
-"""`neural`: a time-aware GRU whose state drives a marked temporal point process.
+"""`neural`: a time-aware GRU whose state drives a self-exciting marked point process.
 
 A GRU reads each user's events (item, category and behaviour embeddings plus
-``log1p(gap in hours)`` and a same-instant flag). After event i its state ``h_i`` gives, for
-every category c, the intensity of the next event at elapsed time τ::
+``log1p(gap in hours)`` and a same-instant flag). After event i, at elapsed time τ, the
+intensity of the user's next event in category c is::
 
-    λ_c(τ) = μ_c + α_c · exp(−δ_c τ),   Λ_c(τ) = μ_c τ + α_c / δ_c · (1 − e^{−δ_c τ})
+    λ_c(τ) = μ_ic + α_ic · exp(−δ_c τ)
+    μ_ic = m_i π_ic + Σ_{j ≤ i, c_j = c} e^{s_i·k_c} v_{b_j} e^{−δ_long (t_i − t_j)}
+    α_ic = n_i π_ic + Σ_{j ≤ i, c_j = c} e^{f_i·k_c} w_{b_j} e^{−δ_c (t_i − t_j)}
 
-``μ, α, δ = softplus(q_k(h_i) · K_k[c] + b_k[c] + w_k log1p(n_ic))`` for k ∈ {μ, α, δ}: a
-low-rank bilinear form between the state and a category key, a per-category bias, and a
-copy term on ``n_ic``, the user's events in c among the (at most `max_len`) events the GRU
-read, so that touched categories are easy to excite. ``δ ≥ 1e-3`` per day.
+- ``π_i = softmax(W h_i · E_categories)``, ``m_i``, ``n_i`` (softplus of h_i): where a user
+  goes that the history does not explain, as a baseline and as a burst after each event;
+- the sums run over the user's past events in the category, weighted by behaviour (``w_b``,
+  ``v_b``, learned). In α each decays at the category's own rate ``δ_c`` (the interest
+  half-life ``ln 2 / δ_c``): a Hawkes excitation state. In μ they decay at one shared,
+  slower rate ``δ_long``: the long-term interest, which holds until the next event. The
+  GRU scales both per user and category (low-rank ``f_i·k_c``, ``s_i·k_c``): it learns
+  whose interest lingers;
+- buys (below) have an own process of the same form with one decay, excited by views,
+  carts, favourites and buys with their own weights.
 
-Training minimises the exact negative log-likelihood of each user's sequence: for every
-next event (gap τ, category c) ``−log λ_c(τ) + Σ_c Λ_c(τ)`` (events without a category keep
-only the compensator), the survival term ``Σ_c Λ_c(T_end − t_last)`` from the last event to
-the end of observation, the item choice ``−log softmax(q(h, e_c) · E_items)`` (tied item
-embeddings, full softmax computed in chunks) and a buy process: a second intensity
-``λ_b(τ) = μ_b + α_b e^{−δ_b τ}`` from h, trained with the same likelihood restricted to buy
-events (every interval contributes its compensator, buys their log-intensity).
+Every term is non-negative, so the intensity is. The sums run over the events the GRU read
+(at most `max_len`), as pairs ``(i, j)`` in a (batch, L, L) tensor: the cost is L² per
+sequence, never events × categories.
+
+Training minimises the exact negative log-likelihood: for every next event (gap τ,
+category c) ``−log λ_c(τ) + Σ_c Λ_c(τ)``, the survival term to the end of observation, the
+buy process's likelihood, and the item choice ``−log softmax(q(h, e_c) · E_items)`` (tied
+item embeddings; full softmax, or sampled with `item_negatives`). The per-category decay
+rates are shrunk towards a shared one (``delta_prior`` pseudo-events), so rare categories
+borrow strength.
 
 The last `validation_days` before the cut-off are held out: the network trains on events
-before ``cutoff − validation_days``, the validation NLL scores the window's events given
-their history, the best state is kept, and training stops after `patience` epochs without
-improvement, after `epochs`, or after `max_train_seconds`.
+before ``cutoff − validation_days``; after each epoch it answers, at the window's start,
+the questions it is built for (will the user engage with each touched category, will the
+user buy, within the window), the ROC-AUC of those answers selects the best epoch, and
+training stops after `patience` epochs without improvement, after `epochs`, or after
+`max_train_seconds`. (The event NLL on the window is reported too; it is dominated by
+minute-scale gaps within sessions and kept improving while day-scale answers got worse.)
+The same window calibrates the activation probability ``P = σ(a·I + b)`` of the interest
+score ``I = log Λ_c`` (expected events in c over `validation_days`).
+
+Buys are a share ``ρ_i = σ(·)`` of the category activity plus their own process with the
+same self-exciting form (``λ_b = ρ Σ_c λ_c + μ_b + α_b e^{−δ_b τ}``), so a frequent buyer's
+purchases scale with how active the user is about to be.
 """
 
 from __future__ import annotations
@@ -44,10 +64,12 @@ from ebbtide.models.base import Model, Progress
 from ebbtide.schema import Behavior
 
 DELTA_MIN = 1e-3  # per day
+_EXP_MAX = 20.0  # cap of the log-scales of the excitation, so exp() stays finite
 _KEY = np.int64(2**31)
 _GRID = np.concatenate([[0.0], np.geomspace(1e-4, 365.0, 400)])  # days, for return time
 _BUY = Behavior.BUY.code
 _LOG_FLOOR = 1e-12
+_N_BEH = len(Behavior)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -55,10 +77,15 @@ class NeuralConfig:
     """Parameters of `NeuralModel`.
 
     hidden, embedding, rank : int
-        GRU state size, item/category embedding size, rank of the category heads.
+        GRU state size, item/category embedding size, rank of the state × category
+        modulation of the excitation.
     max_len : int
         Events per training chunk and the history length read at query time.
     epochs, batch_size, lr, weight_decay : training settings (Adam, chunks per batch).
+    rate_lr_scale : float
+        The decay rates, behaviour weights and excitation sizes learn at ``lr ×`` this.
+        On Taobao, 10 drove the half-lives to minutes (session scale) and cost day-scale
+        ranking; on synthetic Hawkes data it moved them further, though not to the truth.
     seed : int
         Seeds initialisation and shuffling: a seed gives identical results when training
         stops on `epochs` or `patience` (a wall-clock stop depends on the machine).
@@ -74,10 +101,13 @@ class NeuralConfig:
         Weight of the item-choice log-likelihood in the loss.
     item_chunk : int
         Positions per chunk of the full item softmax.
-    item_negatives : int
-        0: train the item head with the exact full softmax. n > 0: a sampled softmax over
-        the batch's target items plus n shared uniformly drawn items (much faster on CPU
-        with many items); the validation NLL always uses the full softmax.
+    delta_prior : float
+        Pseudo-events pulling each category's log decay rate towards the shared one.
+    item_negatives, full_softmax_items : int
+        The item head trains with the exact full softmax while the catalogue has at most
+        `full_softmax_items` items; beyond, with a sampled softmax over the batch's target
+        items plus `item_negatives` shared uniformly drawn ones (the validation NLL always
+        uses the full softmax). ``item_negatives=0`` forces the full softmax.
     recommend_categories : int
         Categories (most intense first) mixed by `recommend`.
     """
@@ -85,11 +115,12 @@ class NeuralConfig:
     hidden: int = 64
     embedding: int = 32
     rank: int = 16
-    max_len: int = 128
+    max_len: int = 200
     epochs: int = 30
     batch_size: int = 16
     lr: float = 3e-3
     weight_decay: float = 1e-6
+    rate_lr_scale: float = 1.0
     seed: int = 0
     device: str = "cpu"
     max_train_seconds: float = 150.0
@@ -97,7 +128,9 @@ class NeuralConfig:
     patience: int = 2
     item_weight: float = 1.0
     item_chunk: int = 1024
-    item_negatives: int = 0
+    item_negatives: int = 1024
+    full_softmax_items: int = 10_000
+    delta_prior: float = 5.0
     recommend_categories: int = 8
 
     def __post_init__(self) -> None:
@@ -114,20 +147,22 @@ class NeuralConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"NeuralConfig.{name}={value!r} must be an integer >= 1")
-        if not isinstance(self.item_negatives, int) or self.item_negatives < 0:
-            raise ConfigError(
-                f"NeuralConfig.item_negatives={self.item_negatives!r} must be an integer >= 0"
-            )
+        for name in ("item_negatives", "full_softmax_items"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"NeuralConfig.{name}={value!r} must be an integer >= 0")
         if not isinstance(self.patience, int) or self.patience < 0:
             raise ConfigError(f"NeuralConfig.patience={self.patience!r} must be an integer >= 0")
         if not isinstance(self.seed, int):
             raise ConfigError(f"NeuralConfig.seed={self.seed!r} must be an integer")
         for name, low, strict in (
             ("lr", 0.0, True),
+            ("rate_lr_scale", 0.0, True),
             ("weight_decay", 0.0, False),
             ("max_train_seconds", 0.0, True),
             ("validation_days", 0.0, False),
             ("item_weight", 0.0, False),
+            ("delta_prior", 0.0, False),
         ):
             value = getattr(self, name)
             ok = isinstance(value, int | float) and math.isfinite(value)
@@ -196,74 +231,6 @@ def _inv_softplus(y: np.ndarray) -> np.ndarray:
     return y + np.log(-np.expm1(-y))
 
 
-# -- the network -----------------------------------------------------------------------
-class _Net(nn.Module):
-    def __init__(self, n_items: int, n_categories: int, cfg: NeuralConfig) -> None:
-        super().__init__()
-        e, h, r = cfg.embedding, cfg.hidden, cfg.rank
-        self.n_categories = n_categories
-        self.item = nn.Embedding(n_items + 1, e)  # 0: padding / unknown item
-        self.category = nn.Embedding(n_categories + 1, e)  # 0: no / unknown category
-        self.behavior = nn.Embedding(len(Behavior), 8)
-        self.gru = nn.GRU(2 * e + 8 + 2, h, batch_first=True)
-        self.query = nn.Linear(h, 3 * r)
-        self.keys = nn.Parameter(torch.randn(3, n_categories, r) * 0.1)
-        self.bias = nn.Parameter(torch.zeros(3, n_categories))
-        self.copy_weight = nn.Parameter(torch.tensor([1.0, 1.0, 0.0]))
-        self.buy = nn.Linear(h + len(Behavior) + 1, 3)
-        self.item_query = nn.Linear(h + e, e)
-        self.item_bias = nn.Parameter(torch.zeros(n_items))
-        nn.init.normal_(self.item.weight, std=0.1)
-        nn.init.normal_(self.category.weight, std=0.1)
-        nn.init.normal_(self.query.weight, std=0.01)
-        nn.init.zeros_(self.query.bias)
-
-    def states(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """States (B, L, H + 5) and per-position log1p category counts (B, L, C).
-
-        The state is the GRU's, followed by log1p counts of each behaviour and of all
-        events read so far (inputs of the buy head).
-        """
-        x = torch.cat(
-            [
-                self.item(batch["item"]),
-                self.category(batch["cat"]),
-                self.behavior(batch["beh"]),
-                batch["gap"],
-            ],
-            dim=-1,
-        )
-        h, _ = self.gru(x)
-        b, length = batch["cat"].shape
-        counts = torch.zeros(b, length, self.n_categories + 1, device=h.device)
-        counts.scatter_(2, batch["cat"][:, :, None], 1.0)
-        counts = torch.log1p(counts.cumsum(1)[:, :, 1:])
-        valid = batch["valid"][:, :, None].float()
-        beh = F.one_hot(batch["beh"], len(Behavior)).float() * valid
-        beh = torch.log1p(torch.cat([beh, valid], -1).cumsum(1))
-        return torch.cat([h, beh], -1), counts
-
-    def params(self, h: torch.Tensor, log_counts: torch.Tensor):
-        """μ, α, δ (N, C) from states (N, H) and log1p counts (N, C)."""
-        q = self.query(h[:, : self.gru.hidden_size]).view(h.shape[0], 3, -1)
-        raw = torch.einsum("nkr,kcr->knc", q, self.keys) + self.bias[:, None, :]
-        raw = raw + self.copy_weight[:, None, None] * log_counts[None]
-        out = F.softplus(raw)
-        return out[0], out[1], out[2] + DELTA_MIN
-
-    def buy_params(self, h: torch.Tensor):
-        out = F.softplus(self.buy(h))
-        return out[:, 0], out[:, 1], out[:, 2] + DELTA_MIN
-
-    def item_vector(self, h: torch.Tensor, cat: torch.Tensor) -> torch.Tensor:
-        """Item query (N, E) from states (N, H + 5) and category inputs (N,) (0 = none)."""
-        return self.item_query(torch.cat([h[:, : self.gru.hidden_size], self.category(cat)], -1))
-
-    def item_logits(self, h: torch.Tensor, cat: torch.Tensor) -> torch.Tensor:
-        """Item logits (N, n_items) over every fitted item."""
-        return self.item_vector(h, cat) @ self.item.weight[1:].T + self.item_bias
-
-
 # -- sequences and batches -------------------------------------------------------------
 def _ranges(offsets: np.ndarray, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Event indices of `users` (in order) and, per index, the position of its user."""
@@ -290,6 +257,7 @@ def _chunks(offsets: np.ndarray, max_len: int, last_only: bool) -> tuple[np.ndar
 class _Sequences:
     """Per-event inputs and next-event targets of a set of `EventArrays`."""
 
+    t: np.ndarray  # event time, days
     item: np.ndarray  # input ids (+1, 0 = unknown)
     cat: np.ndarray  # input ids (+1, 0 = none / unknown)
     beh: np.ndarray
@@ -338,6 +306,7 @@ def _sequences(
         tau0 = np.clip(t_start - t, 0.0, tau)
         weight = t_next >= t_start
     return _Sequences(
+        t=t,
         item=item,
         cat=cat,
         beh=events.behavior.astype(np.int64),
@@ -352,9 +321,151 @@ def _sequences(
     )
 
 
+def _inv_softplus(y: np.ndarray | float) -> np.ndarray:
+    y = np.maximum(np.asarray(y, dtype=np.float64), 1e-12)
+    return y + np.log(-np.expm1(-y))
+
+
+def _window_mass(delta: torch.Tensor, tau0: torch.Tensor, span: torch.Tensor) -> torch.Tensor:
+    """``∫_{τ0}^{τ0+span} e^{−δs} ds = e^{−δτ0} (1 − e^{−δ·span}) / δ`` (broadcasting)."""
+    return -torch.exp(-delta * tau0) * torch.expm1(-delta * span) / delta
+
+
+# -- the network -----------------------------------------------------------------------
+class _Net(nn.Module):
+    def __init__(self, n_items: int, n_categories: int, cfg: NeuralConfig) -> None:
+        super().__init__()
+        e, h, r = cfg.embedding, cfg.hidden, cfg.rank
+        self.n_categories = n_categories
+        self.item = nn.Embedding(n_items + 1, e)  # 0: padding / unknown item
+        self.category = nn.Embedding(n_categories + 1, e)  # 0: no / unknown category
+        self.behavior = nn.Embedding(_N_BEH, 8)
+        self.gru = nn.GRU(2 * e + 8 + 2, h, batch_first=True)
+        self.rates = nn.Linear(h, 4)  # m, n (category background), μ_b, ν_b (buys)
+        self.mix = nn.Linear(h, e)  # background category choice, tied category embeddings
+        self.mix_bias = nn.Parameter(torch.zeros(n_categories))
+        self.scale_query = nn.Linear(h, 2 * r)  # f_i, s_i
+        self.scale_keys = nn.Parameter(torch.randn(2, n_categories, r) * 0.01)
+        self.scale_bias = nn.Parameter(torch.zeros(2, n_categories))
+        self.buy_scale = nn.Linear(h, 2)
+        self.conversion = nn.Linear(h + _N_BEH + 1, 1)  # share ρ of activity that is a buy
+        self.log_weight = nn.Parameter(torch.zeros(4, _N_BEH))  # w, v, buy fast, buy slow
+        # log decay rates: category mean, long-term, buy fast, buy slow; per-category offsets
+        self.log_delta = nn.Parameter(torch.zeros(4))
+        self.log_delta_offset = nn.Parameter(torch.zeros(n_categories))
+        self.item_query = nn.Linear(h + e, e)
+        self.item_bias = nn.Parameter(torch.zeros(n_items))
+        for layer in (self.item, self.category):
+            nn.init.normal_(layer.weight, std=0.1)
+        for layer in (self.scale_query, self.buy_scale, self.rates, self.mix):
+            nn.init.normal_(layer.weight, std=0.01)
+
+    def parameter_groups(self, lr: float, rate_lr: float) -> list[dict]:
+        """The decay rates and behaviour weights (a few scalars each, read by every batch)
+        learn at `rate_lr`; embeddings and layers at `lr`."""
+        rates = {"log_delta", "log_delta_offset", "log_weight", "scale_bias"}
+        named = dict(self.named_parameters())
+        return [
+            {"params": [p for n, p in named.items() if n in rates], "lr": rate_lr},
+            {"params": [p for n, p in named.items() if n not in rates], "lr": lr},
+        ]
+
+    def category_delta(self) -> torch.Tensor:
+        """δ_c (C,), per day."""
+        return DELTA_MIN + torch.exp(self.log_delta[0] + self.log_delta_offset)
+
+    def shared_delta(self) -> torch.Tensor:
+        """δ_long and the buys' fast and slow decay rates (3,), per day."""
+        return DELTA_MIN + torch.exp(self.log_delta[1:])
+
+    def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """GRU states (B, L, H): h_i has read events up to and including i.
+
+        On CUDA the GRU runs in bfloat16 (mixed precision); the point-process maths after
+        it stays in float32.
+        """
+        x = torch.cat(
+            [
+                self.item(batch["item"]),
+                self.category(batch["cat"]),
+                self.behavior(batch["beh"]),
+                batch["gap"],
+            ],
+            dim=-1,
+        )
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=x.is_cuda):
+            states = self.gru(x)[0]
+        return states.float()
+
+    def background(self, h: torch.Tensor) -> torch.Tensor:
+        """m, n, μ_b, ν_b (…, 4) from states."""
+        return F.softplus(self.rates(h))
+
+    def conversion_share(self, h: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """ρ (B, L): the share of the user's coming category activity that ends in a buy.
+
+        Reads the state and log1p counts of each behaviour (and of all events) so far.
+        """
+        valid = batch["valid"][:, :, None].float()
+        counts = F.one_hot(batch["beh"], _N_BEH).float() * valid
+        counts = torch.log1p(torch.cat([counts, valid], -1).cumsum(1))
+        return torch.sigmoid(self.conversion(torch.cat([h, counts], -1))[..., 0])
+
+    def log_mix(self, h: torch.Tensor) -> torch.Tensor:
+        """log π (N, C): the background's choice of category."""
+        logits = self.mix(h) @ self.category.weight[1:].T + self.mix_bias
+        return F.log_softmax(logits, dim=-1)
+
+    def excitation(self, h: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict:
+        """Pair terms of the excitation sums: row i (after event i), column j ≤ i.
+
+        fast, long : (B, L, L) the contributions of event j to α_i,c_j and μ_i,c_j
+        (zero off the causal, valid, categorised pairs); buy_fast, buy_slow : (B, L) the
+        summed contributions to α_b and μ_b; delta_j : (B, L) δ of event j's category;
+        cat_j : (B, L) event j's category (-1 none).
+        """
+        t, cat, beh, valid = batch["t"], batch["cat"], batch["beh"], batch["valid"]
+        b, length = cat.shape
+        dt = (t[:, :, None] - t[:, None, :]).clamp_min(0.0)
+        causal = torch.ones(length, length, dtype=torch.bool, device=h.device).tril()
+        pair = causal & valid[:, :, None] & valid[:, None, :]
+        in_cat = pair & (cat > 0)[:, None, :]
+        cat_j = (cat - 1).clamp_min(0)
+        delta_j = self.category_delta()[cat_j]
+        slow, buy_fast, buy_slow = self.shared_delta()
+        query = self.scale_query(h).view(b, length, 2, -1)
+        keys = self.scale_keys[:, cat_j]  # (2, B, L, r)
+        log_scale = torch.einsum("bikr,kbjr->kbij", query, keys)
+        log_scale = (log_scale + self.scale_bias[:, cat_j][:, :, None, :]).clamp(max=_EXP_MAX)
+        log_w = self.log_weight[:, beh]  # (4, B, L)
+        buy_scale = self.buy_scale(h).clamp(max=_EXP_MAX)  # (B, L, 2)
+        zero = torch.zeros((), device=h.device)
+
+        def kernel(log_size: torch.Tensor, delta: torch.Tensor, mask: torch.Tensor):
+            return torch.where(mask, torch.exp(log_size - delta * dt), zero)
+
+        return {
+            "fast": kernel(log_scale[0] + log_w[0][:, None, :], delta_j[:, None, :], in_cat),
+            "long": kernel(log_scale[1] + log_w[1][:, None, :], slow, in_cat),
+            "buy_fast": kernel(buy_scale[..., :1] + log_w[2][:, None, :], buy_fast, pair).sum(-1),
+            "buy_slow": kernel(buy_scale[..., 1:] + log_w[3][:, None, :], buy_slow, pair).sum(-1),
+            "delta_j": delta_j,
+            "cat_j": torch.where(cat > 0, cat - 1, -1),
+        }
+
+    def item_vector(self, h: torch.Tensor, cat: torch.Tensor) -> torch.Tensor:
+        """Item query (N, E) from states (N, H) and category inputs (N,) (0 = none)."""
+        return self.item_query(torch.cat([h, self.category(cat)], -1))
+
+    def item_logits(self, h: torch.Tensor, cat: torch.Tensor) -> torch.Tensor:
+        """Item logits (N, n_items) over every fitted item."""
+        return self.item_vector(h, cat) @ self.item.weight[1:].T + self.item_bias
+
+
 def _batch(
     seq: _Sequences, start: np.ndarray, end: np.ndarray, device: torch.device
 ) -> dict[str, torch.Tensor]:
+    """(B, L) tensors of the event ranges ``[start, end)``, left-aligned and padded."""
     length = int((end - start).max())
     idx = start[:, None] + np.arange(length)
     valid = idx < end[:, None]
@@ -364,21 +475,20 @@ def _batch(
         return torch.as_tensor(values, dtype=dtype, device=device)
 
     out = {
+        "t": tensor(np.where(valid, seq.t[idx] - seq.t[start][:, None], 0.0), torch.float32),
         "item": tensor(np.where(valid, seq.item[idx], 0), torch.long),
         "cat": tensor(np.where(valid, seq.cat[idx], 0), torch.long),
         "beh": tensor(seq.beh[idx], torch.long),
         "gap": tensor(seq.gap[idx] * valid[:, :, None], torch.float32),
         "valid": tensor(valid, torch.bool),
         "last": tensor(end - start - 1, torch.long),
+        "scored": tensor(valid & seq.weight[idx], torch.bool),
     }
-    flat = idx[valid]  # row-major: matches h[valid]
-    out["flat"] = tensor(flat, torch.long)
     for name in ("tau", "tau0"):
-        out[name] = tensor(getattr(seq, name)[flat], torch.float32)
+        out[name] = tensor(getattr(seq, name)[idx], torch.float32)
     for name in ("mark", "next_item", "next_cat"):
-        out[name] = tensor(getattr(seq, name)[flat], torch.long)
-    out["next_buy"] = tensor(seq.next_buy[flat], torch.bool)
-    out["weight"] = tensor(seq.weight[flat], torch.bool)
+        out[name] = tensor(getattr(seq, name)[idx], torch.long)
+    out["next_buy"] = tensor(seq.next_buy[idx], torch.bool)
     return out
 
 
@@ -394,41 +504,145 @@ def _batch_loss(
     `negatives` (item ids) switches the item term to a sampled softmax over the batch's
     targets plus those items; None uses the exact full softmax.
     """
-    h, counts = net.states(batch)
-    valid = batch["valid"]
-    keep = batch["weight"]
-    hv, cv = h[valid][keep], counts[valid][keep]
-    if hv.shape[0] == 0:
+    h = net.encode(batch)
+    keep = batch["scored"]
+    n = int(keep.sum())
+    if n == 0:
         return h.sum() * 0.0, 0
-    tau, tau0 = batch["tau"][keep], batch["tau0"][keep]
-    mu, alpha, delta = net.params(hv, cv)
-    loss = point_process_nll(mu, alpha, delta, tau, batch["mark"][keep], tau0).sum()
-    mb, ab, db = net.buy_params(hv)
-    buy = torch.where(batch["next_buy"][keep], 0, -1)
-    loss = loss + point_process_nll(mb[:, None], ab[:, None], db[:, None], tau, buy, tau0).sum()
+    ex = net.excitation(h, batch)
+    rows = torch.nonzero(keep)[:, 0]  # the sequence of each scored interval
+    hk = h[keep]
+    tau, tau0, mark = batch["tau"][keep], batch["tau0"][keep], batch["mark"][keep]
+    span = (tau - tau0).clamp_min(0.0)
+    m, nu, mu_b, nu_b = net.background(hk).unbind(-1)
+    log_pi = net.log_mix(hk)
+    delta_c = net.category_delta()
+    fast, long = ex["fast"][keep], ex["long"][keep]  # (N, L) over the sequence's events j
+
+    # Σ_c (Λ_c(τ) − Λ_c(τ0)): the background spreads m and n over π, the pairs their own
+    comp = (m + long.sum(-1)) * span
+    comp = comp + nu * (log_pi.exp() * _window_mass(delta_c, tau0[:, None], span[:, None])).sum(-1)
+    comp = comp + (fast * _window_mass(ex["delta_j"][rows], tau0[:, None], span[:, None])).sum(-1)
+    has = mark >= 0
+    mark0 = mark.clamp_min(0)
+    same = ex["cat_j"][rows] == mark[:, None]
+    pi_mark = log_pi.gather(1, mark0[:, None])[:, 0].exp()
+    decay = torch.exp(-delta_c[mark0] * tau)
+    lam = m * pi_mark + (long * same).sum(-1) + (nu * pi_mark + (fast * same).sum(-1)) * decay
+    log_lam = torch.log(lam.clamp_min(_LOG_FLOOR))
+    loss = comp.sum() - torch.where(has, log_lam, torch.zeros_like(log_lam)).sum()
+
+    # buys: a share ρ of the category activity plus their own self-exciting process
+    rho = net.conversion_share(h, batch)[keep]
+    own_mu, own_alpha = mu_b + ex["buy_slow"][keep], nu_b + ex["buy_fast"][keep]
+    buy_delta = net.shared_delta()[1]
+    loss = loss + (rho * comp + increment(own_mu, own_alpha, buy_delta, tau0, tau)).sum()
+    buys = torch.nonzero(batch["next_buy"][keep])[:, 0]
+    if buys.numel():
+        tb = tau[buys, None]
+        activity = (
+            m[buys]
+            + long[buys].sum(-1)
+            + nu[buys] * (log_pi[buys].exp() * torch.exp(-delta_c * tb)).sum(-1)
+            + (fast[buys] * torch.exp(-ex["delta_j"][rows[buys]] * tb)).sum(-1)
+        )
+        own = intensity(own_mu[buys], own_alpha[buys], buy_delta, tau[buys])
+        loss = loss - torch.log((rho[buys] * activity + own).clamp_min(_LOG_FLOOR)).sum()
     if item_weight > 0:
-        target = batch["next_item"][keep]
-        has = torch.nonzero(target >= 0)[:, 0]
-        if negatives is not None and has.numel():
-            cand = torch.unique(torch.cat([target[has], negatives]))
-            q = net.item_vector(hv[has], batch["next_cat"][keep][has])
-            logits = q @ net.item.weight[cand + 1].T + net.item_bias[cand]
-            ce = F.cross_entropy(logits, torch.searchsorted(cand, target[has]), reduction="sum")
-            return loss + item_weight * ce, int(hv.shape[0])
-        for lo in range(0, int(has.numel()), item_chunk):
-            rows = has[lo : lo + item_chunk]
-            logits = net.item_logits(hv[rows], batch["next_cat"][keep][rows])
-            ce = F.cross_entropy(logits, target[rows], reduction="sum")
-            loss = loss + item_weight * ce
-    return loss, int(hv.shape[0])
+        loss = loss + item_weight * _item_nll(
+            net, hk, batch["next_item"][keep], batch["next_cat"][keep], item_chunk, negatives
+        )
+    return loss, n
+
+
+def _item_nll(net, h, target, next_cat, item_chunk, negatives) -> torch.Tensor:
+    """Summed item-choice NLL of the intervals whose next event has a known item."""
+    has = torch.nonzero(target >= 0)[:, 0]
+    total = h.sum() * 0.0
+    if negatives is not None and has.numel():
+        cand = torch.unique(torch.cat([target[has], negatives]))
+        q = net.item_vector(h[has], next_cat[has])
+        logits = q @ net.item.weight[cand + 1].T + net.item_bias[cand]
+        return F.cross_entropy(logits, torch.searchsorted(cand, target[has]), reduction="sum")
+    for lo in range(0, int(has.numel()), item_chunk):
+        part = has[lo : lo + item_chunk]
+        logits = net.item_logits(h[part], next_cat[part])
+        total = total + F.cross_entropy(logits, target[part], reduction="sum")
+    return total
+
+
+#: Settings a resumed run may change (the rest must match the checkpoint).
+_RESUMABLE = frozenset({"epochs", "max_train_seconds", "patience", "device"})
+
+
+@dataclass
+class _Run:
+    """Where a training run stands: what a checkpoint saves and `--resume` restores."""
+
+    epoch: int = 0
+    best: float = math.inf  # validation-window criterion of the best epoch
+    best_nll: float = math.nan
+    best_epoch: int = 0
+    best_state: dict | None = None
+    stale: int = 0
+    stop: str = "epochs"
+    train_nll: float = math.nan
+    elapsed: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+@dataclass
+class _Window:
+    """The validation window ``[t_train, t_train + horizon)`` and what happened in it."""
+
+    train: EventArrays
+    users: np.ndarray
+    t_train: float
+    horizon: float
+    engaged: np.ndarray  # per touched (user, category) pair, in `_user_state` order
+    bought: np.ndarray  # per user
+
+
+def _log_loss(label: np.ndarray, p: np.ndarray) -> float:
+    p = np.clip(p, 1e-9, 1.0 - 1e-9)
+    return float(-np.mean(np.where(label, np.log(p), np.log1p(-p)))) if label.size else 0.0
+
+
+@dataclass
+class _State:
+    """The model's answer-ready state of some users at an instant.
+
+    h : (U, H) GRU states after each user's last event (zeros without history)
+    tau : (U,) days since the last event
+    rates : (U, 4) m, n, μ_b, ν_b
+    buy_mu, buy_alpha : (U,) μ_b and α_b of the buys' own process
+    conversion : (U,) ρ, the share of the category activity that ends in a buy
+    pair_user, pair_cat, pair_long, pair_fast : every (user, category) touched before the
+        instant (user as a position in the queried users), with the excitation sums
+        ``Σ e^{s·k} v e^{−δ_long Δt}`` (part of μ_c) and ``Σ e^{f·k} w e^{−δ_c Δt}``
+        (part of α_c) at the last event; sorted by user, then category.
+    """
+
+    h: np.ndarray
+    tau: np.ndarray
+    rates: np.ndarray
+    buy_mu: np.ndarray
+    buy_alpha: np.ndarray
+    conversion: np.ndarray
+    pair_user: np.ndarray
+    pair_cat: np.ndarray
+    pair_long: np.ndarray
+    pair_fast: np.ndarray
 
 
 class NeuralModel(Model):
-    """GRU-driven marked point process: category interest, return, purchase, items."""
+    """GRU-modulated self-exciting marked point process: interest, return, purchase, items."""
 
     name = "neural"
     config_class = NeuralConfig
-    state_attributes = ("n_items_", "n_categories_")
+    state_attributes = ("n_items_", "n_categories_", "activation_")
 
     # -- fitting -----------------------------------------------------------------------
     def _device(self) -> torch.device:
@@ -440,10 +654,10 @@ class NeuralModel(Model):
     def _fit(self, events: EventArrays, progress: Progress | None) -> None:
         cfg = self.config
         device = self._device()
-        clock = time.monotonic()
         t_end = self.cutoff_.timestamp() / 86_400
         n_items, n_cat = events.n_items, max(events.n_categories, 1)
         self.n_items_, self.n_categories_ = np.asarray(n_items), np.asarray(n_cat)
+        self.activation_ = np.array([1.0, 0.0])
         t_train = t_end - cfg.validation_days
         train = events.select(events.t < t_train) if cfg.validation_days > 0 else events
         if train.n_events == 0:
@@ -456,70 +670,116 @@ class NeuralModel(Model):
         self._init_biases(net, train, t_train)
         net.to(device)
         self.net_ = net
-        optimiser = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-
+        optimiser = torch.optim.Adam(
+            net.parameter_groups(cfg.lr, cfg.lr * cfg.rate_lr_scale),
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+        )
         seq = _sequences(train, n_items, n_cat, t_train)
         starts, ends = _chunks(train.offsets, cfg.max_len, last_only=False)
+        n_intervals = max(int(train.n_events), 1)
         if has_val:
             val_seq = _sequences(events, n_items, n_cat, t_end, t_start=t_train)
             val_starts, val_ends = _chunks(events.offsets, cfg.max_len, last_only=True)
+            window = self._window(train, events, t_train, t_end)
 
-        best, best_state, stale, epoch, stop = math.inf, None, 0, 0, "epochs"
-        train_nll = math.nan
-        for epoch in range(1, cfg.epochs + 1):
+        run = _Run()
+        checkpoint = self._checkpoint_path
+        if self._resume:
+            run = self._restore(checkpoint, net, optimiser, generator, events)
+            run.stop = "epochs"
+        clock = time.monotonic() - run.elapsed
+        batches = -(-starts.size // cfg.batch_size)
+        for epoch in range(run.epoch + 1, cfg.epochs + 1):
             net.train()
             order = torch.randperm(starts.size, generator=generator).numpy()
-            total, count = 0.0, 0
-            for lo in range(0, order.size, cfg.batch_size):
+            total, count, seen, epoch_clock = 0.0, 0, 0, time.monotonic()
+            for b, lo in enumerate(range(0, order.size, cfg.batch_size)):
                 rows = order[lo : lo + cfg.batch_size]
                 batch = _batch(seq, starts[rows], ends[rows], device)
                 negatives = None
-                if cfg.item_negatives:
+                if cfg.item_negatives and n_items > cfg.full_softmax_items:
                     negatives = torch.randint(
                         n_items, (cfg.item_negatives,), generator=generator
                     ).to(device)
                 loss, n = _batch_loss(net, batch, cfg.item_weight, cfg.item_chunk, negatives)
                 if n == 0:
                     continue
+                prior = cfg.delta_prior * net.log_delta_offset.square().sum() / n_intervals
                 optimiser.zero_grad()
-                (loss / n).backward()
+                (loss / n + prior).backward()
                 nn.utils.clip_grad_norm_(net.parameters(), 5.0)
                 optimiser.step()
-                total, count = total + float(loss.detach()), count + n
+                total, count, seen = total + float(loss.detach()), count + n, seen + n
+                if progress is not None and (b % 10 == 0 or b == batches - 1):
+                    progress(
+                        self._progress_line(
+                            epoch, b + 1, batches, total / count, seen, epoch_clock, clock
+                        ),
+                        (epoch - 1 + (b + 1) / batches) / cfg.epochs,
+                    )
                 if time.monotonic() - clock > cfg.max_train_seconds:
-                    stop = "time"
+                    run.stop = "time"
                     break
-            train_nll = total / max(count, 1)
+            run.train_nll = total / max(count, 1)
+            run.epoch = epoch
             if has_val:
-                val = self._validation_nll(net, val_seq, val_starts, val_ends, device)
-                if val < best:
-                    best, best_state, stale = val, copy.deepcopy(net.state_dict()), 0
+                nll = self._validation_nll(net, val_seq, val_starts, val_ends, device)
+                loss = self._window_loss(window)
+                if loss < run.best:
+                    run.best, run.best_nll, run.best_epoch = loss, nll, epoch
+                    run.best_state, run.stale = copy.deepcopy(net.state_dict()), 0
                 else:
-                    stale += 1
-            if progress is not None:
-                progress(f"neural epoch {epoch}", best if has_val else train_nll)
-            if stop == "time":
+                    run.stale += 1
+            run.elapsed = time.monotonic() - clock
+            if checkpoint is not None:
+                self._checkpoint(checkpoint, run, net, optimiser, generator, events)
+            if run.stop == "time":
                 break
-            if has_val and stale > cfg.patience:
-                stop = "patience"
+            if has_val and run.stale > cfg.patience:
+                run.stop = "patience"
                 break
             if time.monotonic() - clock > cfg.max_train_seconds:
-                stop = "time"
+                run.stop = "time"
                 break
-        if best_state is not None:
-            net.load_state_dict(best_state)
+        if run.best_state is not None:
+            net.load_state_dict(run.best_state)
         net.eval()
+        calibration = {}
+        if has_val:
+            calibration = self._calibrate(window)
+        deltas = net.category_delta().detach().double().cpu().numpy()
         self.metrics_ = {
-            "epochs": epoch,
-            "stopped_by": stop,
-            "train_nll_per_interval": train_nll,
-            "validation_nll_per_interval": best if has_val else None,
+            "epochs": run.epoch,
+            "stopped_by": run.stop,
+            "train_nll_per_interval": run.train_nll,
+            "best_epoch": run.best_epoch if has_val else run.epoch,
+            "validation_nll_per_interval": run.best_nll if has_val else None,
+            "validation_window_1_minus_auc": run.best if has_val else None,
             "train_seconds": time.monotonic() - clock,
             "events": int(events.n_events),
+            "median_half_life_days": float(np.median(math.log(2.0) / deltas)),
+            **calibration,
         }
 
+    def _progress_line(self, epoch, batch, batches, loss, seen, epoch_clock, clock) -> str:
+        """``epoch 3/30 batch 12/40 · loss 9.812 · 2,431 events/s · ETA ≤ 95 s``.
+
+        The ETA is the sooner of the epoch limit (at the pace so far) and the time budget;
+        early stopping can end the run before either.
+        """
+        now = time.monotonic()
+        rate = seen / max(now - epoch_clock, 1e-9)
+        done = (epoch - 1 + batch / batches) / self.config.epochs
+        elapsed = now - clock
+        eta = min(elapsed * (1.0 - done) / max(done, 1e-9), self.config.max_train_seconds - elapsed)
+        return (
+            f"epoch {epoch}/{self.config.epochs} batch {batch}/{batches} · loss {loss:.3f}"
+            f" · {rate:,.0f} events/s · ETA ≤ {max(eta, 0.0):.0f} s"
+        )
+
     def _init_biases(self, net: _Net, events: EventArrays, t_end: float) -> None:
-        """Start μ_c, α_c near the category's share of a typical user's event rate."""
+        """Start near a typical user's event rate, with one-hour bursts and 2-day memory."""
         n_cat = net.n_categories
         cat = events.category_idx[events.category_idx >= 0]
         share = (np.bincount(cat, minlength=n_cat)[:n_cat] + 0.1) / (cat.size + 0.1 * n_cat)
@@ -527,14 +787,24 @@ class NeuralModel(Model):
         first = events.t[events.offsets[:-1][active]] if events.n_events else np.zeros(1)
         span = max(float(np.median(t_end - first)) if first.size else 1.0, 1e-3)
         rate = events.n_events / max(int(active.sum()), 1) / span
-        delta0 = 24.0  # one-hour time constant of the excitation
+        buys = float(np.mean(events.behavior == _BUY)) if events.n_events else 0.0
+        fast, slow = math.log(2.0) * 24.0, math.log(2.0) / 2.0  # 1-hour, 2-day half-lives
+        buy_slow = math.log(2.0) / 7.0
         with torch.no_grad():
-            net.bias[0] = torch.as_tensor(_inv_softplus(0.2 * rate * share), dtype=torch.float32)
-            net.bias[1] = torch.as_tensor(_inv_softplus(0.5 * delta0 * share), dtype=torch.float32)
-            net.bias[2] = float(_inv_softplus(np.asarray(delta0)))
-            net.buy.bias[:] = torch.as_tensor(
-                _inv_softplus(np.asarray([0.02 * rate, 0.5, delta0])), dtype=torch.float32
+            net.mix_bias[:] = torch.as_tensor(np.log(share), dtype=torch.float32)
+            net.rates.bias[:] = torch.as_tensor(
+                _inv_softplus(
+                    [0.2 * rate, 0.3 * fast, 0.2 * rate * buys + 1e-4, 0.1 * fast * buys]
+                ),
+                dtype=torch.float32,
             )
+            net.log_delta[:] = torch.as_tensor(np.log([fast, slow, fast, buy_slow]))
+            net.conversion.bias[:] = math.log(max(buys, 1e-4) / max(1.0 - buys, 1e-4))
+            # a purchase follows carts within the hour and says most about later purchases
+            net.log_weight[2:] = torch.tensor([[-2.0, 0.0, -1.0, 0.0], [-3.0, -1.0, -1.0, 0.0]])
+            net.scale_bias[0] = math.log(0.5 * fast)  # half the events are offspring
+            net.scale_bias[1] = math.log(0.1 * slow)
+            net.buy_scale.bias[:] = torch.as_tensor(np.log([0.5 * fast * buys + 1e-6, 0.1]))
 
     def _validation_nll(
         self,
@@ -558,6 +828,114 @@ class NeuralModel(Model):
                 total, count = total + float(loss.detach()), count + n
         return total / max(count, 1)
 
+    def _window(self, train: EventArrays, events: EventArrays, t_train: float, t_end: float):
+        """The validation window's outcomes: engaged again per touched pair, bought per user."""
+        users = np.flatnonzero(train.lengths() > 0)
+        idx, q = _ranges(train.offsets, users)
+        cat = train.category_idx[idx].astype(np.int64)
+        known = (cat >= 0) & (cat < int(self.n_categories_))
+        keys = np.unique(q[known] * _KEY + cat[known])  # the order `_user_state` gives pairs
+        window = events.t >= t_train
+        later = events.user_idx[window].astype(np.int64) * _KEY + events.category_idx[window]
+        buyers = events.user_idx[window & (events.behavior == _BUY)]
+        return _Window(
+            train=train,
+            users=users,
+            t_train=t_train,
+            horizon=t_end - t_train,
+            engaged=np.isin(users[keys // _KEY].astype(np.int64) * _KEY + keys % _KEY, later),
+            bought=np.isin(users, buyers),
+        )
+
+    def _window_scores(self, window: _Window) -> tuple[_State, np.ndarray, np.ndarray]:
+        """State at the window's start, p_engage per touched pair and p_buy per user."""
+        state = self._user_state(window.train, window.users, window.t_train)
+        mu, alpha, delta = self._pair_params(state)
+        tau = state.tau[state.pair_user]
+        p_engage = -np.expm1(-self._increment(mu, alpha, delta, tau, window.horizon))
+        return state, p_engage, self._buy_probability(state, window.horizon)
+
+    def _window_loss(self, window: _Window) -> float:
+        """1 − mean ROC-AUC of the window's engagement (per pair) and purchase (per user).
+
+        These are the questions the model answers at a cut-off, on a horizon of days, and
+        users act on their ranking (the calibration σ(a·I + b) fixes the scale after). The
+        event likelihood is dominated by minute-scale gaps within sessions: on Taobao it
+        kept improving for epochs while the day-scale ranking got worse. A window with one
+        outcome only falls back to the log-loss.
+        """
+        from sklearn.metrics import roc_auc_score
+
+        _, p_engage, p_buy = self._window_scores(window)
+        scores = []
+        for label, p in ((window.engaged, p_engage), (window.bought, p_buy)):
+            if label.size and 0 < label.sum() < label.size:
+                scores.append(1.0 - roc_auc_score(label, p))
+            else:
+                scores.append(_log_loss(label, p))
+        return float(np.mean(scores))
+
+    def _calibrate(self, window: _Window) -> dict[str, float]:
+        """Fit ``P = σ(a·I + b)`` on the validation window's (user, category) outcomes."""
+        from sklearn.linear_model import LogisticRegression
+
+        state = self._user_state(window.train, window.users, window.t_train)
+        score = self._interest_score(state, window.horizon)
+        label = window.engaged
+        if label.all() or not label.any():
+            return {"activation_calibrated": 0.0}
+        fit = LogisticRegression(C=1e4).fit(score[:, None], label)
+        self.activation_ = np.array([float(fit.coef_[0, 0]), float(fit.intercept_[0])])
+        return {
+            "activation_slope": float(self.activation_[0]),
+            "activation_intercept": float(self.activation_[1]),
+        }
+
+    # -- checkpoints -------------------------------------------------------------------
+    def _fingerprint(self, events: EventArrays) -> dict:
+        return {
+            "cutoff": self.cutoff_.isoformat(),
+            "events": int(events.n_events),
+            "t_sum": float(events.t.sum()),
+            "config": {k: v for k, v in self._config_dict().items() if k not in _RESUMABLE},
+        }
+
+    def _config_dict(self) -> dict:
+        return {name: getattr(self.config, name) for name in self.config.__dataclass_fields__}
+
+    def _checkpoint(self, path: Path, run: _Run, net, optimiser, generator, events) -> None:
+        """Write the run's state atomically: a kill leaves the previous checkpoint intact."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(
+            {
+                "fingerprint": self._fingerprint(events),
+                "run": run.as_dict(),
+                "net": net.state_dict(),
+                "optimiser": optimiser.state_dict(),
+                "generator": generator.get_state(),
+            },
+            tmp,
+        )
+        tmp.replace(path)
+
+    def _restore(self, path, net, optimiser, generator, events) -> _Run:
+        if path is None or not Path(path).exists():
+            raise ConfigError(
+                f"no checkpoint at {path}: train without --resume first (it writes one)"
+            )
+        saved = torch.load(path, map_location=self._device(), weights_only=False)
+        if saved["fingerprint"] != self._fingerprint(events):
+            raise ConfigError(
+                f"the checkpoint at {path} was written for other data, cut-off or settings;"
+                " train without --resume to start over"
+            )
+        net.load_state_dict(saved["net"])
+        optimiser.load_state_dict(saved["optimiser"])
+        generator.set_state(saved["generator"])
+        return _Run(**saved["run"])
+
     # -- persistence -------------------------------------------------------------------
     def _save_extra(self, directory: Path) -> None:
         torch.save(self.net_.state_dict(), directory / "network.pt")
@@ -571,62 +949,113 @@ class NeuralModel(Model):
         self.net_ = net
 
     # -- shared query machinery --------------------------------------------------------
-    def _query(self, events: EventArrays, users: np.ndarray, at: float, chunk: int = 64):
-        """Per queried user: last GRU state and μ, α, δ (U, C), buy params, τ = at − t_last.
-
-        Users without events get the zero state, no counts and τ = 0.
-        """
-        net, device = self.net_, self._device()
+    def _user_state(
+        self, events: EventArrays, users: np.ndarray, at: float, chunk: int = 64
+    ) -> _State:
+        """The state of `users` at `at` from their last `max_len` events (see `_State`)."""
+        net, device, cfg = self.net_, self._device(), self.config
         n_items, n_cat = int(self.n_items_), int(self.n_categories_)
-        sub_offsets = np.concatenate([[0], np.cumsum(events.lengths()[users])])
-        idx, _ = _ranges(events.offsets, users)
+        sub_offsets = np.concatenate([[0], np.cumsum(events.lengths()[users])]).astype(np.int64)
+        idx, q = _ranges(events.offsets, users)
         sub = EventArrays(
-            user_idx=np.repeat(np.arange(users.size), np.diff(sub_offsets)).astype(np.int32),
+            user_idx=q.astype(np.int32),
             item_idx=events.item_idx[idx],
             category_idx=events.category_idx[idx],
             behavior=events.behavior[idx],
             t=events.t[idx],
-            offsets=sub_offsets.astype(np.int64),
+            offsets=sub_offsets,
             n_users=int(users.size),
             n_items=events.n_items,
             n_categories=events.n_categories,
             before=events.before,
         )
         seq = _sequences(sub, n_items, n_cat, at)
-        lengths = sub.lengths()
-        has = lengths > 0
+        has = sub.lengths() > 0
         ends = sub_offsets[1:]
-        starts = np.maximum(sub_offsets[:-1], ends - self.config.max_len)
-        out = {
-            "h": np.zeros((users.size, self.config.hidden + len(Behavior) + 1), dtype=np.float32),
-            "mu": np.zeros((users.size, n_cat)),
-            "alpha": np.zeros((users.size, n_cat)),
-            "delta": np.ones((users.size, n_cat)),
-            "buy": np.zeros((users.size, 3)),
-        }
+        starts = np.maximum(sub_offsets[:-1], ends - cfg.max_len)
+        h_out = np.zeros((users.size, cfg.hidden), dtype=np.float32)
+        buy_slow = np.zeros(users.size)
+        buy_fast = np.zeros(users.size)
+        conversion = np.zeros(users.size)
+        # excitation of each read event at the user's last event; summed per category below
+        long_j, fast_j = np.zeros(sub.n_events), np.zeros(sub.n_events)
+        live_all = np.flatnonzero(has)
         with torch.no_grad():
-            for lo in range(0, users.size, chunk):
-                rows = np.arange(lo, min(lo + chunk, users.size))
-                live = rows[has[rows]]
-                h = torch.zeros(rows.size, self.config.hidden + len(Behavior) + 1, device=device)
-                counts = torch.zeros(rows.size, n_cat, device=device)
-                if live.size:
-                    batch = _batch(seq, starts[live], ends[live], device)
-                    states, log_counts = net.states(batch)
-                    pick = torch.arange(live.size, device=device)
-                    where = torch.as_tensor(live - lo, device=device)
-                    h[where] = states[pick, batch["last"]]
-                    counts[where] = log_counts[pick, batch["last"]]
-                mu, alpha, delta = net.params(h, counts)
-                mb, ab, db = net.buy_params(h)
-                out["h"][rows] = h.cpu().numpy()
-                out["mu"][rows] = mu.double().cpu().numpy()
-                out["alpha"][rows] = alpha.double().cpu().numpy()
-                out["delta"][rows] = delta.double().cpu().numpy()
-                out["buy"][rows] = torch.stack([mb, ab, db], 1).double().cpu().numpy()
+            for lo in range(0, live_all.size, chunk):
+                live = live_all[lo : lo + chunk]
+                batch = _batch(seq, starts[live], ends[live], device)
+                h = net.encode(batch)
+                ex = net.excitation(h, batch)
+                pick = torch.arange(live.size, device=device)
+                last = batch["last"]
+                h_out[live] = h[pick, last].cpu().numpy()
+                buy_slow[live] = ex["buy_slow"][pick, last].double().cpu().numpy()
+                buy_fast[live] = ex["buy_fast"][pick, last].double().cpu().numpy()
+                share = net.conversion_share(h, batch)[pick, last]
+                conversion[live] = share.double().cpu().numpy()
+                valid = batch["valid"].cpu().numpy()
+                where = (starts[live][:, None] + np.arange(valid.shape[1]))[valid]
+                long_j[where] = ex["long"][pick, last].double().cpu().numpy()[valid]
+                fast_j[where] = ex["fast"][pick, last].double().cpu().numpy()[valid]
+            rates = net.background(torch.as_tensor(h_out, device=device)).double().cpu().numpy()
+        cat = sub.category_idx.astype(np.int64)
+        known = (cat >= 0) & (cat < n_cat)
+        keys, inverse = np.unique(q[known] * _KEY + cat[known], return_inverse=True)
         t_last = np.where(has, sub.t[np.maximum(ends - 1, 0)] if sub.t.size else 0.0, at)
-        out["tau"] = np.maximum(at - t_last, 0.0)
-        return out
+        return _State(
+            h=h_out,
+            tau=np.maximum(at - t_last, 0.0),
+            rates=rates,
+            buy_mu=rates[:, 2] + buy_slow,
+            buy_alpha=rates[:, 3] + buy_fast,
+            conversion=conversion,
+            pair_user=keys // _KEY,
+            pair_cat=keys % _KEY,
+            pair_long=np.bincount(inverse, long_j[known], minlength=keys.size),
+            pair_fast=np.bincount(inverse, fast_j[known], minlength=keys.size),
+        )
+
+    def _deltas(self) -> tuple[np.ndarray, float]:
+        """δ_c (C,) and the buy process's δ_b, per day."""
+        with torch.no_grad():
+            delta_c = self.net_.category_delta().double().cpu().numpy()
+            delta_b = float(self.net_.shared_delta()[1])
+        return delta_c, delta_b
+
+    def _mix(self, h: np.ndarray) -> np.ndarray:
+        """π (n, C) of the given states."""
+        with torch.no_grad():
+            h_t = torch.as_tensor(h, device=self._device())
+            return self.net_.log_mix(h_t).double().exp().cpu().numpy()
+
+    def _dense(self, state: _State, lo: int, hi: int):
+        """π, μ and α (hi − lo, C) of users lo..hi: the background plus their pair sums."""
+        pi = self._mix(state.h[lo:hi])
+        a, b = np.searchsorted(state.pair_user, [lo, hi])
+        rows, cols = state.pair_user[a:b] - lo, state.pair_cat[a:b]
+        mu = state.rates[lo:hi, :1] * pi
+        alpha = state.rates[lo:hi, 1:2] * pi
+        mu[rows, cols] += state.pair_long[a:b]
+        alpha[rows, cols] += state.pair_fast[a:b]
+        return pi, mu, alpha
+
+    def _pair_params(self, state: _State) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """μ_c, α_c and δ_c of every touched (user, category) pair of `state`."""
+        pi = np.empty(state.pair_user.size)
+        for lo in range(0, state.h.shape[0], 256):
+            a, b = np.searchsorted(state.pair_user, [lo, lo + 256])
+            mix = self._mix(state.h[lo : lo + 256])
+            pi[a:b] = mix[state.pair_user[a:b] - lo, state.pair_cat[a:b]]
+        u = state.pair_user
+        mu = state.rates[u, 0] * pi + state.pair_long
+        alpha = state.rates[u, 1] * pi + state.pair_fast
+        return mu, alpha, self._deltas()[0][state.pair_cat]
+
+    def _interest_score(self, state: _State, horizon: float) -> np.ndarray:
+        """I = log Λ_c over `horizon` from the state's instant, per touched pair."""
+        mu, alpha, delta = self._pair_params(state)
+        expected = self._increment(mu, alpha, delta, state.tau[state.pair_user], horizon)
+        return np.log(np.maximum(expected, 1e-300))
 
     @staticmethod
     def _increment(mu, alpha, delta, tau, horizon):
@@ -639,17 +1068,18 @@ class NeuralModel(Model):
     ) -> dict[str, np.ndarray]:
         """p_engage = 1 − exp(−(Λ_c(τ+H) − Λ_c(τ))) per (user, touched category).
 
-        Categories first seen after the fit have no parameters and are left out.
+        Also the interest score I (log expected events in the category over the
+        calibration window, `validation_days`) and the activation probability σ(a·I + b)
+        calibrated on it. Categories first seen after the fit are left out.
         """
-        p = self._query(events, users, at)
-        idx, q = _ranges(events.offsets, users)
-        cat = events.category_idx[idx].astype(np.int64)
-        keep = (cat >= 0) & (cat < int(self.n_categories_))
-        keys = np.unique(q[keep] * _KEY + cat[keep])
-        pq, pc = keys // _KEY, keys % _KEY
-        mu, alpha, delta = p["mu"][pq, pc], p["alpha"][pq, pc], p["delta"][pq, pc]
-        tau = p["tau"][pq]
+        state = self._user_state(events, users, at)
+        mu, alpha, delta = self._pair_params(state)
+        pq, pc = state.pair_user, state.pair_cat
+        tau = state.tau[pq]
         p_engage = -np.expm1(-self._increment(mu, alpha, delta, tau, horizon))
+        window = self.config.validation_days or 1.0
+        score = np.log(np.maximum(self._increment(mu, alpha, delta, tau, window), 1e-300))
+        slope, intercept = self.activation_
         excitation = alpha * np.exp(-delta * tau)
         order = np.lexsort((pc, -p_engage, pq))
         return {
@@ -660,38 +1090,56 @@ class NeuralModel(Model):
             "baseline": mu[order],
             "excitation": excitation[order],
             "half_life_days": (math.log(2.0) / delta)[order],
+            "interest_score": score[order],
+            "p_activate": (1.0 / (1.0 + np.exp(-(slope * score + intercept))))[order],
         }
 
     def _p_return(
         self, events: EventArrays, users: np.ndarray, at: float, horizon: float
     ) -> np.ndarray:
         """``1 − exp(−Σ_c (Λ_c(τ+H) − Λ_c(τ)))`` over all categories."""
-        p = self._query(events, users, at)
-        inc = self._increment(p["mu"], p["alpha"], p["delta"], p["tau"][:, None], horizon)
-        return -np.expm1(-inc.sum(1))
+        state = self._user_state(events, users, at)
+        return -np.expm1(-self._activity(state, horizon))
 
     def _p_buy(
         self, events: EventArrays, users: np.ndarray, at: float, horizon: float
     ) -> np.ndarray:
-        """``1 − exp(−(Λ_b(τ+H) − Λ_b(τ)))`` of the buy intensity head."""
-        p = self._query(events, users, at)
-        b = p["buy"]
-        inc = self._increment(b[:, 0], b[:, 1], b[:, 2], p["tau"], horizon)
-        return -np.expm1(-inc)
+        """``1 − exp(−(ρ·Σ_c ΔΛ_c + ΔΛ_b))``: buys within the activity, plus their own process."""
+        return self._buy_probability(self._user_state(events, users, at), horizon)
+
+    def _activity(self, state: _State, horizon: float) -> np.ndarray:
+        """Expected category events ``Σ_c (Λ_c(τ+H) − Λ_c(τ))`` per user."""
+        delta_c = self._deltas()[0]
+        total = np.empty(state.tau.size)
+        for lo in range(0, state.tau.size, 256):
+            hi = min(lo + 256, state.tau.size)
+            _, mu, alpha = self._dense(state, lo, hi)
+            inc = self._increment(mu, alpha, delta_c, state.tau[lo:hi, None], horizon)
+            total[lo:hi] = inc.sum(1)
+        return total
+
+    def _buy_probability(self, state: _State, horizon: float) -> np.ndarray:
+        own = self._increment(state.buy_mu, state.buy_alpha, self._deltas()[1], state.tau, horizon)
+        return -np.expm1(-(state.conversion * self._activity(state, horizon) + own))
 
     def _expected_return_days(
         self, events: EventArrays, users: np.ndarray, at: float
     ) -> np.ndarray:
         """``∫_0^365 exp(−Σ_c (Λ_c(τ+s) − Λ_c(τ))) ds``: trapezoid rule on a log grid."""
-        p = self._query(events, users, at)
-        rate = p["mu"].sum(1)
-        excitation = p["alpha"] * np.exp(-p["delta"] * p["tau"][:, None])
-        cum = rate[:, None] * _GRID
-        for s in range(0, p["delta"].shape[1], 256):
-            d, e = p["delta"][:, s : s + 256], excitation[:, s : s + 256]
-            jump = -np.expm1(-d[:, :, None] * _GRID) / d[:, :, None]
-            cum = cum + np.einsum("uc,ucg->ug", e, jump)
-        return np.trapezoid(np.exp(-cum), _GRID, axis=1)
+        state = self._user_state(events, users, at)
+        delta_c = self._deltas()[0]
+        out = np.empty(users.size)
+        for lo in range(0, users.size, 64):
+            hi = min(lo + 64, users.size)
+            _, mu, alpha = self._dense(state, lo, hi)
+            excitation = alpha * np.exp(-delta_c * state.tau[lo:hi, None])
+            cum = mu.sum(1)[:, None] * _GRID
+            for s in range(0, delta_c.size, 256):
+                d, e = delta_c[s : s + 256], excitation[:, s : s + 256]
+                jump = -np.expm1(-d[:, None] * _GRID) / d[:, None]
+                cum = cum + e @ jump
+            out[lo:hi] = np.trapezoid(np.exp(-cum), _GRID, axis=1)
+        return out
 
     def _recommend(
         self, events: EventArrays, users: np.ndarray, at: float, k: int, exclude_bought: bool
@@ -701,15 +1149,11 @@ class NeuralModel(Model):
         The mixture keeps the `recommend_categories` most intense categories (renormalised);
         items bought before `at` are left out when asked.
         """
-        p = self._query(events, users, at)
+        state = self._user_state(events, users, at)
         net, device = self.net_, self._device()
+        delta_c = self._deltas()[0]
         n_items = int(self.n_items_)
         k = min(k, n_items)
-        lam = p["mu"] + p["alpha"] * np.exp(-p["delta"] * p["tau"][:, None])
-        m = min(self.config.recommend_categories, lam.shape[1])
-        top = np.argsort(-lam, axis=1, kind="stable")[:, :m]
-        weight = np.take_along_axis(lam, top, 1)
-        weight = weight / np.maximum(weight.sum(1, keepdims=True), 1e-300)
         idx, q = _ranges(events.offsets, users)
         buy = (events.behavior[idx] == _BUY) & (events.item_idx[idx] < n_items)
         items_out = np.empty((users.size, k), dtype=np.int64)
@@ -717,11 +1161,17 @@ class NeuralModel(Model):
         with torch.no_grad():
             for lo in range(0, users.size, 16):
                 hi = min(lo + 16, users.size)
-                h = torch.as_tensor(p["h"][lo:hi], device=device)
-                cats = torch.as_tensor(top[lo:hi] + 1, device=device)
+                _, mu, alpha = self._dense(state, lo, hi)
+                lam = mu + alpha * np.exp(-delta_c * state.tau[lo:hi, None])
+                m = min(self.config.recommend_categories, lam.shape[1])
+                top = np.argsort(-lam, axis=1, kind="stable")[:, :m]
+                weight = np.take_along_axis(lam, top, 1)
+                weight = weight / np.maximum(weight.sum(1, keepdims=True), 1e-300)
+                h = torch.as_tensor(state.h[lo:hi], device=device)
+                cats = torch.as_tensor(top + 1, device=device)
                 hh = h[:, None, :].expand(-1, m, -1).reshape(-1, h.shape[1])
                 prob = torch.softmax(net.item_logits(hh, cats.reshape(-1)).double(), -1)
-                w = torch.as_tensor(weight[lo:hi], device=device)
+                w = torch.as_tensor(weight, device=device)
                 score = (prob.view(hi - lo, m, -1) * w[:, :, None]).sum(1)
                 if exclude_bought:
                     sel = buy & (q >= lo) & (q < hi)

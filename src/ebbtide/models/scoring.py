@@ -9,8 +9,10 @@ one call each, not a million.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 from datetime import datetime, timedelta
+from typing import Any
 
 import pandas as pd
 
@@ -21,14 +23,22 @@ from ebbtide.models.base import Model, registered_families
 FAMILIES = ("popular", "btyd", "gbdt", "decay", "neural")
 
 
-def build_model(name: str) -> Model:
-    """A fresh model of the family `name`, with its default config."""
+def build_model(name: str, **settings: Any) -> Model:
+    """A fresh model of the family `name`: its default config with `settings` changed."""
     families = available_families()
     if name not in families:
         raise ConfigError(
             f"no model family {name!r} in this ebbtide; use one of {', '.join(families)}"
         )
-    return registered_families()[name]()
+    family = registered_families()[name]
+    known = {field.name for field in dataclasses.fields(family.config_class)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ConfigError(
+            f"the {name} model has no setting {', '.join(unknown)};"
+            f" it has {', '.join(sorted(known))}"
+        )
+    return family(family.config_class(**settings))
 
 
 def available_families() -> list[str]:
