@@ -310,6 +310,86 @@ def test_p_any_transaction_is_a_probability_increasing_in_horizon(cdnow: Cdnow) 
         np.testing.assert_array_equal(per_customer, probs[4])
 
 
+# Pareto/NBD parameter sets for the accuracy checks: CDNOW and its mirror (alpha >= beta),
+# alpha ~ beta, ratios far beyond 10 (the hypergeometric's z near 1, where the quadrature
+# takes over), integer r and s (where scipy's hyp2f1 near z = 1 is slowest), tiny s.
+HARD_PNBD = [
+    PUBLISHED_PNBD,
+    ParetoNBDParams(r=0.606, alpha=11.669, s=0.553, beta=10.578),
+    ParetoNBDParams(r=0.553, alpha=10.578, s=0.606, beta=10.578 * (1 + 1e-9)),
+    ParetoNBDParams(r=2.0, alpha=0.05, s=1.0, beta=40.0),
+    ParetoNBDParams(r=0.3, alpha=300.0, s=2.0, beta=0.2),
+    ParetoNBDParams(r=4.12, alpha=2.86, s=3e-6, beta=13_600.0),
+    ParetoNBDParams(r=1.0, alpha=1.0, s=0.8, beta=1e4),
+    ParetoNBDParams(r=0.9, alpha=5e3, s=0.4, beta=1.5),
+]
+
+
+def _mp_log_g(mp, alpha, beta, p, q, y):
+    """log integral_y^inf (alpha+u)^-p (beta+u)^-q du, by mpmath's hyp2f1 (real for z < 1)."""
+    a, b, p, q, y = (mp.mpf(float(v)) for v in (alpha, beta, p, q, y))
+    n = p + q - 1
+    big, small, k = (a, b, q) if a >= b else (b, a, p)
+    z = (big - small) / (big + y)
+    return -n * mp.log(big + y) - mp.log(n) + mp.log(mp.re(mp.hyp2f1(n, k, n + 1, z)))
+
+
+def _random_rows(rng: np.random.Generator, n: int) -> RFM:
+    """x up to 1000 with t_x ~ T, t_x << T, t_x = T and in between; x = 0 with t_x = 0."""
+    x = rng.choice([0.0, 1.0, 2.0, 7.0, 40.0, 200.0, 1000.0], n)
+    T = rng.uniform(0.05, 78.0, n)
+    share = rng.choice(
+        [1.0, 1 - 1e-9, 1 - 1e-5, 0.999, 1e-4, 0.01, 0.5, 0.9], n
+    )  # t_x as a share of T
+    tx = np.where(x > 0, T * share, 0.0)
+    return RFM(x, tx, T)
+
+
+def test_pareto_nbd_loglik_and_p_alive_match_mpmath_on_random_inputs() -> None:
+    """The fast path (hyp2f1 series up to z = 0.9, quadrature beyond, de-duplication)."""
+    mp = pytest.importorskip("mpmath")
+    rng = np.random.default_rng(11)
+    with mp.workdps(30):  # t_x = T (1 - 1e-9) costs I = G(t_x) - G(T) nine of them
+        for params in HARD_PNBD:
+            rfm = _random_rows(rng, 16)
+            ll, alive = pareto_nbd_loglik(params, rfm), pareto_nbd_p_alive(params, rfm)
+            r, alpha, s, beta = (mp.mpf(v) for v in dataclasses.astuple(params))
+            for i, (x, tx, T) in enumerate(zip(rfm.frequency, rfm.recency, rfm.age, strict=True)):
+                log_alive = -(r + x) * mp.log(alpha + T) - s * mp.log(beta + T)
+                died = 0
+                if tx < T:
+                    g_lo, g_hi = (_mp_log_g(mp, alpha, beta, r + x, s + 1, y) for y in (tx, T))
+                    died = s * mp.exp(g_lo) * -mp.expm1(g_hi - g_lo)
+                head = mp.loggamma(r + x) - mp.loggamma(r) + r * mp.log(alpha) + s * mp.log(beta)
+                want_ll = head + mp.log(mp.exp(log_alive) + died)
+                want_alive = mp.exp(log_alive) / (mp.exp(log_alive) + died)
+                where = f"{params}, x={x}, t_x={tx!r}, T={T!r}"
+                assert ll[i] == pytest.approx(float(want_ll), rel=1e-9, abs=1e-12), where
+                assert alive[i] == pytest.approx(float(want_alive), rel=1e-9), where
+
+
+def test_pareto_nbd_tail_integral_matches_mpmath_near_z_one() -> None:
+    """G(y) itself, where scipy's hyp2f1 is slow or returns NaN and the quadrature takes over."""
+    mp = pytest.importorskip("mpmath")
+    rng = np.random.default_rng(5)
+    cases = []
+    for alpha, beta in ((0.01, 50.0), (300.0, 0.2), (1e-3, 1e3), (2.0, 21.0)):
+        for p in (0.3, 1.0, 1.0 + 1e-7, 2.0, 17.5, 1000.6):
+            for q in (3e-6, 0.6, 1.0, 1.606, 3.0):
+                if p + q > 1.0:  # the model's n = p + q - 1 = r + s + x > 0
+                    y = float(rng.uniform(0.0, 0.1 * max(alpha, beta)))
+                    cases.append((alpha, beta, p, q, y))
+    alpha_beta = {}
+    for alpha, beta, p, q, y in cases:
+        alpha_beta.setdefault((alpha, beta, q), []).append((p, y))
+    with mp.workdps(30):
+        for (alpha, beta, q), rows in alpha_beta.items():
+            p, y = (np.array(v) for v in zip(*rows, strict=True))
+            got = bm._log_g(alpha, beta, p, q, y)
+            want = [float(_mp_log_g(mp, alpha, beta, pi, q, yi)) for pi, yi in rows]
+            np.testing.assert_allclose(got, want, rtol=1e-12, err_msg=f"{alpha=} {beta=} {q=}")
+
+
 # ---------------------------------------------------------------------------- scale
 
 
@@ -341,6 +421,51 @@ def test_one_million_customers_fit_in_under_a_minute_each() -> None:
     assert pn_seconds < 60, f"Pareto/NBD took {pn_seconds:.1f} s"
     _assert_params_close(bg, PUBLISHED_BGNBD, rel=0.05)  # recorded to the day: small bias
     assert bg_ll > pn_ll  # the generating model fits better
+
+
+def test_scoring_a_million_customers_takes_seconds_even_where_the_series_fails() -> None:
+    """Day-level customers share (x, t_x, T); here every one of them has z > 0.999."""
+    rng = np.random.default_rng(3)
+    n = 1_000_000
+    T = rng.integers(0, 547, n) / 7.0
+    x = rng.poisson(0.05 * T).astype(float)  # CDNOW-like: mostly 0 to 3 repeats
+    tx = np.where(x > 0, np.floor(T * rng.random(n) ** (1 / np.maximum(x, 1)) * 7) / 7, 0.0)
+    # what a fit returns when hardly anyone dies: s and beta large, beta/alpha ~ 4000
+    rfm, params = RFM(x, tx, T), ParetoNBDParams(r=0.553, alpha=10.6, s=27.0, beta=41_000.0)
+    start = time.perf_counter()
+    alive = pareto_nbd_p_alive(params, rfm)
+    buy = pareto_nbd_p_any_transaction(params, rfm, 39.0)
+    seconds = time.perf_counter() - start
+    assert seconds < 10, f"scoring took {seconds:.1f} s"  # ~1 s; ~110 s with hyp2f1 alone
+    assert np.all((buy >= 0) & (buy <= alive) & (alive <= 1))
+
+
+def test_merging_identical_customers_does_not_change_scores() -> None:
+    """Large continuous-time inputs skip the merge; small slices of them take it."""
+    rng = np.random.default_rng(4)
+    n = 300_000
+    T = rng.uniform(0, 78, n)
+    x = rng.poisson(0.2 * T).astype(float)
+    tx = np.where(x > 0, T * rng.random(n), 0.0)
+    params = ParetoNBDParams(r=0.553, alpha=1.0, s=0.606, beta=30.0)
+    whole = pareto_nbd_p_alive(params, RFM(x, tx, T))
+    parts = [pareto_nbd_p_alive(params, RFM(x[i : i + 5000], tx[i : i + 5000], T[i : i + 5000]))
+             for i in range(0, 60_000, 5000)]  # fmt: skip
+    np.testing.assert_allclose(whole[:60_000], np.concatenate(parts), rtol=1e-13)
+
+
+@pytest.mark.parametrize("params", [PUBLISHED_BGNBD, PUBLISHED_PNBD])
+def test_p_any_curve_equals_one_horizon_at_a_time(cdnow: Cdnow, params) -> None:
+    horizons = [0.0, 1.0, 13.0, np.linspace(0.0, 39.0, len(cdnow.rfm))]
+    single = (
+        pareto_nbd_p_any_transaction
+        if isinstance(params, ParetoNBDParams)
+        else bgnbd_p_any_transaction
+    )
+    curve = bm.p_any_transaction_curve(params, cdnow.rfm, horizons)
+    assert curve.shape == (4, len(cdnow.rfm))
+    for row, h in zip(curve, horizons, strict=True):
+        np.testing.assert_array_equal(row, single(params, cdnow.rfm, h))
 
 
 # ---------------------------------------------------------------------------- failures

@@ -64,7 +64,7 @@ class BTYDModel(Model):
             params, loglik = self._fit_params(rfm)
             fitted.append(np.array(astuple(params), dtype=np.float64))
             if progress is not None:
-                progress(f"fitted {label} model", loglik)
+                progress(f"fitted {label} model, log-likelihood {loglik:.1f}", math.nan)
             setattr(self, f"{label}_loglik_", loglik)
         self.return_params_, self.buy_params_ = fitted
         self.metrics_ = {
@@ -132,9 +132,8 @@ class BTYDModel(Model):
     ) -> np.ndarray:
         """Restricted mean: the area under P(not returned by τ) for τ up to one year."""
         rfm = self._rfm_for(events, users, at, "return")
-        survival = np.stack(
-            [np.ones(users.size)] + [1.0 - self._p_any_rfm(rfm, tau, "return") for tau in _GRID[1:]]
-        )
+        p_any = bm.p_any_transaction_curve(self._params("return"), rfm, _GRID[1:])
+        survival = np.vstack([np.ones(users.size), 1.0 - p_any])
         return np.trapezoid(survival, _GRID, axis=0)
 
     def expected_purchases(
