@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench-ingest clean
+.PHONY: setup demo test lint bench-ingest bench-models clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ test: $(STAMP) lint
 
 bench-ingest: $(STAMP)
 	$(PY) bench/ingest.py
+
+bench-models: $(STAMP)
+	$(PY) bench/taobao_holdout.py
+	$(PY) bench/half_life_recovery.py
+	$(PY) bench/btyd.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache ebbtide-demo.duckdb

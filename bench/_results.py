@@ -19,11 +19,15 @@ def machine() -> str:
 
 
 def write_section(title: str, section: str) -> None:
-    """Replace the section headed ``## {title}`` of RESULTS.md, keeping the others."""
+    """Replace the section headed ``## {title}`` of RESULTS.md in place, or append it."""
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
+    section = section.rstrip() + "\n"
     start = text.find(f"## {title}\n")
     if start >= 0:
         end = text.find("\n## ", start + 1)
-        text = text[:start] + text[end + 1 :] if end >= 0 else text[:start]
-    RESULTS.write_text(text.rstrip() + "\n\n" + section.rstrip() + "\n")
+        rest = text[end + 1 :] if end >= 0 else ""
+        text = text[:start] + section + ("\n" + rest if rest else "")
+    else:
+        text = text.rstrip() + "\n\n" + section
+    RESULTS.write_text(text)
     print(f"wrote {RESULTS}")

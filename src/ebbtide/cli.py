@@ -64,17 +64,23 @@ def _user_errors() -> Iterator[None]:
         raise typer.Exit(code=1) from None
 
 
-@contextmanager
-def _stages(quiet: bool, title: str) -> Iterator[Any]:
-    """A spinner showing the current stage and elapsed time; yields a stage callback."""
-    progress = Progress(
+def _display(quiet: bool, *extra: Any) -> Progress:
+    """The one progress style: spinner, description, `extra` columns, elapsed time."""
+    return Progress(
         SpinnerColumn(),
         TextColumn("[bold]{task.description}"),
+        *extra,
         TimeElapsedColumn(),
         console=err,
         transient=True,
         disable=quiet or not err.is_terminal,
     )
+
+
+@contextmanager
+def _stages(quiet: bool, title: str) -> Iterator[Any]:
+    """A spinner showing the current stage and elapsed time; yields a stage callback."""
+    progress = _display(quiet)
     with progress:
         task = progress.add_task(title, total=None)
         yield lambda stage: progress.update(task, description=f"{title}: {stage}")
@@ -533,15 +539,7 @@ def _number(value: Any) -> str:
 @contextmanager
 def _training_bar(quiet: bool, title: str) -> Iterator[Any]:
     """A bar filled by the fit's reported fraction, with its message (loss, events/s, ETA)."""
-    progress = Progress(
-        SpinnerColumn(),
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-        disable=quiet or not err.is_terminal,
-    )
+    progress = _display(quiet, BarColumn())
     with progress:
         task = progress.add_task(title, total=None)
 

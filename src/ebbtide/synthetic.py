@@ -227,6 +227,22 @@ class SynthConfig:
         return self.users * self.days * self.events_per_user_day
 
 
+def recovery_config(users: int = 1000, seed: int = 1) -> SynthConfig:
+    """The log the half-life recovery bar is measured on (tests and bench share it).
+
+    Dense (user, category) pairs, about 50 events each, keep the bias of per-pair baselines
+    small; nobody goes dormant, so the decay is all there is to recover.
+    """
+    return SynthConfig(
+        users=users,
+        days=20.0,
+        categories=30,
+        events_per_user_day=10.0,
+        dormant_share=0.0,
+        seed=seed,
+    )
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, int | np.integer) and not isinstance(value, bool)
 

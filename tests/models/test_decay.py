@@ -18,7 +18,7 @@ from ebbtide.ingest import ingest_file
 from ebbtide.models.base import Model
 from ebbtide.models.decay import DecayConfig, DecayModel
 from ebbtide.store import EventStore
-from ebbtide.synthetic import SynthConfig, generate, write_taobao_csv
+from ebbtide.synthetic import generate, recovery_config, write_taobao_csv
 
 CUT = datetime(2017, 12, 1, 16, tzinfo=UTC)  # 2017-12-02 00:00 China time
 DAY = timedelta(days=1)
@@ -45,14 +45,7 @@ def test_recovers_synthetic_half_lives(tmp_path: Path) -> None:
     Dense pairs (about 50 events each) keep the incidental-parameter bias of the per-pair
     baselines small; users never go dormant (the model has no dormancy).
     """
-    cfg = SynthConfig(
-        users=1000,
-        days=20.0,
-        categories=30,
-        events_per_user_day=10.0,
-        dormant_share=0.0,
-        seed=1,
-    )
+    cfg = recovery_config(users=1000)
     log = generate(cfg)
     path = tmp_path / "synth.csv"
     write_taobao_csv(log, path)
