@@ -13,6 +13,7 @@ Writes bench/RESULTS.md (section "Half-life recovery").
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import tempfile
 import time
@@ -40,18 +41,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--neural-epochs", type=int, default=15)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="neural setting, e.g. --set rate_lr_scale=10 (repeatable)",
+    )
     parser.add_argument("--no-write", action="store_true", help="print only, leave RESULTS.md")
     args = parser.parse_args()
     cfg = recovery_config(users=args.users)
     log = generate(cfg)
     truth = log.truth_categories.to_pandas().set_index("category_id")
     well = truth[truth.n_events >= 500]
-    neural = NeuralConfig(
-        item_weight=0.0,
-        validation_days=0.0,
-        epochs=args.neural_epochs,
-        max_train_seconds=1e9,
-    )
+    settings = {"item_weight": 0.0, "validation_days": 0.0, "max_train_seconds": 1e9}
+    for pair in args.set:
+        key, _, value = pair.partition("=")
+        settings[key] = json.loads(value)
+    neural = NeuralConfig(epochs=args.neural_epochs, **settings)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "synth.csv"
@@ -78,7 +85,7 @@ def main() -> None:
         f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         f"- machine: {machine()}, CPU only",
         f"- command: `python bench/half_life_recovery.py --users {args.users}"
-        f" --neural-epochs {args.neural_epochs}`",
+        f" --neural-epochs {args.neural_epochs}" + "".join(f" --set {p}" for p in args.set) + "`",
         f"- data: `ebbtide synth` seed 1, {args.users:,} users, 20 days, 30 categories, "
         f"{log.events.num_rows:,} events; {len(well)} categories with at least 500 events",
         "- error: median of |fitted / true half-life − 1| (bar: 20%); neural without the "
