@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import platform
 from pathlib import Path
@@ -31,3 +33,31 @@ def write_section(title: str, section: str) -> None:
         text = text.rstrip() + "\n\n" + section
     RESULTS.write_text(text)
     print(f"wrote {RESULTS}")
+
+
+def add_settings_option(parser: argparse.ArgumentParser) -> None:
+    """``--set KEY=VALUE`` (repeatable): a neural setting for an ablation."""
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="neural setting for an ablation, e.g. --set rate_lr_scale=10 (repeatable)",
+    )
+
+
+def parse_settings(pairs: list[str]) -> dict:
+    """``["item_weight=0.2"]`` → ``{"item_weight": 0.2}`` (JSON values, else strings)."""
+    out = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def settings_flags(pairs: list[str]) -> str:
+    """The ``--set`` flags as typed, for the command line written into RESULTS.md."""
+    return "".join(f" --set {pair}" for pair in pairs)

@@ -13,7 +13,6 @@ Writes bench/RESULTS.md (section "Half-life recovery").
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import tempfile
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from _results import machine, write_section
+from _results import add_settings_option, machine, parse_settings, settings_flags, write_section
 from ebbtide.ingest import ingest_file
 from ebbtide.models.decay import DecayModel
 from ebbtide.models.neural import NeuralConfig, NeuralModel
@@ -41,13 +40,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--neural-epochs", type=int, default=15)
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="neural setting, e.g. --set rate_lr_scale=10 (repeatable)",
-    )
+    add_settings_option(parser)
     parser.add_argument("--no-write", action="store_true", help="print only, leave RESULTS.md")
     args = parser.parse_args()
     cfg = recovery_config(users=args.users)
@@ -55,9 +48,7 @@ def main() -> None:
     truth = log.truth_categories.to_pandas().set_index("category_id")
     well = truth[truth.n_events >= 500]
     settings = {"item_weight": 0.0, "validation_days": 0.0, "max_train_seconds": 1e9}
-    for pair in args.set:
-        key, _, value = pair.partition("=")
-        settings[key] = json.loads(value)
+    settings.update(parse_settings(args.set))
     neural = NeuralConfig(epochs=args.neural_epochs, **settings)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -85,7 +76,7 @@ def main() -> None:
         f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         f"- machine: {machine()}, CPU only",
         f"- command: `python bench/half_life_recovery.py --users {args.users}"
-        f" --neural-epochs {args.neural_epochs}" + "".join(f" --set {p}" for p in args.set) + "`",
+        f" --neural-epochs {args.neural_epochs}" + settings_flags(args.set) + "`",
         f"- data: `ebbtide synth` seed 1, {args.users:,} users, 20 days, 30 categories, "
         f"{log.events.num_rows:,} events; {len(well)} categories with at least 500 events",
         "- error: median of |fitted / true half-life − 1| (bar: 20%); neural without the "

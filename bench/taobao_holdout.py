@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from _results import machine, write_section
+from _results import add_settings_option, machine, parse_settings, settings_flags, write_section
 from ebbtide.datasets import taobao_sample_path
 from ebbtide.errors import UnsupportedQueryError
 from ebbtide.evaluate.holdout import engagement_labels, purchase_labels
@@ -85,29 +85,11 @@ def _evaluate(store, name, seed, settings, pairs, users, engaged, bought) -> dic
     return row
 
 
-def _settings(pairs: list[str]) -> dict:
-    """``["item_weight=0.2"]`` → ``{"item_weight": 0.2}`` (JSON values, else strings)."""
-    out = {}
-    for pair in pairs:
-        key, _, value = pair.partition("=")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="neural,decay,gbdt,popular,btyd")
     parser.add_argument("--seeds", type=int, default=3, help="seeds of the seeded families")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="neural setting for an ablation, e.g. --set item_weight=0 (repeatable)",
-    )
+    add_settings_option(parser)
     parser.add_argument("--no-write", action="store_true", help="print only, leave RESULTS.md")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, EventStore(Path(tmp) / "s.duckdb") as store:
@@ -125,7 +107,7 @@ def main() -> None:
         for name in args.models.split(","):
             seeded = name in ("neural", "gbdt")
             for seed in range(args.seeds) if seeded else [None]:
-                settings = _settings(args.set) if name == "neural" else {}
+                settings = parse_settings(args.set) if name == "neural" else {}
                 row = _evaluate(store, name, seed, settings, pairs, users, engaged, bought)
                 print(json.dumps(row, default=str))
                 rows.append(row)
@@ -140,7 +122,7 @@ def _report(rows, pairs, engaged, users, bought, args) -> None:
         f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         f"- machine: {machine()}, CPU only",
         f"- command: `python bench/taobao_holdout.py --models {args.models} --seeds {args.seeds}"
-        + "".join(f" --set {s}" for s in args.set)
+        + settings_flags(args.set)
         + "`",
         f"- split: fit on events before {CUT:%Y-%m-%d %H:%M} UTC (2017-12-02 00:00 China "
         f"time), answer for the next {HORIZON.total_seconds() / 3600:.0f} h",

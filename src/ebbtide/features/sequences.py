@@ -135,3 +135,15 @@ def load_events(
         n_categories=int(n_categories),
         before=before,
     )
+
+
+def user_event_ranges(offsets: np.ndarray, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Event indices of `users` (in the given order) and, per index, its user's position.
+
+    `offsets` are `EventArrays.offsets`; no Python loop over users or events.
+    """
+    starts, ends = offsets[users], offsets[users + 1]
+    lengths = ends - starts
+    q = np.repeat(np.arange(users.size, dtype=np.int64), lengths)
+    first = np.repeat(starts - np.cumsum(lengths) + lengths, lengths)
+    return first + np.arange(q.size, dtype=np.int64), q

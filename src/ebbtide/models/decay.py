@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ebbtide.errors import ConfigError
-from ebbtide.features.sequences import EventArrays, to_days
+from ebbtide.features.sequences import EventArrays, to_days, user_event_ranges
 from ebbtide.models.base import Model, Progress
 from ebbtide.schema import Behavior
 
@@ -89,15 +89,6 @@ class DecayConfig:
         h = self.initial_half_life_days
         if not (isinstance(h, int | float) and math.isfinite(h) and h > 0):
             raise ConfigError(f"DecayConfig.initial_half_life_days={h!r} must be > 0")
-
-
-def _ranges(offsets: np.ndarray, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Event indices of `users` (in order) and, per index, the position of its user."""
-    starts, ends = offsets[users], offsets[users + 1]
-    lengths = ends - starts
-    q = np.repeat(np.arange(users.size, dtype=np.int64), lengths)
-    first = np.repeat(starts - np.cumsum(lengths) + lengths, lengths)
-    return first + np.arange(q.size, dtype=np.int64), q
 
 
 def _pad(values: np.ndarray, size: int, fill: float) -> np.ndarray:
@@ -280,7 +271,7 @@ class DecayModel(Model):
         ``E = α_c Σ_j w_j exp(−δ_c (at − t_j))`` (per day); pairs unseen at fit get the
         default μ. Rows are sorted by (q, category).
         """
-        idx, q = _ranges(events.offsets, users)
+        idx, q = user_event_ranges(events.offsets, users)
         cat = events.category_idx[idx].astype(np.int64)
         keep = cat >= 0
         idx, q, cat = idx[keep], q[keep], cat[keep]
@@ -393,7 +384,7 @@ class DecayModel(Model):
         cat_share = cat_pop / max(cat_pop.sum(), 1e-300)
 
         # Candidates: the user's own items, top-k items of each touched category, global top.
-        idx, q_ev = _ranges(events.offsets, users)
+        idx, q_ev = user_event_ranges(events.offsets, users)
         own_key = q_ev * n_items + events.item_idx[idx]
         p = self._pairs(events, users, at)
         p_engage = -np.expm1(-self._integrated(p, 1.0))

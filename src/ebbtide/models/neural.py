@@ -60,7 +60,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ebbtide.errors import ConfigError
-from ebbtide.features.sequences import EventArrays
+from ebbtide.features.sequences import EventArrays, user_event_ranges
 from ebbtide.models.base import Model, Progress
 from ebbtide.schema import Behavior
 
@@ -233,15 +233,6 @@ def _inv_softplus(y: np.ndarray) -> np.ndarray:
 
 
 # -- sequences and batches -------------------------------------------------------------
-def _ranges(offsets: np.ndarray, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Event indices of `users` (in order) and, per index, the position of its user."""
-    starts, ends = offsets[users], offsets[users + 1]
-    lengths = ends - starts
-    q = np.repeat(np.arange(users.size, dtype=np.int64), lengths)
-    first = np.repeat(starts - np.cumsum(lengths) + lengths, lengths)
-    return first + np.arange(q.size, dtype=np.int64), q
-
-
 def _chunks(offsets: np.ndarray, max_len: int, last_only: bool) -> tuple[np.ndarray, np.ndarray]:
     """(start, end) event ranges cut from the end of each user's run, at most max_len long."""
     lo, hi = offsets[:-1], offsets[1:]
@@ -670,6 +661,7 @@ class NeuralModel(Model):
         self._init_biases(net, train, t_train)
         net.to(device)
         self.net_ = net
+        self._state_cache = None
         optimiser = torch.optim.Adam(
             net.parameter_groups(cfg.lr, cfg.lr * cfg.rate_lr_scale),
             lr=cfg.lr,
@@ -831,7 +823,7 @@ class NeuralModel(Model):
     def _window(self, train: EventArrays, events: EventArrays, t_train: float, t_end: float):
         """The validation window's outcomes: engaged again per touched pair, bought per user."""
         users = np.flatnonzero(train.lengths() > 0)
-        idx, q = _ranges(train.offsets, users)
+        idx, q = user_event_ranges(train.offsets, users)
         cat = train.category_idx[idx].astype(np.int64)
         known = (cat >= 0) & (cat < int(self.n_categories_))
         keys = np.unique(q[known] * _KEY + cat[known])  # the order `_user_state` gives pairs
@@ -947,8 +939,19 @@ class NeuralModel(Model):
         net.to(self._device())
         net.eval()
         self.net_ = net
+        self._state_cache = None
 
     # -- shared query machinery --------------------------------------------------------
+    def _query_state(self, events: EventArrays, users: np.ndarray, at: float) -> _State:
+        """`_user_state` for the queries: scoring asks up to five questions of the same
+        users at the same instant, and each would run the GRU over every history again."""
+        key = (id(events), at, users.tobytes())
+        cached = getattr(self, "_state_cache", None)
+        if cached is None or cached[0] != key:
+            cached = (key, self._user_state(events, users, at))
+            self._state_cache = cached
+        return cached[1]
+
     def _user_state(
         self, events: EventArrays, users: np.ndarray, at: float, chunk: int = 64
     ) -> _State:
@@ -956,7 +959,7 @@ class NeuralModel(Model):
         net, device, cfg = self.net_, self._device(), self.config
         n_items, n_cat = int(self.n_items_), int(self.n_categories_)
         sub_offsets = np.concatenate([[0], np.cumsum(events.lengths()[users])]).astype(np.int64)
-        idx, q = _ranges(events.offsets, users)
+        idx, q = user_event_ranges(events.offsets, users)
         sub = EventArrays(
             user_idx=q.astype(np.int32),
             item_idx=events.item_idx[idx],
@@ -1069,7 +1072,7 @@ class NeuralModel(Model):
         calibration window, `validation_days`) and the activation probability σ(a·I + b)
         calibrated on it. Categories first seen after the fit are left out.
         """
-        state = self._user_state(events, users, at)
+        state = self._query_state(events, users, at)
         mu, alpha, delta = self._pair_params(state)
         pq, pc = state.pair_user, state.pair_cat
         tau = state.tau[pq]
@@ -1095,14 +1098,14 @@ class NeuralModel(Model):
         self, events: EventArrays, users: np.ndarray, at: float, horizon: float
     ) -> np.ndarray:
         """``1 − exp(−Σ_c (Λ_c(τ+H) − Λ_c(τ)))`` over all categories."""
-        state = self._user_state(events, users, at)
+        state = self._query_state(events, users, at)
         return -np.expm1(-self._activity(state, horizon))
 
     def _p_buy(
         self, events: EventArrays, users: np.ndarray, at: float, horizon: float
     ) -> np.ndarray:
         """``1 − exp(−(ρ·Σ_c ΔΛ_c + ΔΛ_b))``: buys within the activity, plus their own process."""
-        return self._buy_probability(self._user_state(events, users, at), horizon)
+        return self._buy_probability(self._query_state(events, users, at), horizon)
 
     def _activity(self, state: _State, horizon: float) -> np.ndarray:
         """Expected category events ``Σ_c (Λ_c(τ+H) − Λ_c(τ))`` per user."""
@@ -1123,7 +1126,7 @@ class NeuralModel(Model):
         self, events: EventArrays, users: np.ndarray, at: float
     ) -> np.ndarray:
         """``∫_0^365 exp(−Σ_c (Λ_c(τ+s) − Λ_c(τ))) ds``: trapezoid rule on a log grid."""
-        state = self._user_state(events, users, at)
+        state = self._query_state(events, users, at)
         delta_c = self._deltas()[0]
         out = np.empty(users.size)
         for lo in range(0, users.size, 64):
@@ -1146,12 +1149,12 @@ class NeuralModel(Model):
         The mixture keeps the `recommend_categories` most intense categories (renormalised);
         items bought before `at` are left out when asked.
         """
-        state = self._user_state(events, users, at)
+        state = self._query_state(events, users, at)
         net, device = self.net_, self._device()
         delta_c = self._deltas()[0]
         n_items = int(self.n_items_)
         k = min(k, n_items)
-        idx, q = _ranges(events.offsets, users)
+        idx, q = user_event_ranges(events.offsets, users)
         buy = (events.behavior[idx] == _BUY) & (events.item_idx[idx] < n_items)
         items_out = np.empty((users.size, k), dtype=np.int64)
         scores_out = np.empty((users.size, k))
