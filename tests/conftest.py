@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,30 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _shared_datasets() -> Path:
+    """EBBTIDE_SHARED_DATASETS, else ../shared/datasets beside this checkout or, for a
+    throwaway clone of a local checkout (how CI is rehearsed), beside that one."""
     configured = os.environ.get("EBBTIDE_SHARED_DATASETS")
-    return Path(configured) if configured else ROOT.parent / "shared" / "datasets"
+    if configured:
+        return Path(configured)
+    beside = ROOT.parent / "shared" / "datasets"
+    origin = _local_origin()
+    if not beside.is_dir() and origin is not None:
+        return origin.parent / "shared" / "datasets"
+    return beside
+
+
+def _local_origin() -> Path | None:
+    """The folder this checkout was cloned from, when `origin` is a local path."""
+    url = subprocess.run(
+        ["git", "-C", str(ROOT), "config", "--get", "remote.origin.url"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    if not url or "://" in url or ":" in url.split("/", 1)[0]:
+        return None
+    path = Path(url)
+    return path if path.is_dir() else None
 
 
 @pytest.fixture(scope="session")
