@@ -46,3 +46,12 @@ class DataQualityWarning(UserWarning):
 
 class ConvergenceWarning(UserWarning):
     """An optimiser stopped early or its answer is doubtful."""
+
+
+class CampaignLogError(InputFormatError):
+    """A campaign log cannot be analysed as asked (missing column, empty arm, no control)."""
+
+
+class CampaignWarning(UserWarning):
+    """A campaign analysis ran, but a number in it deserves caution (small arm, imbalance,
+    users unknown to the store, an assumed response model)."""

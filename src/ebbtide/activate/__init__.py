@@ -1,0 +1,1 @@
+"""Turning predictions into action and measuring the effect: segments, uplift, plans, campaigns."""
