@@ -636,5 +636,8 @@ def demo(
         _print_stats(result, db)
 
 
+# the activation commands register themselves on `app`
+from ebbtide import cli_activate  # noqa: E402, F401
+
 if __name__ == "__main__":  # pragma: no cover
     app()

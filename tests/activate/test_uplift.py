@@ -67,7 +67,7 @@ def test_every_learner_is_near_the_oracle(comparison) -> None:
         assert table.loc[name, "qini"] > 0.5 * oracle  # far above random
         assert table.loc[name, "qini"] == pytest.approx(oracle, rel=0.2), name
         assert table.loc[name, "uplift_at_20pct"] > table.loc["random", "uplift_at_20pct"] + 0.1
-        assert 0 < table.loc[name, "fit_seconds"] < 30
+        assert table.loc[name, "fit_seconds"] > 0  # timing itself belongs in bench/
 
 
 def test_comparison_outputs(comparison) -> None:

@@ -194,9 +194,10 @@ class _MetaLearner(BaseEstimator):
         mask = np.array([name in self.categories_ for name in self.features_])
         return mask if mask.any() else None
 
-    def _regressor(self) -> HistGradientBoostingRegressor:
+    def _booster(self, kind: type) -> HistGradientBoostingRegressor:
+        """A base model of `kind` (regressor or classifier) with the shared settings."""
         c = self.config_
-        return HistGradientBoostingRegressor(
+        return kind(
             max_iter=c.max_iter,
             learning_rate=c.learning_rate,
             max_leaf_nodes=c.max_leaf_nodes,
@@ -207,18 +208,11 @@ class _MetaLearner(BaseEstimator):
             random_state=self.random_state,
         )
 
+    def _regressor(self) -> HistGradientBoostingRegressor:
+        return self._booster(HistGradientBoostingRegressor)
+
     def _classifier(self) -> HistGradientBoostingClassifier:
-        c = self.config_
-        return HistGradientBoostingClassifier(
-            max_iter=c.max_iter,
-            learning_rate=c.learning_rate,
-            max_leaf_nodes=c.max_leaf_nodes,
-            min_samples_leaf=c.min_samples_leaf,
-            l2_regularization=c.l2_regularization,
-            categorical_features=self._mask(),
-            early_stopping=False,
-            random_state=self.random_state,
-        )
+        return self._booster(HistGradientBoostingClassifier)
 
     def _fit(self, x: np.ndarray, t: np.ndarray, y: np.ndarray, p: np.ndarray | None) -> None:
         raise NotImplementedError
