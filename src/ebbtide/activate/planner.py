@@ -21,32 +21,41 @@ instead (for objective ``"margin"``, ``k = 1`` maximises margin minus spend); ``
 the plan is then that net value. Options with value ≤ 0 (after that conversion) are never
 chosen, and "none" (value 0, cost 0) is always available.
 
-**Solvers.** ``exact``: `scipy.optimize.milp` (HiGHS) on binary x, zero gap; used when at
-most `exact_max_rows` useful rows remain (positive value, affordable, contactable user).
+**Solvers.** ``exact``: `scipy.optimize.milp` (HiGHS) on binary x, zero gap (to HiGHS's
+tolerances: an option worth under ~1e-10 of the largest value may be overlooked); used when
+at most `exact_max_rows` useful rows remain (positive value, affordable, contactable user).
 ``greedy``: the classic MCKP greedy, vectorised: per user the upper convex hull of its
 (cost, value) options, incremental steps sorted globally by Δvalue/Δcost (ties: user id, then
 the user's cheaper step first), taken while budget and contacts allow; a step that no longer
 fits is skipped and so are that user's later steps. Its upper bound is the LP relaxation
-(the fractional greedy), tightened by the best-values-of-`max_contacts`-users bound when a
-contact cap is set; ``gap = upper_bound − total_value``.
+(the fractional greedy). When `max_contacts` binds, contacts are also priced by a
+Lagrange multiplier λ found by a short golden-section search: each λ gives a tighter bound
+and another greedy plan, and the best plan found is returned. ``gap = upper_bound −
+total_value``.
 
 Results are deterministic: rows are put in a canonical order first, so shuffling the input
-changes nothing. Sums are floating point; the budget holds up to rounding (~1e-12 relative).
+changes nothing. The exact plan's spend is checked with an exactly rounded sum; the greedy
+one can exceed the budget only by the rounding of a running sum (~1e-10 relative at a
+million steps).
 
 Examples
 --------
 >>> import pandas as pd
 >>> candidates = pd.DataFrame({"user": [1, 1, 2], "action": ["push", "coupon_10", "push"],
 ...                            "value": [0.02, 0.05, 0.01], "cost": [0.01, 0.5, 0.01]})
->>> plan = plan_campaign(candidates, Budget(0.6))
->>> plan.assignments["action"].tolist()
+>>> result = plan_campaign(candidates, Budget(0.6))
+>>> result.assignments["action"].tolist()
 ['coupon_10', 'push']
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import math
+import os
+import sys
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -102,7 +111,7 @@ class Plan:
     method : str
         ``"exact"`` or ``"greedy"``.
     upper_bound : float
-        No plan can beat this value (exact: the optimum itself; greedy: the LP bound).
+        No plan can beat this value (exact: the optimum; greedy: the LP or Lagrangian bound).
     gap, gap_relative : float
         ``upper_bound − total_value``, and that over ``upper_bound`` (0 when it is 0).
     n_contacts : int
@@ -627,7 +636,7 @@ def _solve_exact(u, v, c, budget: float, max_contacts: int | None) -> _Solution:
         ]
         if max_contacts is not None:
             constraints.append(LinearConstraint(np.ones((1, n)), -np.inf, max_contacts))
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _c_stdout_silenced():
             # options beyond scipy's list go to HiGHS verbatim; scipy warns that it does so
             warnings.filterwarnings("ignore", "Unrecognized options", RuntimeWarning)
             result = milp(
@@ -662,6 +671,40 @@ def _solve_exact(u, v, c, budget: float, max_contacts: int | None) -> _Solution:
         bound = -float(dual) * v_scale if dual is not None and np.isfinite(dual) else math.inf
         logger.warning("exact solver stopped early: %s", result.message)
     return _Solution(chosen, bound)
+
+
+@contextlib.contextmanager
+def _c_stdout_silenced():
+    """Send file descriptor 1 to the null device while HiGHS runs.
+
+    Why: the HiGHS in scipy 1.17 prints a stray debug line ("HighsMipSolverData::
+    transformNewIntegerFeasibleSolution tmpSolver.run();", ERGO-Code/HiGHS#2783) with C
+    printf, which would end up inside ``ebbtide plan ... > plan.csv``.
+    """
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError, AttributeError):  # no usable fd 1: nothing to protect
+        saved = None
+    if saved is None:
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            try:
+                yield
+            finally:
+                _flush_c_stdio()
+                os.dup2(saved, 1)
+    finally:
+        os.close(saved)
+
+
+def _flush_c_stdio() -> None:
+    """fflush(NULL), so C-buffered output goes where fd 1 points now, not later."""
+    with contextlib.suppress(OSError, AttributeError, TypeError):  # no libc handle (Windows)
+        ctypes.CDLL(None).fflush(None)
 
 
 def _group_starts(u: np.ndarray) -> np.ndarray:
