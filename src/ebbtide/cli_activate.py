@@ -77,6 +77,139 @@ def segments(
         out.print(_key_value_table(f"Segments at {when.isoformat()} ({horizon})", rows))
 
 
+@app.command()
+def plan(
+    model_dir: ModelOption,
+    at: Annotated[str, typer.Option(help="Plan as of this instant (ISO 8601; UTC default).")],
+    db: DbOption = Path("ebbtide.duckdb"),
+    budget: Annotated[
+        float | None, typer.Option(help="Spend limit; overrides the catalogue's budget.")
+    ] = None,
+    actions_file: Annotated[
+        Path | None,
+        typer.Option("--actions", help="Action catalogue (TOML); default: the shipped one."),
+    ] = None,
+    objective: Annotated[
+        str | None, typer.Option(help="conversions or margin; overrides the catalogue.")
+    ] = None,
+    horizon: Annotated[str, typer.Option(help="Return window after --at: 24h, 7d.")] = "7d",
+    effects_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--effects",
+            help="Learned effects (user_id, action, uplift[, p_conversion]); default: the "
+            "prior response model, flagged as an assumption.",
+        ),
+    ] = None,
+    contacts_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--contacts",
+            help="Contact history (user_id, last_contact time) for the frequency cap.",
+        ),
+    ] = None,
+    order_value: Annotated[
+        float | None,
+        typer.Option(help="Mean order value; default: the mean purchase in the log."),
+    ] = None,
+    top_k: Annotated[int, typer.Option(help="Items to show each contacted user.")] = 5,
+    method: Annotated[str, typer.Option(help="auto, exact or greedy.")] = "auto",
+    out_file: Annotated[
+        Path, typer.Option("--out", help="The plan, one row per user: .parquet, .csv or .json.")
+    ] = Path("plan.parquet"),
+    summary_out: Annotated[
+        Path | None, typer.Option(help="Also write the headline numbers as JSON.")
+    ] = None,
+) -> None:
+    """Choose at most one action per user, within budget and caps, and the items to show."""
+    import json
+
+    from ebbtide.activate.actions import default_actions, load_actions, override
+    from ebbtide.activate.reactivation import plan_reactivation
+    from ebbtide.models.base import Model
+    from ebbtide.models.scoring import available_families
+
+    with _user_errors():
+        _require_store(db)
+        available_families()
+        when, window = parse_instant(at), parse_duration(horizon)
+        catalogue = load_actions(actions_file) if actions_file else default_actions()
+        catalogue = override(catalogue, budget=budget, objective=objective)
+        effects = _read_table(effects_file, "effects table") if effects_file else None
+        history = _days_since_contact(contacts_file, when) if contacts_file else None
+        with EventStore(db, read_only=True) as store:
+            model = Model.load(model_dir, store)
+            result = plan_reactivation(
+                model, store, at=when, horizon=window, catalogue=catalogue, effects=effects,
+                last_contact_days_ago=history, order_value=order_value, top_k=top_k,
+                method=method,
+            )  # fmt: skip
+        _write_frame(result.table, out_file)
+        summary = result.summary()
+        if summary_out is not None:
+            summary_out.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        _print_plan(result, out_file)
+
+
+def _read_table(path: Path, what: str):
+    from ebbtide.activate.campaign_log import read_campaign_log
+
+    return read_campaign_log(path, what=what)
+
+
+def _days_since_contact(path: Path, at):
+    """Days from each user's last contact to `at` (the planner's frequency-cap input)."""
+    import pandas as pd
+
+    from ebbtide.errors import ConfigError
+
+    table = _read_table(path, "contact history")
+    missing = [name for name in ("user_id", "last_contact") if name not in table.columns]
+    if missing:
+        raise ConfigError(
+            f"contact history {path} lacks column(s) {missing}; need user_id, last_contact"
+        )
+    when = pd.to_datetime(table["last_contact"], utc=True, errors="coerce")
+    if when.isna().any():
+        bad = table.loc[when.isna(), "last_contact"].iloc[0]
+        raise ConfigError(f"contact history {path}: last_contact {bad!r} is not a time")
+    days = (pd.Timestamp(at) - when).dt.total_seconds() / 86_400
+    if (days < 0).any():
+        row = table.loc[days < 0].iloc[0]
+        raise ConfigError(
+            f"contact history {path}: user {row.user_id!r} was contacted at {row.last_contact},"
+            " after --at; plan at a later time or fix the history"
+        )
+    return days.groupby(table["user_id"].to_numpy()).min()
+
+
+def _print_plan(result, out_file: Path) -> None:
+    from rich.table import Table
+
+    summary = result.summary()
+    currency = summary["currency"]
+    rows = [
+        ("users", f"{summary['users']:,}"),
+        ("contacts", f"{summary['contacts']:,}"),
+        ("budget", f"{summary['budget']:,.2f} {currency}"),
+        ("spend", f"{summary['spend']:,.2f} {currency}"),
+        ("expected extra conversions", f"{summary['expected_conversions']:,.2f}"),
+        ("solver", f"{summary['method']} (gap {summary['gap']:.3g})"),
+    ]
+    out.print(_key_value_table(f"Plan at {summary['at']} -> {out_file}", rows))
+    table = Table(title="By action and segment")
+    for name in ("action", "segment", "users", "cost", "extra conversions"):
+        table.add_column(name, justify="left" if name in ("action", "segment") else "right")
+    for row in result.by_action_and_segment().itertuples():
+        table.add_row(
+            row.action, row.segment, f"{row.users:,}", f"{row.cost:,.2f}",
+            f"{row.expected_conversions:,.2f}",
+        )  # fmt: skip
+    out.print(table)
+    for note in summary["notes"]:
+        out.print(f"[yellow]note:[/] {note}", highlight=False)
+
+
 @campaign_app.command("synth")
 def campaign_synth(
     out_file: Annotated[Path, typer.Option("--out", help="Campaign log: .csv or .parquet.")],

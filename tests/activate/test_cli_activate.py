@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -46,3 +47,31 @@ def test_campaign_synth_writes_log_and_truth(tmp_path: Path) -> None:
     assert len(pd.read_parquet(truth)) == 500
     bad = runner.invoke(app, ["campaign", "synth", "--out", str(log), "--customers", "0"])
     assert bad.exit_code == 1 and "customers" in bad.output
+
+
+def test_plan_writes_one_row_per_user_within_budget(tmp_path: Path) -> None:
+    db, model = tmp_path / "shop.duckdb", tmp_path / "decay"
+    _ok("demo", "--db", str(db), "--quiet")
+    cut = "2017-12-02T00:00+08:00"
+    _ok("train", "--db", str(db), "--model", "decay", "--until", cut, "--out", str(model))
+    contacts, plan, summary = tmp_path / "c.csv", tmp_path / "plan.parquet", tmp_path / "s.json"
+    contacts.write_text("user_id,last_contact\n1000027,2017-11-30T10:00+08:00\n")
+    result = _ok(
+        "plan", "--db", str(db), "--model", str(model), "--at", cut, "--budget", "20",
+        "--order-value", "30", "--contacts", str(contacts), "--out", str(plan),
+        "--summary-out", str(summary),
+    )  # fmt: skip
+    table = pd.read_parquet(plan)
+    assert len(table) == 815 and table.user_id.is_unique
+    assert table.cost.sum() <= 20 + 1e-9
+    assert table.set_index("user_id").loc["1000027", "action"] == "none"
+    headline = json.loads(summary.read_text())
+    assert headline["contacts"] == (table.action != "none").sum() > 0
+    assert "prior response model" in result.output
+    late = tmp_path / "late.csv"
+    late.write_text("user_id,last_contact\n1000027,2017-12-05\n")
+    bad = runner.invoke(
+        app,
+        ["plan", "--db", str(db), "--model", str(model), "--at", cut, "--contacts", str(late)],
+    )
+    assert bad.exit_code == 1 and "after --at" in bad.output

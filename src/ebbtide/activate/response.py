@@ -2,30 +2,32 @@
 
 Why a prior: a shop planning its first campaign has no log to learn uplift from, yet still
 needs a ranking of who to contact. The numbers below are *assumptions*, not estimates, and
-every value computed from them is flagged ``assumption=True`` so nobody mistakes them for
-measurements; replace them with learned uplift once a campaign has run
+every effect computed from them is flagged ``assumption=True`` so nobody mistakes it for a
+measurement; replace them with learned uplift once a campaign has run
 (`ebbtide campaign uplift`).
 
-Incremental conversion probability of a contact, by segment (recommendation push):
+Incremental conversion probability of a contact, by segment (recommendation push or email):
 active 0 (they come anyway), cooling 0.03, at_risk 0.02, dormant 0.01, lost 0. A coupon
-multiplies it by ``1 + 10 × discount`` (10% off doubles it). For the margin objective the
-value is ``lift × order value × (margin − discount)`` minus, for coupons, the discount paid
-to customers who would have bought anyway (``discount × order value × p_buy``). A coupon's
-cost adds the expected redemptions, ``discount × order value × (p_buy + lift)``.
+multiplies it by ``1 + 10 × discount`` (10% off doubles it). The effects table has the shape
+`planner.build_candidates` prices: it turns uplift into value (conversions, or uplift × order
+value × margin) and adds a coupon's expected redemptions, ``discount × order value ×
+P(conversion)``, to its cost, so the discount paid to customers who would have bought anyway
+is counted as spend.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+from ebbtide.activate.actions import NONE, Action
 from ebbtide.errors import ConfigError
 
-__all__ = ["COUPON_GAIN", "PRIOR_LIFT", "candidate_actions"]
+__all__ = ["COUPON_GAIN", "PRIOR_LIFT", "prior_effects"]
 
-#: Assumed incremental conversion probability of one push, by segment.
+#: Assumed incremental conversion probability of one contact, by segment.
 PRIOR_LIFT: Mapping[str, float] = {
     "active": 0.0,
     "cooling": 0.03,
@@ -33,75 +35,70 @@ PRIOR_LIFT: Mapping[str, float] = {
     "dormant": 0.01,
     "lost": 0.0,
 }
-#: A coupon's lift is the push lift × (1 + COUPON_GAIN × discount).
+#: A coupon's lift is the contact lift × (1 + COUPON_GAIN × discount).
 COUPON_GAIN = 10.0
 
 
-def candidate_actions(
+def prior_effects(
     users: pd.DataFrame,
-    actions: list,
+    actions: Sequence[Action],
     *,
-    objective: str,
-    order_value: float,
     lift: Mapping[str, float] = PRIOR_LIFT,
 ) -> pd.DataFrame:
-    """One row per (user, paid action) with its expected value and cost under the prior.
+    """One row per (user, paid action): the assumed uplift and P(conversion) under it.
 
     Parameters
     ----------
     users : DataFrame
-        ``user_id``, ``segment`` and optionally ``p_buy`` (0 when absent).
-    actions : list of Action
-        The catalogue's actions (``name``, ``kind``, ``cost``, ``discount``, ``margin``);
-        the free "none" action is skipped.
-    objective : {"conversions", "margin"}
-    order_value : float
-        Mean order value, in the budget's currency.
+        ``user_id``, ``segment`` and optionally ``p_buy`` (P(conversion) without contact;
+        0 when absent or NaN).
+    actions : sequence of Action
+        The catalogue's actions; the free "none" action is skipped.
+    lift : mapping of segment -> float
+        Incremental conversion probability of a plain contact per segment.
 
     Returns
     -------
     DataFrame
-        user, action, lift, value, cost, assumption (always True here).
+        user_id, action, uplift, p_conversion, assumption (always True here).
+
+    Examples
+    --------
+    >>> from ebbtide.activate.actions import default_actions
+    >>> users = pd.DataFrame({"user_id": ["a"], "segment": ["cooling"], "p_buy": [0.2]})
+    >>> prior_effects(users, default_actions().actions).set_index("action").uplift.round(3)
+    action
+    push         0.030
+    email        0.030
+    coupon_5     0.045
+    coupon_10    0.060
+    Name: uplift, dtype: float64
     """
-    if objective not in ("conversions", "margin"):
-        raise ConfigError(f"objective {objective!r}: use 'conversions' or 'margin'")
-    if not np.isfinite(order_value) or order_value <= 0:
-        raise ConfigError(f"order value {order_value!r} must be a positive number")
     unknown = sorted(set(users["segment"]) - set(lift))
     if unknown:
         raise ConfigError(f"no prior lift for segments {unknown}; known: {sorted(lift)}")
     base = users["segment"].map(lift).to_numpy(dtype=float)
-    p_buy = users["p_buy"].to_numpy(dtype=float) if "p_buy" in users else np.zeros(len(users))
-    p_buy = np.nan_to_num(p_buy, nan=0.0)
+    if "p_buy" in users:
+        p_buy = np.nan_to_num(users["p_buy"].to_numpy(dtype=float), nan=0.0)
+    else:
+        p_buy = np.zeros(len(users))
     frames = []
     for action in actions:
-        if action.name == "none":
+        if action.name == NONE:
             continue
         discount = float(action.discount or 0.0)
         gain = base * (1.0 + COUPON_GAIN * discount) if action.kind == "coupon" else base
-        cost = np.full(len(users), float(action.cost))
-        cost = cost + discount * order_value * (p_buy + gain)
-        if objective == "conversions":
-            value = gain
-        else:
-            if action.margin is None:
-                raise ConfigError(
-                    f"action {action.name!r} has no margin; the margin objective needs one"
-                )
-            value = gain * order_value * (action.margin - discount)
-            value = value - discount * order_value * p_buy
         frames.append(
             pd.DataFrame(
                 {
-                    "user": users["user_id"].to_numpy(),
+                    "user_id": users["user_id"].to_numpy(),
                     "action": action.name,
-                    "lift": gain,
-                    "value": value,
-                    "cost": cost,
+                    "uplift": gain,
+                    "p_conversion": np.minimum(p_buy + gain, 1.0),
                     "assumption": True,
                 }
             )
         )
     if not frames:
-        return pd.DataFrame(columns=["user", "action", "lift", "value", "cost", "assumption"])
+        return pd.DataFrame(columns=["user_id", "action", "uplift", "p_conversion", "assumption"])
     return pd.concat(frames, ignore_index=True)
