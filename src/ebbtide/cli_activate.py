@@ -6,10 +6,15 @@ wiring; like the rest of the CLI these only turn options into library calls.
 
 from __future__ import annotations
 
+import json
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
+from rich.table import Table
 
 from ebbtide.cli import (
     DbOption,
@@ -18,14 +23,16 @@ from ebbtide.cli import (
     _user_errors,
     _write_frame,
     app,
+    err,
     out,
     parse_duration,
     parse_instant,
 )
+from ebbtide.errors import CampaignWarning
 from ebbtide.store import EventStore
 
 campaign_app = typer.Typer(
-    help="Campaign logs: synthetic ones with known effects (analysis commands to follow).",
+    help="Campaign logs: analyse one (A/B, uplift, plan value), learn uplift, or synthesise one.",
     no_args_is_help=True,
 )
 app.add_typer(campaign_app, name="campaign")
@@ -122,8 +129,6 @@ def plan(
     ] = None,
 ) -> None:
     """Choose at most one action per user, within budget and caps, and the items to show."""
-    import json
-
     from ebbtide.activate.actions import default_actions, load_actions, override
     from ebbtide.activate.reactivation import plan_reactivation
     from ebbtide.models.base import Model
@@ -184,8 +189,6 @@ def _days_since_contact(path: Path, at):
 
 
 def _print_plan(result, out_file: Path) -> None:
-    from rich.table import Table
-
     summary = result.summary()
     currency = summary["currency"]
     rows = [
@@ -232,3 +235,232 @@ def campaign_synth(
         _write_frame(campaign.log, out_file)
         if truth_out is not None:
             _write_frame(campaign.truth, truth_out)
+
+
+LogArgument = Annotated[Path, typer.Argument(help="Campaign log: .csv (.gz) or .parquet.")]
+ArmColOption = Annotated[str, typer.Option(help="Column holding each row's arm.")]
+ControlOption = Annotated[str, typer.Option(help="Arm value of the control group.")]
+UserColOption = Annotated[str, typer.Option(help="User id column.")]
+SeedOption = Annotated[int, typer.Option(help="Seeds splits, learners and resamples.")]
+JsonOption = Annotated[Path | None, typer.Option("--json", help="Also write the results as JSON.")]
+
+
+def _names(text: str | None) -> list[str]:
+    """A comma-separated option as a list (empty entries dropped)."""
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
+@contextmanager
+def _campaign_notes():
+    """Show the data warnings raised while analysing (dropped rows, SRM...) as notes."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CampaignWarning)
+        yield
+    for message in dict.fromkeys(str(w.message) for w in caught if w.category is CampaignWarning):
+        err.print(f"[yellow]note:[/] {message}", highlight=False, soft_wrap=True)
+
+
+def _load_campaign(
+    log: Path, arm_col: str, control: str, outcomes: list[str], user_col: str, **options
+):
+    from ebbtide.activate.campaign_log import prepare_campaign, read_campaign_log
+
+    frame = read_campaign_log(log, user_col=user_col)
+    return prepare_campaign(
+        frame, arm_col=arm_col, control=control, outcomes=outcomes, user_col=user_col, **options
+    )
+
+
+def _known_users(db: Path | None):
+    if db is None:
+        return None
+    _require_store(db)
+    with EventStore(db, read_only=True) as store:
+        return store.con.execute("SELECT user_id FROM users").df()["user_id"].to_numpy()
+
+
+@campaign_app.command("analyze")
+def campaign_analyze(
+    log: LogArgument,
+    arm_col: ArmColOption,
+    control: ControlOption,
+    outcomes: Annotated[str, typer.Option(help="Outcome columns, e.g. visit,conversion,spend.")],
+    treatments: Annotated[
+        str | None, typer.Option(help="Arms to compare (comma-separated); default all.")
+    ] = None,
+    propensity_col: Annotated[
+        str | None, typer.Option(help="Logged probability of each row's own arm.")
+    ] = None,
+    features: Annotated[
+        str | None,
+        typer.Option(help="Pre-campaign columns to learn an uplift score and a plan from."),
+    ] = None,
+    score_col: Annotated[
+        str | None, typer.Option(help="Rank by this column instead (higher = more uplift).")
+    ] = None,
+    policy_col: Annotated[
+        str | None, typer.Option(help="Column with the arm a proposed plan gives each row.")
+    ] = None,
+    learner: Annotated[str, typer.Option(help="Uplift learner: t, x or dr.")] = "x",
+    bootstrap: Annotated[int, typer.Option(help="Resamples for off-policy intervals.")] = 200,
+    seed: SeedOption = 0,
+    user_col: UserColOption = "user_id",
+    db: Annotated[
+        Path | None, typer.Option(help="Event store: warn about users it does not know.")
+    ] = None,
+    json_out: JsonOption = None,
+    markdown_out: Annotated[
+        Path | None, typer.Option("--markdown", help="Also write the tables as Markdown.")
+    ] = None,
+) -> None:
+    """Each arm against control (rates, revenue, CIs, p-values, SRM), uplift curves, plan value."""
+    from ebbtide.activate.campaign_analysis import analyze_campaign
+
+    with _user_errors(), _campaign_notes():
+        outcome_list = _names(outcomes)
+        data = _load_campaign(
+            log, arm_col, control, outcome_list, user_col,
+            treatments=_names(treatments) or None, propensity_col=propensity_col,
+            known_users=_known_users(db),
+        )  # fmt: skip
+        result = analyze_campaign(
+            data, features=_names(features) or None, score_col=score_col,
+            policy_col=policy_col, learner=learner, n_bootstrap=bootstrap, seed=seed,
+        )  # fmt: skip
+        _print_analysis(result)
+        if json_out is not None:
+            json_out.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
+        if markdown_out is not None:
+            markdown_out.write_text(result.to_markdown(), encoding="utf-8")
+
+
+def _print_analysis(result) -> None:
+    table = Table(title=f"Arms against control ({result.n_rows:,} rows)")
+    for name in ("arm", "metric", "control", "arm mean", "diff [95% CI]", "rel.", "p Holm"):
+        table.add_column(name, justify="left" if name in ("arm", "metric") else "right")
+    for row in result.ab.table.itertuples(index=False):
+        table.add_row(
+            row.arm, row.metric.replace("_per_user", "/user"), f"{row.mean_control:.3g}",
+            f"{row.mean_arm:.3g}",
+            f"{row.diff:+.2g} [{row.diff_ci_low:+.2g}, {row.diff_ci_high:+.2g}]",
+            f"{row.rel_diff:+.0%}", f"{row.p_value_holm:.2g}",
+        )  # fmt: skip
+    out.print(table)
+    srm = result.ab.srm
+    verdict = "[bold red]MISMATCH[/]" if srm["srm_detected"] else "ok"
+    out.print(
+        f"sample ratio: {verdict} (chi² p = {srm['p_value']:.3g}, observed {srm['observed']})"
+    )
+    if result.uplift:
+        first = result.uplift[0]
+        curves = Table(title=f"Uplift on {first.outcome} ({first.score})")
+        for name in ("arm", "ranking", "qini", "qini n.", "auuc", "@10%", "@20%", "@30%"):
+            curves.add_column(name, justify="left" if name in ("arm", "ranking") else "right")
+        for arm in result.uplift:
+            for label, numbers in (("model", arm.metrics), ("random", arm.random)):
+                curves.add_row(
+                    arm.arm, label,
+                    *(f"{numbers[key]:.3g}" for key in (
+                        "qini", "qini_normalised", "auuc",
+                        "uplift_at_10pct", "uplift_at_20pct", "uplift_at_30pct",
+                    )),
+                )  # fmt: skip
+        out.print(curves)
+    for value in result.policy_values:
+        plan = Table(title=f"Plan value on {value.outcome} ({result.policy_source})")
+        for name in ("estimator", "mean per user", "95% interval"):
+            plan.add_column(name, justify="left" if name == "estimator" else "right")
+        for row in value.table.itertuples(index=False):
+            plan.add_row(
+                row.estimator, f"{row.value:.4g}", f"[{row.ci_low:.4g}, {row.ci_high:.4g}]"
+            )
+        out.print(plan)
+
+
+@campaign_app.command("uplift")
+def campaign_uplift(
+    log: LogArgument,
+    arm_col: ArmColOption,
+    control: ControlOption,
+    treatment: Annotated[str, typer.Option(help="Arm value of the treatment to model.")],
+    outcome: Annotated[str, typer.Option(help="Outcome column, e.g. visit or conversion.")],
+    features: Annotated[str, typer.Option(help="Feature columns, comma-separated.")],
+    test_size: Annotated[float, typer.Option(help="Held-out share for the scores.")] = 0.3,
+    learners: Annotated[str, typer.Option(help="Learners to compare: t,x,dr.")] = "t,x,dr",
+    propensity_col: Annotated[
+        str | None, typer.Option(help="Logged P(treatment) per row; default: learned.")
+    ] = None,
+    seed: SeedOption = 0,
+    user_col: UserColOption = "user_id",
+    json_out: JsonOption = None,
+    score_out: Annotated[
+        Path | None,
+        typer.Option(help="Per-row uplift of every learner, with its split: .csv or .parquet."),
+    ] = None,
+) -> None:
+    """Fit T-, X- and DR-learners on one split; Qini, AUUC and uplift@k on the held-out rows."""
+    from ebbtide.activate.uplift import compare_learners
+
+    with _user_errors(), _campaign_notes():
+        data = _load_campaign(
+            log, arm_col, control, [outcome], user_col,
+            treatments=[treatment], propensity_col=propensity_col,
+        )  # fmt: skip
+        frame = data.frame
+        treated = data.arm == treatment
+        comparison = compare_learners(
+            frame, treated, data.outcome_values(outcome), _names(features),
+            learners=_names(learners), test_size=test_size, seed=seed,
+            propensity=_treatment_propensity(data, treated),
+        )  # fmt: skip
+        _print_comparison(comparison, treatment, outcome)
+        if json_out is not None:
+            payload = comparison.to_dict() | {"treatment": treatment, "outcome": outcome}
+            json_out.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+        if score_out is not None:
+            scores = frame[[user_col]].copy()
+            scores["split"] = "train"
+            scores.loc[comparison.test_scores.index, "split"] = "test"
+            for name, model in comparison.models.items():
+                scores[f"uplift_{name}"] = model.predict(frame[_names(features)])
+            _write_frame(scores, score_out)
+
+
+def _treatment_propensity(data, treated):
+    """P(treatment) per row from the logged propensity of each row's own arm, if given.
+
+    Only a two-arm log determines it (P(treatment) = 1 − P(control)); with a third arm in
+    the log the learners estimate it from the features instead.
+    """
+    if data.propensity is None:
+        return None
+    if data.dropped["reason"].str.startswith("arm '").any():
+        warnings.warn(
+            "the log has other arms besides these two, so the logged propensities do not "
+            "give P(treatment | treatment or control): the learners estimate it instead",
+            CampaignWarning,
+            stacklevel=2,
+        )
+        return None
+    return np.where(treated, data.propensity, 1.0 - data.propensity)
+
+
+def _print_comparison(comparison, treatment: str, outcome: str) -> None:
+    title = (
+        f"{treatment} vs control on {outcome}: held-out {comparison.n_test:,} rows "
+        f"(trained on {comparison.n_train:,})"
+    )
+    table = Table(title=title)
+    columns = ["qini", "qini_normalised", "auuc", "auuc_normalised"]
+    columns += [c for c in comparison.table.columns if c.startswith("uplift_at_")]
+    headers = [
+        c.replace("_normalised", " n.").replace("uplift_at_", "@").replace("pct", "%")
+        for c in columns
+    ]
+    for name in ("learner", *headers, "fit s"):
+        table.add_column(name, justify="left" if name == "learner" else "right")
+    for row in comparison.table.to_dict(orient="records"):
+        fit = "" if np.isnan(row["fit_seconds"]) else f"{row['fit_seconds']:.1f}"
+        table.add_row(row["learner"], *(f"{row[c]:.3g}" for c in columns), fit)
+    out.print(table)
+    out.print(comparison.normalisation, highlight=False)

@@ -345,16 +345,19 @@ def _attach_items(
             DataQualityWarning,
             stacklevel=3,
         )
+    # `recommend` gives every user the same number of rows, in rank order: one reshape
+    # turns the columns into per-user lists without a Python-level group-by.
     recs = recs.sort_values(["user_id", "rank"], kind="stable")
-    lists = recs.groupby("user_id", sort=False).agg(
-        items=("item_id", list),
-        item_categories=("category_id", list),
-        category_interest=("p_engage", lambda v: [float(x) for x in v]),
-    )
-    position = table.set_index("user_id").index
-    rows = position.get_indexer(lists.index)
-    for column in ("items", "item_categories", "category_interest"):
+    width = int(recs["rank"].max())
+    users = recs["user_id"].to_numpy()[::width]
+    rows = table.set_index("user_id").index.get_indexer(users)
+    for column, source in (
+        ("items", "item_id"),
+        ("item_categories", "category_id"),
+        ("category_interest", "p_engage"),
+    ):
         values = table[column].to_list()
-        for row, value in zip(rows, lists[column], strict=True):
+        lists = recs[source].to_numpy(dtype=float if source == "p_engage" else object)
+        for row, value in zip(rows, lists.reshape(-1, width).tolist(), strict=True):
             values[row] = value
         table[column] = values

@@ -35,6 +35,7 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from ebbtide.activate import qini
 from ebbtide.errors import CampaignLogError, ConfigError, DataQualityWarning, NotFittedError
+from ebbtide.jsonable import to_jsonable
 
 __all__ = [
     "LEARNERS",
@@ -378,10 +379,7 @@ class UpliftComparison:
 
     def to_dict(self) -> dict:
         """The table and its context as plain JSON types (NaN → None; no per-row scores)."""
-        rows = [
-            {key: _plain(value) for key, value in row.items()}
-            for row in self.table.to_dict(orient="records")
-        ]
+        rows = to_jsonable(self.table.to_dict(orient="records"))
         return {
             "normalisation": self.normalisation,
             "n_train": self.n_train,
@@ -507,14 +505,6 @@ def _is_number(value: object) -> bool:
         and not isinstance(value, bool)
         and math.isfinite(value)
     )
-
-
-def _plain(value: object) -> object:
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _as_frame(X: object) -> pd.DataFrame:
