@@ -6,8 +6,7 @@ format is refused before anything is written.
 
 Examples
 --------
->>> from ebbtide.sql import bind
-from ebbtide.store import EventStore
+>>> from ebbtide.store import EventStore
 >>> from ebbtide.datasets import taobao_sample_path
 >>> with EventStore(":memory:") as store:
 ...     summary = ingest_file(store, taobao_sample_path(), "taobao")
