@@ -18,6 +18,7 @@ from rich.table import Table
 
 from ebbtide.cli import (
     DbOption,
+    _after_last_event,
     _key_value_table,
     _require_store,
     _user_errors,
@@ -28,7 +29,7 @@ from ebbtide.cli import (
     parse_duration,
     parse_instant,
 )
-from ebbtide.errors import CampaignWarning
+from ebbtide.errors import CampaignWarning, ConfigError
 from ebbtide.store import EventStore
 
 campaign_app = typer.Typer(
@@ -260,17 +261,6 @@ def _campaign_notes():
         err.print(f"[yellow]note:[/] {message}", highlight=False, soft_wrap=True)
 
 
-def _load_campaign(
-    log: Path, arm_col: str, control: str, outcomes: list[str], user_col: str, **options
-):
-    from ebbtide.activate.campaign_log import prepare_campaign, read_campaign_log
-
-    frame = read_campaign_log(log, user_col=user_col)
-    return prepare_campaign(
-        frame, arm_col=arm_col, control=control, outcomes=outcomes, user_col=user_col, **options
-    )
-
-
 def _known_users(db: Path | None):
     if db is None:
         return None
@@ -306,8 +296,12 @@ def campaign_analyze(
     seed: SeedOption = 0,
     user_col: UserColOption = "user_id",
     db: Annotated[
-        Path | None, typer.Option(help="Event store: warn about users it does not know.")
+        Path | None,
+        typer.Option(help="Event store: warn about unknown users; with --at join store_*."),
     ] = None,
+    model_dir: FeatureModelOption = None,
+    at: FeatureAtOption = None,
+    horizon: HorizonOption = "7d",
     json_out: JsonOption = None,
     markdown_out: Annotated[
         Path | None, typer.Option("--markdown", help="Also write the tables as Markdown.")
@@ -315,13 +309,19 @@ def campaign_analyze(
 ) -> None:
     """Each arm against control (rates, revenue, CIs, p-values, SRM), uplift curves, plan value."""
     from ebbtide.activate.campaign_analysis import analyze_campaign
+    from ebbtide.activate.campaign_log import prepare_campaign, read_campaign_log
 
     with _user_errors(), _campaign_notes():
-        outcome_list = _names(outcomes)
-        data = _load_campaign(
-            log, arm_col, control, outcome_list, user_col,
-            treatments=_names(treatments) or None, propensity_col=propensity_col,
-            known_users=_known_users(db),
+        frame = read_campaign_log(log, user_col=user_col)
+        known = None
+        if db is not None and at is not None:
+            frame, known, _ = _join_store_features(frame, db, model_dir, at, horizon, user_col)
+        elif db is not None:
+            known = _known_users(db)
+        data = prepare_campaign(
+            frame, arm_col=arm_col, control=control, outcomes=_names(outcomes),
+            user_col=user_col, treatments=_names(treatments) or None,
+            propensity_col=propensity_col, known_users=known,
         )  # fmt: skip
         result = analyze_campaign(
             data, features=_names(features) or None, score_col=score_col,
@@ -377,6 +377,20 @@ def _print_analysis(result) -> None:
         out.print(plan)
 
 
+StoreDbOption = Annotated[
+    Path | None, typer.Option("--db", help="Event store: join store_* features of each user.")
+]
+FeatureModelOption = Annotated[
+    Path | None,
+    typer.Option("--model", "-m", help="With --db: add the model's outputs as features."),
+]
+FeatureAtOption = Annotated[
+    str | None,
+    typer.Option("--at", help="With --db: campaign start; features use events before it."),
+]
+HorizonOption = Annotated[str, typer.Option(help="Window of the model's probabilities.")]
+
+
 @campaign_app.command("uplift")
 def campaign_uplift(
     log: LogArgument,
@@ -384,7 +398,10 @@ def campaign_uplift(
     control: ControlOption,
     treatment: Annotated[str, typer.Option(help="Arm value of the treatment to model.")],
     outcome: Annotated[str, typer.Option(help="Outcome column, e.g. visit or conversion.")],
-    features: Annotated[str, typer.Option(help="Feature columns, comma-separated.")],
+    features: Annotated[
+        str | None,
+        typer.Option(help="Feature columns, comma-separated; default with --db: all store_*."),
+    ] = None,
     test_size: Annotated[float, typer.Option(help="Held-out share for the scores.")] = 0.3,
     learners: Annotated[str, typer.Option(help="Learners to compare: t,x,dr.")] = "t,x,dr",
     propensity_col: Annotated[
@@ -392,38 +409,135 @@ def campaign_uplift(
     ] = None,
     seed: SeedOption = 0,
     user_col: UserColOption = "user_id",
+    db: StoreDbOption = None,
+    model_dir: FeatureModelOption = None,
+    at: FeatureAtOption = None,
+    horizon: HorizonOption = "7d",
     json_out: JsonOption = None,
     score_out: Annotated[
         Path | None,
         typer.Option(help="Per-row uplift of every learner, with its split: .csv or .parquet."),
     ] = None,
+    effects_out: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --db: refit the best learner on every row and write each store user's "
+            "effect (user_id, action, uplift) for `ebbtide plan --effects`."
+        ),
+    ] = None,
+    score_at: Annotated[
+        str | None, typer.Option(help="Instant the effects are scored at; default: now.")
+    ] = None,
+    actions: Annotated[
+        str | None,
+        typer.Option(help="Catalogue actions the treatment stands for (default: its name)."),
+    ] = None,
 ) -> None:
     """Fit T-, X- and DR-learners on one split; Qini, AUUC and uplift@k on the held-out rows."""
-    from ebbtide.activate.uplift import compare_learners
+    from ebbtide.activate.campaign_log import prepare_campaign, read_campaign_log
+    from ebbtide.activate.uplift import build_learner, compare_learners
 
     with _user_errors(), _campaign_notes():
-        data = _load_campaign(
-            log, arm_col, control, [outcome], user_col,
-            treatments=[treatment], propensity_col=propensity_col,
+        frame = read_campaign_log(log, user_col=user_col)
+        known = None
+        if db is not None:
+            frame, known, feature_names = _join_store_features(
+                frame, db, model_dir, at, horizon, user_col
+            )
+        elif effects_out is not None:
+            raise ConfigError("--effects-out scores the store's users: give --db and --at too")
+        chosen = _names(features) or (feature_names if db is not None else [])
+        if not chosen:
+            raise ConfigError("name the feature columns with --features (or give --db --at)")
+        data = prepare_campaign(
+            frame, arm_col=arm_col, control=control, outcomes=[outcome], user_col=user_col,
+            treatments=[treatment], propensity_col=propensity_col, known_users=known,
         )  # fmt: skip
-        frame = data.frame
-        treated = data.arm == treatment
+        treated, y = data.arm == treatment, data.outcome_values(outcome)
+        propensity = _treatment_propensity(data, treated)
         comparison = compare_learners(
-            frame, treated, data.outcome_values(outcome), _names(features),
-            learners=_names(learners), test_size=test_size, seed=seed,
-            propensity=_treatment_propensity(data, treated),
+            data.frame, treated, y, chosen, learners=_names(learners), test_size=test_size,
+            seed=seed, propensity=propensity,
         )  # fmt: skip
         _print_comparison(comparison, treatment, outcome)
         if json_out is not None:
             payload = comparison.to_dict() | {"treatment": treatment, "outcome": outcome}
             json_out.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
         if score_out is not None:
-            scores = frame[[user_col]].copy()
+            scores = data.frame[[user_col]].copy()
             scores["split"] = "train"
             scores.loc[comparison.test_scores.index, "split"] = "test"
-            for name, model in comparison.models.items():
-                scores[f"uplift_{name}"] = model.predict(frame[_names(features)])
+            for name, fitted in comparison.models.items():
+                scores[f"uplift_{name}"] = fitted.predict(data.frame[chosen])
             _write_frame(scores, score_out)
+        if effects_out is not None:
+            learned = comparison.table[comparison.table["learner"] != "random"]
+            best = learned.sort_values("qini", ascending=False, kind="stable")["learner"].iloc[0]
+            final = build_learner(best, random_state=seed)
+            final.fit(data.frame[chosen], treated, y, propensity)
+            effects = _store_effects(
+                final, chosen, db, model_dir, score_at, horizon, _names(actions) or [treatment]
+            )
+            _write_frame(effects, effects_out)
+            out.print(
+                f"effects of {', '.join(_names(actions) or [treatment])} for "
+                f"{effects['user_id'].nunique():,} store users by the {best}-learner "
+                f"(best held-out Qini) -> {effects_out}"
+            )
+
+
+def _join_store_features(frame, db: Path, model_dir, at: str | None, horizon: str, user_col):
+    """The log with each user's store_* features at the campaign start joined on."""
+    from ebbtide.activate.store_features import attach_store_features, store_features
+
+    if at is None:
+        raise ConfigError("--db needs --at, the campaign start: features use events before it")
+    _require_store(db)
+    with EventStore(db, read_only=True) as store:
+        model = _load_model(model_dir, store)
+        table = store_features(store, model, at=parse_instant(at), horizon=parse_duration(horizon))
+        known = store.con.execute("SELECT user_id FROM users").df()["user_id"].to_numpy()
+    names = [name for name in table.columns if name != "user_id"]
+    clash = sorted(set(names) & set(frame.columns))
+    if clash:
+        raise ConfigError(f"the log already has column(s) {clash}; rename them in the log")
+    return attach_store_features(frame, table, user_col=user_col), known, names
+
+
+def _load_model(model_dir: Path | None, store: EventStore):
+    if model_dir is None:
+        return None
+    from ebbtide.models.base import Model
+    from ebbtide.models.scoring import available_families
+
+    available_families()
+    return Model.load(model_dir, store)
+
+
+def _store_effects(learner, features, db, model_dir, score_at, horizon, actions):
+    """Each store user's predicted effect at `score_at`, once per catalogue action."""
+    import pandas as pd
+
+    from ebbtide.activate.store_features import store_features
+
+    outside = [name for name in features if not name.startswith("store_")]
+    if outside:
+        raise ConfigError(
+            f"features {outside} come from the log, not the store, so store users cannot be "
+            "scored: use store_* features only with --effects-out"
+        )
+    with EventStore(db, read_only=True) as store:
+        when = parse_instant(score_at) if score_at else _after_last_event(store)
+        model = _load_model(model_dir, store)
+        table = store_features(store, model, at=when, horizon=parse_duration(horizon))
+    uplift = learner.predict(table[features])
+    return pd.concat(
+        [
+            pd.DataFrame({"user_id": table["user_id"], "action": name, "uplift": uplift})
+            for name in actions
+        ],
+        ignore_index=True,
+    )
 
 
 def _treatment_propensity(data, treated):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from typer.testing import CliRunner
 
@@ -123,3 +124,45 @@ def test_campaign_commands_fail_clearly_on_bad_logs(tmp_path: Path) -> None:
               "--control", "control", "--outcomes", "conversion"],
     )  # fmt: skip
     assert bad.exit_code == 1 and "empty" in bad.output
+
+
+def test_learned_uplift_from_store_features_feeds_the_plan(tmp_path: Path) -> None:
+    """campaign log of store users -> uplift on store_* features -> effects -> plan."""
+    db, model = tmp_path / "shop.duckdb", tmp_path / "decay"
+    _ok("demo", "--db", str(db), "--quiet")
+    start = "2017-12-01T00:00+08:00"
+    _ok("train", "--db", str(db), "--model", "decay", "--until", start, "--out", str(model))
+    _ok("segments", "--db", str(db), "--model", str(model), "--at", start,
+        "--out", str(tmp_path / "seg.csv"))  # fmt: skip
+    ids = pd.read_csv(tmp_path / "seg.csv", dtype={"user_id": str}).user_id
+    rng = np.random.default_rng(0)
+    arm = rng.choice(["control", "push"], size=len(ids))
+    log = pd.DataFrame({"user_id": [*ids, "stranger"], "arm": [*arm, "push"]})
+    log["conversion"] = (rng.random(len(log)) < 0.2 + 0.1 * (log.arm == "push")).astype(int)
+    path = tmp_path / "log.csv"
+    log.to_csv(path, index=False)
+    effects = tmp_path / "effects.parquet"
+    result = _ok(
+        "campaign", "uplift", str(path), "--arm-col", "arm", "--control", "control",
+        "--treatment", "push", "--outcome", "conversion", "--db", str(db), "--model",
+        str(model), "--at", start, "--effects-out", str(effects), "--score-at",
+        "2017-12-02T00:00+08:00", "--actions", "push,email",
+    )  # fmt: skip
+    assert "1 of 816 users have no events" in result.output
+    table = pd.read_parquet(effects)
+    assert set(table.action) == {"push", "email"} and len(table) == 2 * 815
+    assert np.isfinite(table.uplift).all()
+    plan = tmp_path / "plan.parquet"
+    _ok("plan", "--db", str(db), "--model", str(model), "--at", "2017-12-02T00:00+08:00",
+        "--effects", str(effects), "--budget", "1", "--out", str(plan))  # fmt: skip
+    planned = pd.read_parquet(plan)
+    assert not planned.assumption.any() and planned.cost.sum() <= 1 + 1e-9
+    contacted = planned[planned.action != "none"]
+    assert len(contacted) > 0 and (contacted.expected_uplift > 0).all()
+    bad = runner.invoke(
+        app,
+        ["campaign", "uplift", str(path), "--arm-col", "arm", "--control", "control",
+         "--treatment", "push", "--outcome", "conversion", "--features", "arm",
+         "--effects-out", str(effects)],
+    )  # fmt: skip
+    assert bad.exit_code == 1 and "--db and --at" in bad.output
