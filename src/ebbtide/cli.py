@@ -637,7 +637,7 @@ def demo(
 
 
 # the activation commands register themselves on `app`
-from ebbtide import cli_activate  # noqa: E402, F401
+from ebbtide import cli_activate, cli_evaluate  # noqa: E402, F401
 
 if __name__ == "__main__":  # pragma: no cover
     app()

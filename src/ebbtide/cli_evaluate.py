@@ -1,0 +1,125 @@
+"""`ebbtide evaluate`: several models on one temporal holdout, one comparison table.
+
+Kept apart from `ebbtide.cli` (which registers it) so each file holds one stage's wiring.
+"""
+
+from __future__ import annotations
+
+import warnings
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ebbtide.cli import (
+    DbOption,
+    QuietOption,
+    _after_last_event,
+    _require_store,
+    _stages,
+    _user_errors,
+    _write_json,
+    app,
+    err,
+    out,
+    parse_duration,
+    parse_instant,
+)
+from ebbtide.store import EventStore
+
+#: Columns shown in the terminal; JSON and Markdown carry every metric.
+_SHOWN = (
+    ("return_auc", "return AUC"),
+    ("return_ece", "return ECE"),
+    ("return_c_index", "return C"),
+    ("buy_auc", "buy AUC"),
+    ("engage_auc", "re-engage AUC"),
+    ("reactivation_auc", "re-activate AUC"),
+    ("recall_at_k", "recall@K"),
+    ("ndcg_at_k", "NDCG@K"),
+    ("fit_seconds", "fit s"),
+    ("score_seconds", "score s"),
+)
+
+
+@app.command()
+def evaluate(
+    db: DbOption = Path("ebbtide.duckdb"),
+    models: Annotated[
+        str, typer.Option(help="Families to compare, comma-separated.")
+    ] = "popular,btyd,gbdt,decay,neural",
+    cutoff: Annotated[
+        str | None,
+        typer.Option(
+            help="Fit before this instant (ISO 8601); default: one horizon before the end."
+        ),
+    ] = None,
+    horizon: Annotated[str, typer.Option(help="Target window after the cut-off: 24h, 7d.")] = "1d",
+    k: Annotated[int, typer.Option(help="Length of the item lists (full ranking).")] = 20,
+    dormant_days: Annotated[
+        float, typer.Option(help="A category untouched this long counts as dormant.")
+    ] = 3.0,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write every metric as JSON.")
+    ] = None,
+    markdown_out: Annotated[
+        Path | None, typer.Option("--markdown", help="Write the table as Markdown.")
+    ] = None,
+    quiet: QuietOption = False,
+) -> None:
+    """Fit each model before the cut-off and score all of them on what happened next."""
+    from ebbtide.evaluate.temporal import temporal_holdout
+    from ebbtide.models.scoring import available_families
+
+    with _user_errors():
+        _require_store(db)
+        available_families()
+        names = [name.strip() for name in models.split(",") if name.strip()]
+        window = parse_duration(horizon)
+        with EventStore(db, read_only=True) as store:
+            when = parse_instant(cutoff) if cutoff else _default_cutoff(store, window)
+            with _stages(quiet, "evaluating") as stage, warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # fits' convergence notes; the table speaks
+                result = temporal_holdout(
+                    store, names, cutoff=when, horizon=window, k=k, dormant_days=dormant_days,
+                    on_stage=stage,
+                )  # fmt: skip
+        _print_evaluation(result)
+        _write_json(json_out, result.to_dict())
+        if markdown_out is not None:
+            markdown_out.write_text(result.to_markdown(), encoding="utf-8")
+            err.print(f"wrote {markdown_out}")
+
+
+def _default_cutoff(store: EventStore, window) -> datetime:
+    return _after_last_event(store) - window
+
+
+def _print_evaluation(result) -> None:
+    """Metrics as rows and models as columns: five models fit an 80-column terminal."""
+    split = result.split
+    title = (
+        f"Temporal holdout at {split['cutoff']} (+{split['horizon_days']:g} d): "
+        f"{split['users']:,} users, {split['history_events']:,} + {split['window_events']:,} "
+        "events"
+    )
+    table = Table(title=title)
+    table.add_column("metric")
+    records = result.table.to_dict(orient="records")
+    for row in records:
+        table.add_column(row["model"], justify="right")
+    for column, label in _SHOWN:
+        if column not in result.table.columns:
+            continue
+        cells = []
+        for row in records:
+            value = row[column]
+            if value is None or value != value:
+                cells.append("–")
+            else:
+                cells.append(f"{value:.1f}" if column.endswith("seconds") else f"{value:.3f}")
+        table.add_row(label.replace("K", str(result.k)), *cells)
+    out.print(table)
+    out.print("–: the model does not answer that query. Every metric: --json or --markdown.")
