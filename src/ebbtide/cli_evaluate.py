@@ -1,4 +1,4 @@
-"""`ebbtide evaluate`: several models on one temporal holdout, one comparison table.
+"""`ebbtide evaluate`: several models on one split (temporal holdout or leave-one-out).
 
 Kept apart from `ebbtide.cli` (which registers it) so each file holds one stage's wiring.
 """
@@ -27,6 +27,7 @@ from ebbtide.cli import (
     parse_duration,
     parse_instant,
 )
+from ebbtide.errors import ConfigError
 from ebbtide.store import EventStore
 
 #: Columns shown in the terminal; JSON and Markdown carry every metric.
@@ -57,7 +58,12 @@ def evaluate(
         ),
     ] = None,
     horizon: Annotated[str, typer.Option(help="Target window after the cut-off: 24h, 7d.")] = "1d",
-    k: Annotated[int, typer.Option(help="Length of the item lists (full ranking).")] = 20,
+    protocol: Annotated[
+        str, typer.Option(help="holdout (fit before a cut-off) or loo (last event per user).")
+    ] = "holdout",
+    k: Annotated[
+        int | None, typer.Option(help="Length of the item lists; default 20 (holdout), 10 (loo).")
+    ] = None,
     dormant_days: Annotated[
         float, typer.Option(help="A category untouched this long counts as dormant.")
     ] = 3.0,
@@ -69,24 +75,41 @@ def evaluate(
     ] = None,
     quiet: QuietOption = False,
 ) -> None:
-    """Fit each model before the cut-off and score all of them on what happened next."""
+    """Fit each model on one split and score all of them on the same held-out events.
+
+    holdout: fit before --cutoff, score return, purchase, time to return, category
+    re-engagement and next items in the --horizon after it. loo: each user's last event is
+    the test target and the one before it validation (RecBole's protocol), full ranking.
+    """
+    from ebbtide.evaluate.leave_one_out import leave_one_out
     from ebbtide.evaluate.temporal import temporal_holdout
     from ebbtide.models.scoring import available_families
 
     with _user_errors():
+        if protocol not in ("holdout", "loo"):
+            raise ConfigError(f"--protocol {protocol!r}: use holdout or loo")
         _require_store(db)
         available_families()
         names = [name.strip() for name in models.split(",") if name.strip()]
         window = parse_duration(horizon)
-        with EventStore(db, read_only=True) as store:
-            when = parse_instant(cutoff) if cutoff else _default_cutoff(store, window)
-            with _stages(quiet, "evaluating") as stage, warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # fits' convergence notes; the table speaks
+        with (
+            EventStore(db, read_only=True) as store,
+            _stages(quiet, "evaluating") as stage,
+            warnings.catch_warnings(),
+        ):
+            warnings.simplefilter("ignore")  # fits' convergence notes; the table speaks
+            if protocol == "loo":
+                result = leave_one_out(store, names, k=k or 10, on_stage=stage)
+            else:
+                when = parse_instant(cutoff) if cutoff else _default_cutoff(store, window)
                 result = temporal_holdout(
-                    store, names, cutoff=when, horizon=window, k=k, dormant_days=dormant_days,
-                    on_stage=stage,
+                    store, names, cutoff=when, horizon=window, k=k or 20,
+                    dormant_days=dormant_days, on_stage=stage,
                 )  # fmt: skip
-        _print_evaluation(result)
+        if protocol == "loo":
+            _print_leave_one_out(result)
+        else:
+            _print_evaluation(result)
         _write_json(json_out, result.to_dict())
         if markdown_out is not None:
             markdown_out.write_text(result.to_markdown(), encoding="utf-8")
@@ -123,3 +146,21 @@ def _print_evaluation(result) -> None:
         table.add_row(label.replace("K", str(result.k)), *cells)
     out.print(table)
     out.print("–: the model does not answer that query. Every metric: --json or --markdown.")
+
+
+def _print_leave_one_out(result) -> None:
+    split = result.split
+    table = Table(
+        title=f"Leave-one-out: {split['users']:,} users, {split['items']:,} items (full ranking)"
+    )
+    table.add_column("metric")
+    records = result.table.to_dict(orient="records")
+    for row in records:
+        table.add_column(row["model"], justify="right")
+    for column in result.table.columns[1:]:
+        fmt = "{:.1f}" if column.endswith("seconds") else "{:.4f}"
+        label = column.replace("_seconds", " s").replace("_", " ")
+        table.add_row(label, *(fmt.format(row[column]) for row in records))
+    out.print(table)
+    for note in result.notes:
+        out.print(f"note: {note}", highlight=False)

@@ -30,3 +30,20 @@ def test_evaluate_writes_the_comparison(tmp_path: Path) -> None:
     assert "| decay |" in markdown.read_text()
     bad = runner.invoke(app, ["evaluate", "--db", str(db), "--models", "nope", "--quiet"])
     assert bad.exit_code == 1 and "no model family 'nope'" in bad.output
+
+
+def test_evaluate_leave_one_out(tmp_path: Path) -> None:
+    db = tmp_path / "shop.duckdb"
+    assert runner.invoke(app, ["demo", "--db", str(db), "--quiet"]).exit_code == 0
+    report = tmp_path / "loo.json"
+    result = runner.invoke(
+        app,
+        ["evaluate", "--db", str(db), "--protocol", "loo", "--models", "popular",
+         "--json", str(report), "--quiet"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "test ndcg@10" in result.output
+    payload = json.loads(report.read_text())
+    assert payload["protocol"] == "leave-one-out" and payload["split"]["users"] == 815
+    bad = runner.invoke(app, ["evaluate", "--db", str(db), "--protocol", "kfold", "--quiet"])
+    assert bad.exit_code == 1 and "holdout or loo" in bad.output
