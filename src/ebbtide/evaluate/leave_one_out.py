@@ -12,6 +12,10 @@ to each other with identical dense ids: *train* (without both targets) and *trai
 with the train history, for the test it is loaded onto *train+valid*, so the validation
 event is part of the history but the model is not refitted (RecBole does the same).
 
+Each user is scored at the moment of the held-out event, from the events strictly before it:
+the moment a shop would serve the list when the user shows up. Models that ignore time
+(RecBole's) are unaffected; time-aware ones see how long ago each past event was.
+
 Metrics: HR@K, NDCG@K and MRR@K of the single target from the model's top-K over all items
 (a target outside the top-K counts 0, so top-K is full ranking); items the user already
 touched are not excluded, because repeat consumption is a real next event.
@@ -118,14 +122,18 @@ def _copy_without(store: EventStore, path: Path, rowids: np.ndarray) -> None:
             copy.con.unregister("loo_source")
 
 
-def _ranks(model: Model, targets: pd.Series, at: datetime, k: int) -> np.ndarray:
-    """1-based rank of each user's target in the model's top-K; k + 1 when outside it."""
-    recs = model.recommend(list(targets.index), at=at, k=k, exclude_bought=False)
-    hit = recs.merge(
-        targets.rename("item_id").reset_index(), on=["user_id", "item_id"], how="inner"
-    )
+def _ranks(model: Model, targets: pd.Series, instants: pd.Series, k: int) -> np.ndarray:
+    """1-based rank of each user's target in the model's top-K at the user's own instant.
+
+    Users are scored in groups sharing an instant (one `recommend` call per group); a
+    target outside the top-K gets rank k + 1.
+    """
     ranks = pd.Series(k + 1, index=targets.index, dtype=np.int64)
-    ranks.loc[hit["user_id"].to_numpy()] = hit["rank"].to_numpy()
+    for when, users in instants.groupby(instants, sort=True).groups.items():
+        recs = model.recommend(list(users), at=when, k=k, exclude_bought=False)
+        wanted = targets.loc[users].rename("item_id").reset_index()
+        hit = recs.merge(wanted, on=["user_id", "item_id"], how="inner")
+        ranks.loc[hit["user_id"].to_numpy()] = hit["rank"].to_numpy()
     return ranks.to_numpy()
 
 
@@ -229,7 +237,8 @@ def leave_one_out(
                 stage(f"scoring {model.name}")
                 clock = time.perf_counter()
                 try:
-                    valid = _scores(_ranks(model, targets["valid_item"], cutoff, k), k)
+                    valid_at = _instants(targets["valid_ts"], cutoff)
+                    valid = _scores(_ranks(model, targets["valid_item"], valid_at, k), k)
                 except UnsupportedQueryError:
                     skipped.append(model.name)
                     continue
@@ -237,7 +246,8 @@ def leave_one_out(
                 model.save(saved)
                 with EventStore(split.train_valid, read_only=True) as history:
                     loaded = Model.load(saved, history)
-                    test = _scores(_ranks(loaded, targets["test_item"], _after(history), k), k)
+                    test_at = _instants(targets["test_ts"], _after(history))
+                    test = _scores(_ranks(loaded, targets["test_item"], test_at, k), k)
                 rows.append(
                     {
                         "model": model.name,
@@ -255,11 +265,17 @@ def leave_one_out(
     }
     notes = [f"{name} does not rank items, so it is left out" for name in skipped]
     notes += [
-        "Scored at one instant after the last training event (each model's own notion of "
-        "time since each event applies); the test target is ranked with the validation "
-        "event in the history, without refitting."
+        "Each user is scored at the moment of the held-out event, from the events before it "
+        "(the moment a shop would serve the list); the test target is ranked with the "
+        "validation event in the history, without refitting."
     ]
     return LeaveOneOutEvaluation(table=pd.DataFrame(rows), split=summary, k=k, notes=notes)
+
+
+def _instants(target_times: pd.Series, latest: datetime) -> pd.Series:
+    """Each user's scoring instant: the moment of the held-out event (capped at `latest`)."""
+    when = pd.to_datetime(target_times, utc=True)
+    return when.clip(upper=pd.Timestamp(latest)).map(lambda t: t.to_pydatetime())
 
 
 def _after(store: EventStore) -> datetime:
