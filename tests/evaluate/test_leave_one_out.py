@@ -20,15 +20,17 @@ T0 = 1_511_544_000
 def _shop(path: Path) -> Path:
     """20 users: five distinct items each, then the shared 'hot' item last.
 
-    'hot' is also everybody's third event, so in training it is the most popular item and a
-    popularity ranking must put it first for every test target.
+    'hot' is also everybody's third event, so in training it is the most popular item; the
+    final events all come after every other event, so at each test instant a popularity
+    ranking has seen all training events and must put 'hot' first.
     """
     rows = []
     for user in range(20):
         items = [f"a{user}", f"b{user}", "hot", f"c{user}", f"d{user}", "hot"]
         for step, item in enumerate(items):
             behavior = "buy" if step == 0 else "pv"  # a purchase, so BTYD has customers
-            rows.append(f"{user},{item},1,{behavior},{T0 + 3600 * user + 60 * step}")
+            when = T0 + 3600 * user + 60 * step if step < 5 else T0 + 86_400 + 60 * user
+            rows.append(f"{user},{item},1,{behavior},{when}")
     path.write_text("\n".join(rows) + "\n")
     return path
 
