@@ -7,7 +7,7 @@ planner alone on a million customers is timed in bench/campaign.py.
 
     python bench/plan_scale.py [--users 100000] [--days 14] [--no-write]
 
-Writes bench/RESULTS.md (section "Plan at scale").
+Writes bench/RESULTS.md (section "Plan at scale: N users").
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def main() -> None:
             summary = ingest_file(store, path, "taobao")
             seconds["ingest"] = time.perf_counter() - clock
             last = store.con.execute("SELECT max(ts) FROM events").fetchone()[0]
-            at = last.astimezone(UTC) - timedelta(days=2)
+            at = last.astimezone(UTC) - timedelta(days=min(2.0, args.days / 4))
             clock = time.perf_counter()
             model = DecayModel().fit(store, cutoff=at)
             seconds["fit decay"] = time.perf_counter() - clock
@@ -54,14 +54,14 @@ def main() -> None:
             seconds["plan_reactivation (score, segment, plan, items)"] = time.perf_counter() - clock
     summary_line = result.summary()
     lines = [
-        "## Plan at scale",
+        f"## Plan at scale: {args.users:,} users",
         "",
         f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         f"- machine: {machine()}, CPU only",
         f"- command: `python bench/plan_scale.py --users {args.users} --days {args.days:g}`",
         f"- data: synthetic log, {summary.loaded:,} events of {args.users:,} users over "
-        f"{args.days:g} days; decay fitted to 2 days before the end; default catalogue, budget "
-        f"{catalogue.budget.total:,.0f}, order value 30",
+        f"{args.days:g} days; decay fitted to {min(2.0, args.days / 4):g} days before the end;"
+        f" default catalogue, budget {catalogue.budget.total:,.0f}, order value 30",
         f"- plan: {summary_line['users']:,} users scored, {summary_line['contacts']:,} contacted,"
         f" spend {summary_line['spend']:,.0f} of {summary_line['budget']:,.0f}, solver "
         f"{summary_line['method']} (relative gap {result.plan.gap_relative:.2g})",
@@ -78,7 +78,7 @@ def main() -> None:
     section = "\n".join(lines) + "\n"
     print(section)
     if not args.no_write:
-        write_section("Plan at scale", section)
+        write_section(f"Plan at scale: {args.users:,} users", section)
 
 
 if __name__ == "__main__":
