@@ -48,3 +48,22 @@ def test_horizon_must_match_training(model: GBDTModel) -> None:
         model.p_return(["1"], at=CUT, horizon=timedelta(days=3))
     with pytest.raises(ConfigError):
         GBDTConfig(anchors=0)
+
+
+def test_a_log_without_categories_fits_and_says_what_it_cannot_answer(
+    tmp_path: Path, datasets: Path
+) -> None:
+    """CDNOW has no categories: no engagement rows, so interest is unsupported, not a crash."""
+    from ebbtide.errors import UnsupportedQueryError
+    from ebbtide.ingest import ingest_file
+
+    cut, quarter = datetime(1997, 10, 1, tzinfo=UTC), timedelta(weeks=13)
+    with EventStore(tmp_path / "cdnow.duckdb") as store:
+        ingest_file(store, datasets / "cdnow/CDNOW_sample.txt", "cdnow")
+        model = GBDTModel(GBDTConfig(horizon_days=91)).fit(store, cutoff=cut)
+        p_buy = model.p_buy(at=cut, horizon=quarter)
+        assert len(p_buy) == 2357 and p_buy.p_buy.between(0, 1).all()
+        with pytest.raises(UnsupportedQueryError, match="no training rows for engage"):
+            model.interest(at=cut, horizon=quarter)
+        loaded = Model.load(model.save(tmp_path / "m"), store)
+        pd.testing.assert_frame_equal(loaded.p_buy(at=cut, horizon=quarter), p_buy)

@@ -17,7 +17,7 @@ import joblib
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from ebbtide.errors import ConfigError, EbbtideError
+from ebbtide.errors import ConfigError, EbbtideError, UnsupportedQueryError
 from ebbtide.features.rfm import pair_features, user_features
 from ebbtide.features.sequences import EventArrays
 from ebbtide.models.base import Model, Progress
@@ -88,12 +88,20 @@ class GBDTModel(Model):
         self.classifiers_ = {}
         for target in _TARGETS:
             x, y = _stack(rows[target])
-            self.classifiers_[target] = self._classifier().fit(x, y)
+            if y.size == 0:
+                # e.g. a log without categories has no (user, category) pairs: the target
+                # is left out and its query answers "unsupported" rather than guessing.
+                continue
+            if np.unique(y).size < 2:
+                self.classifiers_[target] = ConstantRate(float(y.mean()))
+            else:
+                self.classifiers_[target] = self._classifier().fit(x, y)
             if progress is not None:
                 progress(f"fitted {target}", math.nan)
         self.metrics_ = {f"{t}_rows": int(sum(len(y) for _, y in rows[t])) for t in _TARGETS} | {
             f"{t}_base_rate": float(np.mean(np.concatenate([y for _, y in rows[t]])))
             for t in _TARGETS
+            if sum(len(y) for _, y in rows[t])
         }
 
     def _classifier(self) -> HistGradientBoostingClassifier:
@@ -115,6 +123,11 @@ class GBDTModel(Model):
             )
 
     def _predict(self, target: str, features: dict[str, np.ndarray]) -> np.ndarray:
+        if target not in self.classifiers_:
+            raise UnsupportedQueryError(
+                f"the gbdt model had no training rows for {target} (e.g. a log without"
+                " categories), so it does not answer it"
+            )
         x = np.column_stack(
             [features[name] for name in sorted(features) if not name.endswith("_idx")]
         )
@@ -156,6 +169,20 @@ class GBDTModel(Model):
 
     def _load_extra(self, directory: Path) -> None:
         self.classifiers_ = joblib.load(directory / "classifiers.joblib")
+
+
+class ConstantRate:
+    """Stands in for a classifier when every training label was the same (all 0 or all 1).
+
+    Boosting refuses a single class; the honest prediction is that rate for everyone.
+    """
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        p = np.full(len(x), self.rate)
+        return np.column_stack([1.0 - p, p])
 
 
 def _engaged(pairs: dict[str, np.ndarray], window: EventArrays) -> np.ndarray:
