@@ -1,8 +1,10 @@
 """Our families on the leave-one-out split the RecBole peers use (bench/_loo_data.py).
 
-Each data set is written as a Taobao-format log (ml-100k: every rating a view in one
-category; taobao: the filtered rows with their real category and behaviour), ingested into
-a store and evaluated with `ebbtide.evaluate.leave_one_out`: fit on train, rank the whole
+Each data set is written as a CSV log (ml-100k: every rating a view in one category;
+taobao: the filtered rows with their real category and behaviour) with times in
+milliseconds, the rows of one user in one second spread over that second in file order, so
+that ties in time fall as RecBole orders them; it is ingested into a store and evaluated
+with `ebbtide.evaluate.leave_one_out`: fit on train, rank the whole
 catalogue, HR/NDCG/MRR@10 of the validation and test targets. The split is checked against
 `_loo_data.leave_one_out` target by target before any number is reported.
 
@@ -26,7 +28,7 @@ from _loo_data import TAOBAO_FILE, load_interactions
 from _loo_data import leave_one_out as loo_labels
 from _results import machine
 from ebbtide.evaluate.leave_one_out import leave_one_out, split_leave_one_out
-from ebbtide.ingest import ingest_file
+from ebbtide.ingest import ColumnMapping, ingest_file
 from ebbtide.store import EventStore
 
 HERE = Path(__file__).resolve().parent
@@ -61,9 +63,16 @@ def main() -> None:
         rows = _rows(name)
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / f"{name}.csv"
-            rows.to_csv(path, header=False, index=False)
+            tie = rows.groupby(["user_id", "timestamp"]).cumcount()
+            rows = rows.assign(time_ms=rows["timestamp"] * 1000 + tie.clip(upper=999))
+            rows.drop(columns="timestamp").to_csv(path, index=False)
+            mapping = ColumnMapping(
+                user_col="user_id", item_col="item_id", time_col="time_ms",
+                category_col="category", behavior_col="behavior", behavior_map="pv=view",
+                time_format="epoch_ms", keep_repeats=True,
+            )  # fmt: skip
             with EventStore(Path(folder) / "s.duckdb") as store:
-                summary = ingest_file(store, path, "taobao")
+                summary = ingest_file(store, path, "generic", mapping=mapping)
                 split = split_leave_one_out(store, Path(folder) / "check")
                 expected = load_interactions(name)[loo_labels(load_interactions(name)) == 2]
                 same = split.targets.set_index("user_id")["test_item"].sort_index()
