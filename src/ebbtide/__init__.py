@@ -7,6 +7,14 @@ Start with the event store and a reader::
         summary = ingest_file(store, "events.csv.gz", "taobao")
 """
 
+import os
+
+# PyTorch and scikit-learn each bring their own OpenMP runtime. With both in one process
+# (a plan scored by `neural` and priced by uplift learners, or the test suite), their worker
+# threads busy-wait against each other on a small machine and a gradient-boosting fit that
+# takes a second can take minutes. Passive waiting avoids that; a user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from ebbtide.errors import EbbtideError
 from ebbtide.ingest import ColumnMapping, FormatName, Pseudonymiser, ingest_file
 from ebbtide.schema import Behavior
