@@ -26,16 +26,16 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 
 from ebbtide.errors import ConfigError, UnsupportedQueryError
-from ebbtide.jsonable import to_jsonable
+from ebbtide.evaluate.comparison import Comparison
 from ebbtide.models.base import Model
 from ebbtide.models.scoring import build_model
 from ebbtide.store import EventStore
@@ -146,42 +146,18 @@ def _scores(ranks: np.ndarray, k: int) -> dict[str, float]:
     }
 
 
-@dataclass(frozen=True)
-class LeaveOneOutEvaluation:
+class LeaveOneOutEvaluation(Comparison):
     """Several models on one leave-one-out split: validation and test metrics per model."""
 
-    table: pd.DataFrame
-    split: dict[str, Any]
-    k: int
-    notes: list[str] = field(default_factory=list)
+    protocol: ClassVar[str] = "leave-one-out"
 
-    def to_dict(self) -> dict[str, Any]:
-        return to_jsonable(
-            {
-                "protocol": "leave-one-out",
-                "split": self.split,
-                "k": self.k,
-                "models": self.table.to_dict(orient="records"),
-                "notes": list(self.notes),
-            }
-        )
-
-    def to_markdown(self) -> str:
+    def describe(self) -> str:
         split = self.split
-        lines = [
+        return (
             f"Leave-one-out: {split['users']:,} users with at least {split['min_events']} "
             f"events, {split['events']:,} events; last event test, second to last validation; "
-            f"top-{self.k} over all {split['items']:,} items, seen items not excluded.",
-            "",
-        ]
-        columns = [c for c in self.table.columns if c != "model"]
-        lines.append("| model | " + " | ".join(columns) + " |")
-        lines.append("|---|" + "---:|" * len(columns))
-        for row in self.table.to_dict(orient="records"):
-            cells = [f"{row[c]:.1f}" if c.endswith("seconds") else f"{row[c]:.4f}" for c in columns]
-            lines.append(f"| {row['model']} | " + " | ".join(cells) + " |")
-        lines += ["", *(f"- {note}" for note in self.notes)]
-        return "\n".join(lines).rstrip() + "\n"
+            f"top-{self.k} over all {split['items']:,} items, seen items not excluded."
+        )
 
 
 def leave_one_out(

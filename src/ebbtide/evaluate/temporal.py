@@ -26,16 +26,16 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
 from ebbtide.errors import ConfigError, UnsupportedQueryError
 from ebbtide.evaluate import metrics
-from ebbtide.jsonable import to_jsonable
+from ebbtide.evaluate.comparison import Comparison
 from ebbtide.models.base import Model
 from ebbtide.models.scoring import build_model
 from ebbtide.schema import Behavior
@@ -255,56 +255,22 @@ def _next_items(model: Model, targets: HoldoutTargets, k: int) -> dict[str, floa
     return {"recall_at_k": float(recall.mean()), "ndcg_at_k": float(ndcg.mean())}
 
 
-@dataclass(frozen=True)
-class HoldoutEvaluation:
+class HoldoutEvaluation(Comparison):
     """Several models on one temporal holdout: the comparison table and the split."""
 
-    table: pd.DataFrame
-    split: dict[str, Any]
-    k: int
-    notes: list[str] = field(default_factory=list)
+    protocol: ClassVar[str] = "temporal holdout"
 
-    def to_dict(self) -> dict[str, Any]:
-        return to_jsonable(
-            {
-                "protocol": "temporal holdout",
-                "split": self.split,
-                "k": self.k,
-                "models": self.table.to_dict(orient="records"),
-                "notes": list(self.notes),
-            }
-        )
-
-    def to_markdown(self) -> str:
+    def describe(self) -> str:
         split = self.split
-        lines = [
+        return (
             f"Temporal holdout: fit before {split['cutoff']}, targets in the next "
             f"{split['horizon_days']:g} days; {split['users']:,} users with history "
             f"({split['returned']:.1%} returned, {split['bought']:.1%} bought), "
             f"{split['history_events']:,} history events, {split['window_events']:,} in the "
             f"window; {split['pairs']:,} (user, category) pairs ({split['dormant_pairs']:,} "
             f"dormant for {split['dormant_days']:g} days). Items: top-{self.k} over the whole "
-            "catalogue.",
-            "",
-        ]
-        columns = [c for c in self.table.columns if c != "model"]
-        lines.append("| model | " + " | ".join(_header(c, self.k) for c in columns) + " |")
-        lines.append("|---|" + "---:|" * len(columns))
-        for row in self.table.to_dict(orient="records"):
-            cells = [_cell(row[c], c) for c in columns]
-            lines.append(f"| {row['model']} | " + " | ".join(cells) + " |")
-        lines += ["", *(f"- {note}" for note in self.notes)]
-        return "\n".join(lines).rstrip() + "\n"
-
-
-def _header(column: str, k: int) -> str:
-    return column.replace("_at_k", f"@{k}").replace("_seconds", " s")
-
-
-def _cell(value: Any, column: str) -> str:
-    if value is None or (isinstance(value, float) and not np.isfinite(value)):
-        return "–"
-    return f"{value:.1f}" if column.endswith("seconds") else f"{value:.3f}"
+            "catalogue."
+        )
 
 
 def temporal_holdout(
