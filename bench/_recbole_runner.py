@@ -44,7 +44,9 @@ from recbole.utils import get_model, init_logger, init_seed  # noqa: E402
 SEED = 2020
 
 
-def recbole_config(model: str, data_path: str, epochs: int, work: Path, seed: int = SEED) -> dict:
+def recbole_config(
+    model: str, data_path: str, epochs: int, work: Path, seed: int = SEED, stopping_step: int = 3
+) -> dict:
     """The settings of every run; everything else is RecBole's default."""
     cfg = {
         "data_path": data_path,
@@ -70,7 +72,7 @@ def recbole_config(model: str, data_path: str, epochs: int, work: Path, seed: in
         "train_batch_size": 256,
         "eval_batch_size": 4096,
         "epochs": epochs,
-        "stopping_step": 3,
+        "stopping_step": stopping_step,
         "learning_rate": 0.001,
         "seed": seed,
         "reproducibility": True,
@@ -141,6 +143,7 @@ def run(
     work: Path,
     threads: int,
     seed: int = SEED,
+    stopping_step: int = 3,
 ) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     os.chdir(work)  # RecBole writes ./log and ./log_tensorboard into the working directory
@@ -148,7 +151,7 @@ def run(
     config = Config(
         model=model_name,
         dataset=dataset,
-        config_dict=recbole_config(model_name, data_path, epochs, work, seed),
+        config_dict=recbole_config(model_name, data_path, epochs, work, seed, stopping_step),
     )
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
@@ -200,7 +203,7 @@ def run(
         },
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "epochs": trainer.epoch_log,
-        "settings": recbole_config(model_name, data_path, epochs, work, seed)
+        "settings": recbole_config(model_name, data_path, epochs, work, seed, stopping_step)
         | {
             k: config[k]
             for k in (
@@ -242,11 +245,26 @@ def main(argv: list[str] | None = None) -> int:
         help="torch CPU threads (default: all cores of this process)",
     )
     parser.add_argument("--seed", type=int, default=SEED, help=f"random seed (default {SEED})")
+    parser.add_argument(
+        "--stopping-step",
+        type=int,
+        default=3,
+        help="RecBole stopping_step: evaluations without a new best before stopping (default 3)",
+    )
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
     data_path = str(Path(args.data_path).resolve()) + os.sep
     work = Path(args.work).resolve() if args.work else out.parent / f"work-{out.stem}"
-    result = run(args.dataset, args.model, data_path, args.epochs, work, args.threads, args.seed)
+    result = run(
+        args.dataset,
+        args.model,
+        data_path,
+        args.epochs,
+        work,
+        args.threads,
+        args.seed,
+        args.stopping_step,
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     t = result["test"]
