@@ -25,15 +25,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from _loo_data import TAOBAO_FILE, load_interactions
 from _loo_data import leave_one_out as loo_labels
 from _results import machine, write_section
 from ebbtide.evaluate.leave_one_out import leave_one_out, split_leave_one_out
 from ebbtide.ingest import ColumnMapping, ingest_file
+from ebbtide.models.scoring import build_model
 from ebbtide.store import EventStore
 
 HERE = Path(__file__).resolve().parent
+OUT = HERE / "loo_ours.json"
 
 
 def _rows(name: str) -> pd.DataFrame:
@@ -55,56 +58,83 @@ def _rows(name: str) -> pd.DataFrame:
     return merged[["user_id", "item_id", "category", "behavior", "timestamp"]]
 
 
+def ingest_loo(name: str, folder: Path) -> tuple[Path, object, int]:
+    """The data set's interactions as a store in `folder`: its path, the ingest summary
+    and the number of rows written."""
+    rows = _rows(name)
+    path = folder / f"{name}.csv"
+    tie = rows.groupby(["user_id", "timestamp"]).cumcount()
+    rows = rows.assign(time_ms=rows["timestamp"] * 1000 + tie.clip(upper=999))
+    rows.drop(columns="timestamp").to_csv(path, index=False)
+    mapping = ColumnMapping(
+        user_col="user_id", item_col="item_id", time_col="time_ms",
+        category_col="category", behavior_col="behavior", behavior_map="pv=view",
+        time_format="epoch_ms", keep_repeats=True,
+    )  # fmt: skip
+    with EventStore(folder / "s.duckdb") as store:
+        summary = ingest_file(store, path, "generic", mapping=mapping)
+    return folder / "s.duckdb", summary, len(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default="taobao,ml-100k")
     parser.add_argument("--models", default="popular,decay,neural")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (default 1, as RecBole's runs)"
+    )
     parser.add_argument("--no-write", action="store_true", help="leave RESULTS.md as it is")
+    parser.add_argument(
+        "--rewrite",
+        action="store_true",
+        help="only rewrite the RESULTS.md section from bench/loo_ours.json (e.g. after more"
+        " RecBole runs)",
+    )
     args = parser.parse_args()
+    if args.rewrite:
+        write_section("Leave-one-out: ours and RecBole", _section(json.loads(OUT.read_text())))
+        return
+    torch.set_num_threads(args.threads)
     results = []
     for name in args.datasets.split(","):
-        rows = _rows(name)
         with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / f"{name}.csv"
-            tie = rows.groupby(["user_id", "timestamp"]).cumcount()
-            rows = rows.assign(time_ms=rows["timestamp"] * 1000 + tie.clip(upper=999))
-            rows.drop(columns="timestamp").to_csv(path, index=False)
-            mapping = ColumnMapping(
-                user_col="user_id", item_col="item_id", time_col="time_ms",
-                category_col="category", behavior_col="behavior", behavior_map="pv=view",
-                time_format="epoch_ms", keep_repeats=True,
-            )  # fmt: skip
-            with EventStore(Path(folder) / "s.duckdb") as store:
-                summary = ingest_file(store, path, "generic", mapping=mapping)
+            db, summary, n_rows = ingest_loo(name, Path(folder))
+            with EventStore(db) as store:
                 split = split_leave_one_out(store, Path(folder) / "check")
                 expected = load_interactions(name)[loo_labels(load_interactions(name)) == 2]
                 same = split.targets.set_index("user_id")["test_item"].sort_index()
                 theirs = expected.set_index("user_id")["item_id"].sort_index()
                 agree = float((same.reindex(theirs.index) == theirs).mean())
-                result = leave_one_out(store, args.models.split(","), k=10, on_stage=print)
+                models = [build_model(family) for family in args.models.split(",")]
+                result = leave_one_out(store, models, k=10, on_stage=print)
+                training = {m.name: getattr(m, "metrics_", {}) for m in models}
         record = {
             "dataset": name,
-            "rows": len(rows),
+            "rows": n_rows,
             "loaded": summary.loaded,
             "duplicates": summary.duplicates,
             "test_targets_equal_to_recbole_split": agree,
             **result.to_dict(),
+            "training": training,
         }
         print(json.dumps(record, indent=1))
         results.append(record)
     payload = {
         "date": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "machine": machine(),
-        "command": f"python bench/loo_ours.py --datasets {args.datasets} --models {args.models}",
+        "command": (
+            f"python bench/loo_ours.py --datasets {args.datasets} --models {args.models}"
+            f" --threads {args.threads}"
+        ),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "results": results,
     }
-    (HERE / "loo_ours.json").write_text(json.dumps(payload, indent=1))
+    OUT.write_text(json.dumps(payload, indent=1))
     if not args.no_write:
-        write_section("Leave-one-out: ours and RecBole", _section(payload, args))
+        write_section("Leave-one-out: ours and RecBole", _section(payload))
 
 
-def _section(payload: dict, args: argparse.Namespace) -> str:
+def _section(payload: dict) -> str:
     """Ours and the peers per data set: test HR/NDCG/MRR@10 and the time each took."""
     peers_path = HERE / "recbole_results.json"
     peers = json.loads(peers_path.read_text()) if peers_path.exists() else {}
@@ -119,10 +149,13 @@ def _section(payload: dict, args: argparse.Namespace) -> str:
         "validation; full ranking, seen items not excluded; ours scored at the moment of the "
         "held-out event; RecBole: CE loss, hidden 64, max length 50, early stopping on "
         "validation NDCG@10 (stopping step 3)",
-        "- time: ours = fit + scoring; RecBole = wall time until its best validation epoch",
+        "- time: wall-clock seconds until the best validation epoch (RecBole: its trainer's"
+        " epochs; ours: the whole fit until the next-item head's best epoch, point process"
+        " included) and, for ours, the whole fit and scoring; torch threads as in the command",
         "",
-        "| data set | model | test HR@10 | test NDCG@10 | test MRR@10 | time | split check |",
-        "|---|---|---:|---:|---:|---:|---|",
+        "| data set | model | test HR@10 | test NDCG@10 | test MRR@10 | to best validation"
+        " | fit + score | split check |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for record in payload["results"]:
         name = record["dataset"]
@@ -131,7 +164,8 @@ def _section(payload: dict, args: argparse.Namespace) -> str:
             seconds = row["fit_seconds"] + row["score_seconds"]
             lines.append(
                 f"| {name} | ebbtide {row['model']} | {row['test_hr@10']:.4f} | "
-                f"{row['test_ndcg@10']:.4f} | {row['test_mrr@10']:.4f} | {seconds:.0f} s | "
+                f"{row['test_ndcg@10']:.4f} | {row['test_mrr@10']:.4f} | "
+                f"{_to_best(row, record['training'].get(row['model'], {}))} | {seconds:.0f} s | "
                 f"{check} |"
             )
         for run in peers.get("runs", []):
@@ -141,16 +175,25 @@ def _section(payload: dict, args: argparse.Namespace) -> str:
                 lines.append(
                     f"| {name} | RecBole {run['model']} (best epoch {run['best_epoch']}"
                     f"{capped}) | {test['hr@10']:.4f} | {test['ndcg@10']:.4f} | "
-                    f"{test['mrr@10']:.4f} | {run['time_to_best_s']:.0f} s | same file |"
+                    f"{test['mrr@10']:.4f} | {run['time_to_best_s']:.0f} s | – | same file |"
                 )
         for base in peers.get("baselines", []):
             if base["dataset"] == name:
                 test = base["test"]
                 lines.append(
                     f"| {name} | baseline: {base['model']} | {test['hr@10']:.4f} | "
-                    f"{test['ndcg@10']:.4f} | {test['mrr@10']:.4f} | – | same file |"
+                    f"{test['ndcg@10']:.4f} | {test['mrr@10']:.4f} | – | – | same file |"
                 )
     return "\n".join(lines) + "\n"
+
+
+def _to_best(row: dict, training: dict) -> str:
+    """Seconds of the fit until the next-item head's best validation epoch (neural only)."""
+    if "next_item_seconds_to_best" not in training:
+        return "–"
+    after_best = training["next_item_seconds"] - training["next_item_seconds_to_best"]
+    epoch = training["next_item_best_epoch"]
+    return f"{row['fit_seconds'] - after_best:.0f} s (epoch {epoch})"
 
 
 if __name__ == "__main__":

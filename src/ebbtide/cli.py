@@ -490,7 +490,11 @@ def train(
     ] = "cpu",
     seed: Annotated[int | None, typer.Option(help="Seed of the seeded families.")] = None,
     max_seconds: Annotated[
-        float | None, typer.Option(help="neural only: wall-clock training budget in seconds.")
+        float | None,
+        typer.Option(
+            help="neural only: wall-clock budget in seconds of each training stage (point"
+            " process, next-item head)."
+        ),
     ] = None,
     resume: Annotated[
         bool,
@@ -511,6 +515,8 @@ def train(
             settings["device"] = device
         if max_seconds is not None:
             settings["max_train_seconds"] = max_seconds
+            if model_name == "neural":
+                settings["item_max_seconds"] = max_seconds
         if seed is not None:
             settings["seed"] = seed
         with EventStore(db, read_only=True) as store:

@@ -31,7 +31,13 @@ from ebbtide.store import EventStore
 
 CUT = datetime(2017, 12, 1, 16, tzinfo=UTC)  # 2017-12-02 00:00 China time
 DAY = timedelta(days=1)
-FAST = {"epochs": 2, "item_negatives": 512, "max_train_seconds": 40.0, "hidden": 32}
+FAST = {
+    "epochs": 2,
+    "item_negatives": 512,
+    "max_train_seconds": 40.0,
+    "hidden": 32,
+    "item_epochs": 2,
+}
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +165,9 @@ def test_likelihood_is_finite_on_zero_and_huge_gaps() -> None:
 
 
 def test_odd_sequences_train_and_answer_finite(odd: EventStore) -> None:
-    cfg = NeuralConfig(epochs=3, hidden=8, embedding=4, rank=2, validation_days=0.5, seed=3)
+    cfg = NeuralConfig(
+        epochs=3, item_epochs=1, hidden=8, embedding=4, rank=2, validation_days=0.5, seed=3
+    )
     model = NeuralModel(cfg).fit(odd, cutoff=CUT)
     assert math.isfinite(model.metrics_["train_nll_per_interval"])
     assert math.isfinite(model.metrics_["validation_nll_per_interval"])
@@ -257,8 +265,12 @@ def test_resuming_from_a_checkpoint_equals_one_uninterrupted_run(
 
 def test_progress_reports_loss_speed_and_eta(odd: EventStore) -> None:
     seen: list[tuple[str, float]] = []
-    cfg = NeuralConfig(epochs=2, hidden=8, embedding=4, rank=2, validation_days=0.5)
+    cfg = NeuralConfig(epochs=2, item_epochs=1, hidden=8, embedding=4, rank=2, validation_days=0.5)
     NeuralModel(cfg).fit(odd, cutoff=CUT, progress=lambda m, f: seen.append((m, f)))
     assert seen and all(0.0 < f <= 1.0 for _, f in seen)
     assert seen[-1][1] == pytest.approx(1.0)
-    assert all(("loss" in m and "events/s" in m and "ETA" in m) for m, _ in seen)
+    point_process = [m for m, _ in seen if not m.startswith("next items")]
+    assert point_process and all(
+        ("loss" in m and "events/s" in m and "ETA" in m) for m in point_process
+    )
+    assert any("NDCG@10" in m for m, _ in seen[len(point_process) :])

@@ -62,6 +62,13 @@ from torch.nn import functional as F
 from ebbtide.errors import ConfigError
 from ebbtide.features.sequences import EventArrays, user_event_ranges
 from ebbtide.models.base import Model, Progress
+from ebbtide.models.next_item import (
+    NextItemNet,
+    NextItemSettings,
+    exclusion_pairs,
+    fit_next_item,
+    score_next_items,
+)
 from ebbtide.schema import Behavior
 
 DELTA_MIN = 1e-3  # per day
@@ -71,6 +78,7 @@ _GRID = np.concatenate([[0.0], np.geomspace(1e-4, 365.0, 400)])  # days, for ret
 _BUY = Behavior.BUY.code
 _LOG_FLOOR = 1e-12
 _N_BEH = len(Behavior)
+_POINT_PROCESS_SHARE = 0.6  # of the progress bar; the next-item head takes the rest
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,7 +101,7 @@ class NeuralConfig:
     device : str
         ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
     max_train_seconds : float
-        Wall-clock training budget.
+        Wall-clock budget of the point-process training (`item_max_seconds`: the head's).
     validation_days : float
         Held-out window before the cut-off for early stopping (0: train on all, no stop).
     patience : int
@@ -105,12 +113,15 @@ class NeuralConfig:
     delta_prior : float
         Pseudo-events pulling each category's log decay rate towards the shared one.
     item_negatives, full_softmax_items : int
-        The item head trains with the exact full softmax while the catalogue has at most
-        `full_softmax_items` items; beyond, with a sampled softmax over the batch's target
-        items plus `item_negatives` shared uniformly drawn ones (the validation NLL always
-        uses the full softmax). ``item_negatives=0`` forces the full softmax.
-    recommend_categories : int
-        Categories (most intense first) mixed by `recommend`.
+        The item terms (of the point process and of the next-item head) train with the
+        exact full softmax while the catalogue has at most `full_softmax_items` items;
+        beyond, with a sampled softmax over the batch's target items plus `item_negatives`
+        shared uniformly drawn ones (validation always uses the full softmax).
+        ``item_negatives=0`` forces the full softmax.
+    item_max_len, item_epochs, item_patience, item_max_seconds : next-item head
+        (`ebbtide.models.next_item`): events of history it reads, epoch cap, epochs
+        without a better validation NDCG@10 before it stops, and its wall-clock budget.
+    item_dropout, item_lr, item_batch_size : its dropout, Adam step and windows per batch.
     """
 
     hidden: int = 64
@@ -132,7 +143,13 @@ class NeuralConfig:
     item_negatives: int = 1024
     full_softmax_items: int = 10_000
     delta_prior: float = 5.0
-    recommend_categories: int = 8
+    item_max_len: int = 200
+    item_epochs: int = 100
+    item_patience: int = 5
+    item_max_seconds: float = 600.0
+    item_dropout: float = 0.2
+    item_lr: float = 3e-3
+    item_batch_size: int = 64
 
     def __post_init__(self) -> None:
         for name in (
@@ -143,7 +160,9 @@ class NeuralConfig:
             "epochs",
             "batch_size",
             "item_chunk",
-            "recommend_categories",
+            "item_max_len",
+            "item_epochs",
+            "item_batch_size",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -152,8 +171,10 @@ class NeuralConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"NeuralConfig.{name}={value!r} must be an integer >= 0")
-        if not isinstance(self.patience, int) or self.patience < 0:
-            raise ConfigError(f"NeuralConfig.patience={self.patience!r} must be an integer >= 0")
+        for name in ("patience", "item_patience"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"NeuralConfig.{name}={value!r} must be an integer >= 0")
         if not isinstance(self.seed, int):
             raise ConfigError(f"NeuralConfig.seed={self.seed!r} must be an integer")
         for name, low, strict in (
@@ -164,6 +185,8 @@ class NeuralConfig:
             ("validation_days", 0.0, False),
             ("item_weight", 0.0, False),
             ("delta_prior", 0.0, False),
+            ("item_max_seconds", 0.0, True),
+            ("item_lr", 0.0, True),
         ):
             value = getattr(self, name)
             ok = isinstance(value, int | float) and math.isfinite(value)
@@ -171,8 +194,19 @@ class NeuralConfig:
             if not ok:
                 sign = ">" if strict else ">="
                 raise ConfigError(f"NeuralConfig.{name}={value!r} must be a finite number {sign} 0")
+        if not isinstance(self.item_dropout, int | float) or not 0 <= self.item_dropout < 1:
+            raise ConfigError(f"NeuralConfig.item_dropout={self.item_dropout!r}: use [0, 1)")
         if not isinstance(self.device, str) or self.device.split(":")[0] not in ("cpu", "cuda"):
             raise ConfigError(f"NeuralConfig.device={self.device!r}: use 'cpu' or 'cuda[:N]'")
+
+
+def _later_stage(progress: Progress | None) -> Progress | None:
+    """The next-item head's progress, after the point process's share of the bar."""
+    if progress is None:
+        return None
+    return lambda text, done: progress(
+        text, _POINT_PROCESS_SHARE + (1.0 - _POINT_PROCESS_SHARE) * done
+    )
 
 
 # -- the point-process maths -----------------------------------------------------------
@@ -563,7 +597,10 @@ def _item_nll(net, h, target, next_cat, item_chunk, negatives) -> torch.Tensor:
 
 
 #: Settings a resumed run may change (the rest must match the checkpoint).
-_RESUMABLE = frozenset({"epochs", "max_train_seconds", "patience", "device"})
+_RESUMABLE = frozenset(
+    {"epochs", "max_train_seconds", "patience", "device"}
+    | {"item_epochs", "item_max_seconds", "item_patience"}  # the head trains after the resume
+)
 
 
 @dataclass
@@ -631,7 +668,7 @@ class NeuralModel(Model):
     """GRU-modulated self-exciting marked point process: interest, return, purchase, items."""
 
     name = "neural"
-    format_version = 2
+    format_version = 3
     config_class = NeuralConfig
     state_attributes = ("n_items_", "n_categories_", "activation_")
 
@@ -708,7 +745,7 @@ class NeuralModel(Model):
                         self._progress_line(
                             epoch, b + 1, batches, total / count, seen, epoch_clock, clock
                         ),
-                        (epoch - 1 + (b + 1) / batches) / cfg.epochs,
+                        _POINT_PROCESS_SHARE * (epoch - 1 + (b + 1) / batches) / cfg.epochs,
                     )
                 if time.monotonic() - clock > cfg.max_train_seconds:
                     run.stop = "time"
@@ -741,6 +778,9 @@ class NeuralModel(Model):
         if has_val:
             calibration = self._calibrate(window)
         deltas = net.category_delta().detach().double().cpu().numpy()
+        self.next_item_, next_item = fit_next_item(
+            events, n_items, self._next_item_settings(n_items), device, _later_stage(progress)
+        )
         self.metrics_ = {
             "epochs": run.epoch,
             "stopped_by": run.stop,
@@ -752,7 +792,24 @@ class NeuralModel(Model):
             "events": int(events.n_events),
             "median_half_life_days": float(np.median(math.log(2.0) / deltas)),
             **calibration,
+            **{f"next_item_{name}": value for name, value in next_item.items()},
         }
+
+    def _next_item_settings(self, n_items: int) -> NextItemSettings:
+        cfg = self.config
+        return NextItemSettings(
+            hidden=cfg.hidden,
+            max_len=cfg.item_max_len,
+            epochs=cfg.item_epochs,
+            patience=cfg.item_patience,
+            max_seconds=cfg.item_max_seconds,
+            dropout=cfg.item_dropout,
+            lr=cfg.item_lr,
+            batch_size=cfg.item_batch_size,
+            item_chunk=cfg.item_chunk,
+            seed=cfg.seed,
+            negatives=cfg.item_negatives if n_items > cfg.full_softmax_items else 0,
+        )
 
     def _progress_line(self, epoch, batch, batches, loss, seen, epoch_clock, clock) -> str:
         """``epoch 3/30 batch 12/40 · loss 9.812 · 2,431 events/s · ETA ≤ 95 s``.
@@ -931,6 +988,7 @@ class NeuralModel(Model):
     # -- persistence -------------------------------------------------------------------
     def _save_extra(self, directory: Path) -> None:
         torch.save(self.net_.state_dict(), directory / "network.pt")
+        torch.save(self.next_item_.state_dict(), directory / "next_item.pt")
 
     def _load_extra(self, directory: Path) -> None:
         net = _Net(int(self.n_items_), int(self.n_categories_), self.config)
@@ -940,6 +998,13 @@ class NeuralModel(Model):
         net.eval()
         self.net_ = net
         self._state_cache = None
+        cfg = self.config
+        head = NextItemNet(
+            int(self.n_items_), int(self.n_categories_), cfg.hidden, cfg.item_dropout
+        )
+        path = directory / "next_item.pt"
+        head.load_state_dict(torch.load(path, map_location=self._device(), weights_only=True))
+        self.next_item_ = head.to(self._device()).eval()
 
     # -- shared query machinery --------------------------------------------------------
     def _query_state(self, events: EventArrays, users: np.ndarray, at: float) -> _State:
@@ -1144,43 +1209,8 @@ class NeuralModel(Model):
     def _recommend(
         self, events: EventArrays, users: np.ndarray, at: float, k: int, exclude_bought: bool
     ) -> tuple[np.ndarray, np.ndarray]:
-        """``score_i = Σ_c p(c | h) p(i | h, c)``, p(c | h) ∝ λ_c(τ) over the top categories.
-
-        The mixture keeps the `recommend_categories` most intense categories (renormalised);
-        items bought before `at` are left out when asked.
-        """
-        state = self._query_state(events, users, at)
-        net, device = self.net_, self._device()
-        delta_c = self._deltas()[0]
-        n_items = int(self.n_items_)
-        k = min(k, n_items)
-        idx, q = user_event_ranges(events.offsets, users)
-        buy = (events.behavior[idx] == _BUY) & (events.item_idx[idx] < n_items)
-        items_out = np.empty((users.size, k), dtype=np.int64)
-        scores_out = np.empty((users.size, k))
-        with torch.no_grad():
-            for lo in range(0, users.size, 16):
-                hi = min(lo + 16, users.size)
-                _, mu, alpha = self._dense(state, lo, hi)
-                lam = mu + alpha * np.exp(-delta_c * state.tau[lo:hi, None])
-                m = min(self.config.recommend_categories, lam.shape[1])
-                top = np.argsort(-lam, axis=1, kind="stable")[:, :m]
-                weight = np.take_along_axis(lam, top, 1)
-                weight = weight / np.maximum(weight.sum(1, keepdims=True), 1e-300)
-                h = torch.as_tensor(state.h[lo:hi], device=device)
-                cats = torch.as_tensor(top + 1, device=device)
-                hh = h[:, None, :].expand(-1, m, -1).reshape(-1, h.shape[1])
-                prob = torch.softmax(net.item_logits(hh, cats.reshape(-1)).double(), -1)
-                w = torch.as_tensor(weight, device=device)
-                score = (prob.view(hi - lo, m, -1) * w[:, :, None]).sum(1)
-                if exclude_bought:
-                    sel = buy & (q >= lo) & (q < hi)
-                    rows = torch.as_tensor(q[sel] - lo, device=device)
-                    cols = torch.as_tensor(
-                        events.item_idx[idx][sel].astype(np.int64), device=device
-                    )
-                    score[rows, cols] = -math.inf
-                val, item = torch.topk(score, k, dim=1)
-                items_out[lo:hi] = item.cpu().numpy()
-                scores_out[lo:hi] = val.cpu().numpy()
-        return items_out, scores_out
+        """The next-item head's probabilities (`ebbtide.models.next_item`); items bought
+        before `at` are left out when asked."""
+        exclude = exclusion_pairs(events, users, _BUY) if exclude_bought else None
+        settings = self._next_item_settings(int(self.n_items_))
+        return score_next_items(self.next_item_, events, users, at, settings, k, exclude)
