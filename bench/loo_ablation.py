@@ -49,8 +49,8 @@ class _NoRepeat(next_item.NextItemNet):
         zero = torch.zeros(s.shape[0], device=s.device)
         return zero + next_item._MASKED, zero
 
-    def explore_logits(self, s, items, mask):
-        return super().explore_logits(s, items, torch.zeros_like(mask))
+    def explore_logits(self, s, items, mask, candidates=None):
+        return super().explore_logits(s, items, torch.zeros_like(mask), candidates)
 
 
 class _NoTime(next_item.NextItemNet):
@@ -141,7 +141,7 @@ def _section(payload: dict) -> str:
         "## Leave-one-out: what mattered",
         "",
         f"- date: {payload['date']}; machine: {payload['machine']}, CPU only",
-        f"- command: `{payload['command']}`",
+        "- commands: " + "; ".join(f"`{c}`" for c in payload["commands"]),
         "- the next-item head of `neural` alone, on the split of the table above; median over"
         " seeds [min–max]; time: seconds to the best validation epoch",
         "",
@@ -171,6 +171,11 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument(
+        "--append",
+        action="store_true",
+        help="keep the rows of bench/loo_ablation.json for other (data set, variant, seed)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     variants = args.variants.split(",")
@@ -179,13 +184,21 @@ def main() -> None:
         parser.error(f"unknown variants {sorted(unknown)}; choose from {list(VARIANTS)}")
     seeds = [int(s) for s in args.seeds.split(",")]
     rows = [row for name in args.datasets.split(",") for row in run(name, variants, seeds)]
+    command = (
+        f"python bench/loo_ablation.py --datasets {args.datasets} --seeds {args.seeds}"
+        f" --variants '{args.variants}' --threads {args.threads}"
+    )
+    commands = [command]
+    if args.append and OUT.exists():
+        old = json.loads(OUT.read_text())
+        key = ("dataset", "variant", "seed")
+        new = {tuple(row[k] for k in key) for row in rows}
+        rows = [r for r in old["rows"] if tuple(r[k] for k in key) not in new] + rows
+        commands = [c for c in old["commands"] if c != command] + [command + " --append"]
     payload = {
         "date": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "machine": machine(),
-        "command": (
-            f"python bench/loo_ablation.py --datasets {args.datasets} --seeds {args.seeds}"
-            f" --variants '{args.variants}' --threads {args.threads}"
-        ),
+        "commands": commands,
         "rows": rows,
     }
     OUT.write_text(json.dumps(payload, indent=1))

@@ -241,16 +241,28 @@ def _choose(net: NextItemNet, batch: dict, rows, pos, t_pred, candidates=None):
 def _log_likelihood(net, batch, rows, pos, t_pred, target, negatives=None) -> torch.Tensor:
     """Summed log p(target) of the positions (target: fitted item ids).
 
-    `negatives` (item ids) switch the explore softmax to a sampled one over the targets
-    and those items; None uses the whole catalogue.
+    `negatives` (item ids) switch the explore softmax to a sampled one: each position's
+    target against those shared items and as many of the batch's other targets (drawn as
+    often as they are bought or viewed, so popular items are pushed back too); a negative
+    equal to the target is left out. None uses the whole catalogue.
     """
-    candidates = None if negatives is None else torch.unique(torch.cat([target, negatives]))
+    candidates = None
+    if negatives is not None:
+        stride = max(target.numel() // max(negatives.numel(), 1), 1)
+        candidates = torch.unique(torch.cat([negatives, target[::stride]]))
     s, rep, explore, items = _choose(net, batch, rows, pos, t_pred, candidates)
     log_g, log_not_g = net.log_gate(s)
     hit = items == (target[:, None] + 1)
     lp_repeat = torch.logsumexp(torch.where(hit, rep, _MASKED), 1) - torch.logsumexp(rep, 1)
-    column = target if candidates is None else torch.searchsorted(candidates, target)
-    lp_explore = F.log_softmax(explore, 1).gather(1, column[:, None])[:, 0]
+    if candidates is None:
+        lp_explore = F.log_softmax(explore, 1).gather(1, target[:, None])[:, 0]
+    else:
+        vectors = net.item_vectors()[target + 1]
+        own = (s * vectors).sum(1) + net.explore_bias[target]
+        seen = (hit & _readable(batch)[rows, pos]).any(1)  # explore never offers it
+        own = torch.where(seen, torch.full_like(own, _MASKED), own)
+        others = torch.where(candidates[None, :] == target[:, None], _MASKED, explore)
+        lp_explore = own - torch.logsumexp(torch.cat([own[:, None], others], 1), 1)
     return torch.logaddexp(log_g + lp_repeat, log_not_g + lp_explore).sum()
 
 
