@@ -533,6 +533,7 @@ def train(
         rows += [
             (name, f"{value:,}" if isinstance(value, int) else _number(value))
             for name, value in metrics.items()
+            if not isinstance(value, list)  # per-epoch curves: in the saved config.json
         ]
         rows.append(("saved to", str(out_dir)))
         out.print(_key_value_table("Trained", rows))
