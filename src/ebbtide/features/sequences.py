@@ -72,6 +72,18 @@ class EventArrays:
             offsets=offsets,
         )
 
+    def gap_features(self) -> np.ndarray:
+        """(n_events, 2) float32: log1p(hours since the user's previous event) and a
+        same-instant flag (0 and False at each user's first event): the time inputs of the
+        sequence models."""
+        t = self.t
+        first = np.zeros(t.size, dtype=bool)
+        first[self.offsets[:-1][self.lengths() > 0]] = True
+        gap = np.zeros(t.size)
+        if t.size:
+            gap[1:] = np.where(first[1:], 0.0, np.maximum(t[1:] - t[:-1], 0.0))
+        return np.stack([np.log1p(gap * 24.0), (gap <= 0) & ~first], axis=1).astype(np.float32)
+
     def last_index(self) -> np.ndarray:
         """Index of each user's last event, -1 where the user has none."""
         last = self.offsets[1:] - 1

@@ -306,14 +306,8 @@ def _sequences(
 ) -> _Sequences:
     t = events.t
     n = t.size
-    first = np.zeros(n, dtype=bool)
-    first[events.offsets[:-1][events.lengths() > 0]] = True
     last = np.zeros(n, dtype=bool)
     last[events.offsets[1:][events.lengths() > 0] - 1] = True
-    gap = np.zeros(n)
-    if n:
-        gap[1:] = np.where(first[1:], 0.0, np.maximum(t[1:] - t[:-1], 0.0))
-    gap_feat = np.stack([np.log1p(gap * 24.0), (gap <= 0) & ~first], axis=1).astype(np.float32)
     item = np.where(events.item_idx < n_items, events.item_idx.astype(np.int64) + 1, 0)
     cat_raw = events.category_idx.astype(np.int64)
     known_cat = (cat_raw >= 0) & (cat_raw < n_categories)
@@ -336,7 +330,7 @@ def _sequences(
         item=item,
         cat=cat,
         beh=events.behavior.astype(np.int64),
-        gap=gap_feat,
+        gap=events.gap_features(),
         tau=tau,
         tau0=tau0,
         mark=mark,

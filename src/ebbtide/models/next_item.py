@@ -165,16 +165,10 @@ class _Inputs:
 
 
 def _inputs(events: EventArrays, n_items: int) -> _Inputs:
-    t = events.t
-    gap = np.zeros(t.size)
-    first = np.zeros(t.size, dtype=bool)
-    first[events.offsets[:-1][events.lengths() > 0]] = True
-    if t.size:
-        gap[1:] = np.where(first[1:], 0.0, np.maximum(t[1:] - t[:-1], 0.0))
-    feats = np.stack([np.log1p(gap * 24.0), (gap <= 0) & ~first], 1).astype(np.float32)
     known = (events.item_idx >= 0) & (events.item_idx < n_items)
     item = np.where(known, events.item_idx.astype(np.int64) + 1, 0)
-    return _Inputs(item=item, beh=events.behavior.astype(np.int64), gap=feats, t=t)
+    beh = events.behavior.astype(np.int64)
+    return _Inputs(item=item, beh=beh, gap=events.gap_features(), t=events.t)
 
 
 def _windows(offsets: np.ndarray, length: int) -> tuple[np.ndarray, ...]:
@@ -418,8 +412,8 @@ def _validation_ndcg(net, history, inputs, users, target, t_pred, settings) -> f
     gains = []
     with torch.no_grad():
         net.eval()
-        for lo in range(0, users.size, settings.item_chunk // 4 or 1):
-            part = slice(lo, lo + (settings.item_chunk // 4 or 1))
+        for lo in range(0, users.size, _users_per_chunk(settings)):
+            part = slice(lo, lo + _users_per_chunk(settings))
             p = _user_distribution(net, history, inputs, users[part], t_pred[part], settings)
             tgt = torch.as_tensor(target[part], device=device)
             known = (tgt >= 0) & (tgt < net.n_items)
@@ -428,6 +422,11 @@ def _validation_ndcg(net, history, inputs, users, target, t_pred, settings) -> f
             gain = torch.where(known & (rank <= _VALID_K), 1.0 / torch.log2(rank.double() + 1), 0.0)
             gains.append(gain.cpu().numpy())
     return float(np.concatenate(gains).mean())
+
+
+def _users_per_chunk(settings: NextItemSettings) -> int:
+    """Users scored at once: each holds a row over the whole catalogue."""
+    return max(settings.item_chunk // 4, 1)
 
 
 def _user_distribution(net, events, inputs, users, t_pred, settings) -> torch.Tensor:
@@ -473,7 +472,7 @@ def score_next_items(
     k = min(k, net.n_items)
     items_out = np.empty((users.size, k), dtype=np.int64)
     scores_out = np.empty((users.size, k))
-    chunk = max(settings.item_chunk // 4, 1)
+    chunk = _users_per_chunk(settings)
     with torch.no_grad():
         for lo in range(0, users.size, chunk):
             hi = min(lo + chunk, users.size)
