@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench-ingest bench-models clean
+.PHONY: setup browser demo test lint bench-ingest bench-models clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,16 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# The report's browser test drives Debian's Chromium (Playwright's own download is not used).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian's chromium for the browser test"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "make test: the browser test needs Chromium: sudo apt-get install chromium" >&2; exit 1; \
+	  fi; }
+
 demo: $(STAMP)
 	$(VENV)/bin/ebbtide demo
 
@@ -23,7 +33,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check src tests bench
 
 # pytest exits 5 when it collected nothing: that is a failure here, and says so.
-test: $(STAMP) lint
+test: $(STAMP) browser lint
 	$(PY) -m pytest -q; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; \
 	exit $$status
@@ -37,4 +47,4 @@ bench-models: $(STAMP)
 	$(PY) bench/btyd.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache ebbtide-demo.duckdb
+	rm -rf $(VENV) .pytest_cache ebbtide-demo ebbtide-demo.duckdb

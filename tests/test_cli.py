@@ -25,7 +25,7 @@ def _ok(*args: str):
 
 def test_help_lists_every_command() -> None:
     result = _ok("--help")
-    for command in ("ingest", "stats", "quarantine", "forget", "synth", "demo"):
+    for command in ("ingest", "stats", "quarantine", "forget", "synth", "demo", "report"):
         assert command in result.output
     assert "--user-col" in _ok("ingest", "--help").output
 
@@ -55,9 +55,21 @@ def test_ingest_stats_quarantine_forget(tmp_path: Path) -> None:
     assert "nothing removed" in _ok("forget", "7", "--db", str(db)).stdout
 
 
-def test_demo_ingests_the_bundled_sample(tmp_path: Path) -> None:
-    result = _ok("demo", "--db", str(tmp_path / "demo.duckdb"), "--quiet")
-    assert "84,475" in result.stdout and "2017-12-02" in result.stdout
+def test_demo_and_report_refuse_bad_options_before_any_work(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["demo", "--format", "generic", "--out", str(tmp_path / "d")])
+    assert result.exit_code == 1 and "ebbtide ingest --format generic" in result.output
+    result = runner.invoke(app, ["demo", "--data", str(tmp_path / "missing.csv"), "--quiet"])
+    assert result.exit_code == 1 and "missing.csv" in result.output
+    store = tmp_path / "s.duckdb"
+    log = tmp_path / "log.csv"
+    log.write_text("7,1,1,pv,1511544070\n7,2,1,buy,1511544170\n")
+    _ok("ingest", str(log), "--db", str(store), "--quiet")
+    not_json = tmp_path / "campaign.json"
+    not_json.write_text("{truncated")
+    result = runner.invoke(app, ["report", "--db", str(store), "--campaign", str(not_json)])
+    assert result.exit_code == 1 and "campaign analyze" in result.output
+    result = runner.invoke(app, ["report", "--db", str(store), "--max-seconds", "0"])
+    assert result.exit_code == 1 and "--max-seconds" in result.output
 
 
 def test_synth_then_ingest(tmp_path: Path) -> None:
@@ -138,7 +150,7 @@ def test_train_then_score(tmp_path: Path, family: str) -> None:
     import pandas as pd
 
     db = tmp_path / "shop.duckdb"
-    _ok("demo", "--db", str(db), "--quiet")
+    _ok("ingest", str(taobao_sample_path()), "--db", str(db), "--quiet")
     model_dir = tmp_path / family
     cut = "2017-12-02T00:00+08:00"
     _ok("train", "--db", str(db), "--model", family, "--until", cut, "--out", str(model_dir))
@@ -157,7 +169,7 @@ def test_train_then_score(tmp_path: Path, family: str) -> None:
 
 def test_train_and_score_refuse_bad_arguments(tmp_path: Path) -> None:
     db = tmp_path / "shop.duckdb"
-    _ok("demo", "--db", str(db), "--quiet")
+    _ok("ingest", str(taobao_sample_path()), "--db", str(db), "--quiet")
     bad = runner.invoke(app, ["train", "--db", str(db), "--model", "nope", "--out", "m"])
     assert bad.exit_code == 1 and "no model family 'nope'" in bad.output
     bad = runner.invoke(
@@ -170,7 +182,7 @@ def test_train_neural_checkpoints_resumes_and_refuses_a_missing_gpu(tmp_path: Pa
     import torch
 
     db = tmp_path / "shop.duckdb"
-    _ok("demo", "--db", str(db), "--quiet")
+    _ok("ingest", str(taobao_sample_path()), "--db", str(db), "--quiet")
     model_dir = tmp_path / "neural"
     cut = "2017-12-02T00:00+08:00"
     base = ["train", "--db", str(db), "--model", "neural", "--until", cut, "--out", str(model_dir)]

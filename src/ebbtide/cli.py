@@ -627,24 +627,8 @@ def _write_frame(frame: Any, path: Path) -> None:
     err.print(f"wrote {path}")
 
 
-@app.command()
-def demo(
-    db: DbOption = Path("ebbtide-demo.duckdb"),
-    quiet: QuietOption = False,
-) -> None:
-    """Run ebbtide on the bundled real Taobao sample (815 users, 9 days)."""
-    from ebbtide.datasets import TAOBAO_SAMPLE_FACTS, taobao_sample_path
-
-    with _user_errors():
-        with EventStore(db) as store, _stages(quiet, "ingesting the Taobao sample") as stage:
-            summary = ingest_file(store, taobao_sample_path(), FormatName.TAOBAO, progress=stage)
-            result = store.stats(tz=str(TAOBAO_SAMPLE_FACTS["timezone"]))
-        _print_summary(summary, db)
-        _print_stats(result, db)
-
-
-# the activation commands register themselves on `app`
-from ebbtide import cli_activate, cli_evaluate  # noqa: E402, F401
+# the activation, evaluation and report commands register themselves on `app`
+from ebbtide import cli_activate, cli_evaluate, cli_report  # noqa: E402, F401
 
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -10,6 +10,7 @@ import pandas as pd
 from typer.testing import CliRunner
 
 from ebbtide.cli import app
+from ebbtide.datasets import taobao_sample_path
 
 runner = CliRunner()
 
@@ -22,7 +23,7 @@ def _ok(*args: str):
 
 def test_segments_with_early_warning(tmp_path: Path) -> None:
     db, model = tmp_path / "shop.duckdb", tmp_path / "decay"
-    _ok("demo", "--db", str(db), "--quiet")
+    _ok("ingest", str(taobao_sample_path()), "--db", str(db), "--quiet")
     cut = "2017-12-02T00:00+08:00"
     _ok("train", "--db", str(db), "--model", "decay", "--until", cut, "--out", str(model))
     segments, warning = tmp_path / "seg.csv", tmp_path / "warn.csv"
@@ -52,7 +53,7 @@ def test_campaign_synth_writes_log_and_truth(tmp_path: Path) -> None:
 
 def test_plan_writes_one_row_per_user_within_budget(tmp_path: Path) -> None:
     db, model = tmp_path / "shop.duckdb", tmp_path / "decay"
-    _ok("demo", "--db", str(db), "--quiet")
+    _ok("ingest", str(taobao_sample_path()), "--db", str(db), "--quiet")
     cut = "2017-12-02T00:00+08:00"
     _ok("train", "--db", str(db), "--model", "decay", "--until", cut, "--out", str(model))
     contacts, plan, summary = tmp_path / "c.csv", tmp_path / "plan.parquet", tmp_path / "s.json"
@@ -129,7 +130,7 @@ def test_campaign_commands_fail_clearly_on_bad_logs(tmp_path: Path) -> None:
 def test_learned_uplift_from_store_features_feeds_the_plan(tmp_path: Path) -> None:
     """campaign log of store users -> uplift on store_* features -> effects -> plan."""
     db, model = tmp_path / "shop.duckdb", tmp_path / "decay"
-    _ok("demo", "--db", str(db), "--quiet")
+    _ok("ingest", str(taobao_sample_path()), "--db", str(db), "--quiet")
     start = "2017-12-01T00:00+08:00"
     _ok("train", "--db", str(db), "--model", "decay", "--until", start, "--out", str(model))
     _ok("segments", "--db", str(db), "--model", str(model), "--at", start,

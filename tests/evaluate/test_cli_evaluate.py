@@ -8,13 +8,19 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from ebbtide.cli import app
+from ebbtide.datasets import taobao_sample_path
 
 runner = CliRunner()
 
 
 def test_evaluate_writes_the_comparison(tmp_path: Path) -> None:
     db = tmp_path / "shop.duckdb"
-    assert runner.invoke(app, ["demo", "--db", str(db), "--quiet"]).exit_code == 0
+    assert (
+        runner.invoke(
+            app, ["ingest", str(taobao_sample_path()), "--db", str(db), "--quiet"]
+        ).exit_code
+        == 0
+    )
     report, markdown = tmp_path / "eval.json", tmp_path / "eval.md"
     result = runner.invoke(
         app,
@@ -34,7 +40,12 @@ def test_evaluate_writes_the_comparison(tmp_path: Path) -> None:
 
 def test_evaluate_leave_one_out(tmp_path: Path) -> None:
     db = tmp_path / "shop.duckdb"
-    assert runner.invoke(app, ["demo", "--db", str(db), "--quiet"]).exit_code == 0
+    assert (
+        runner.invoke(
+            app, ["ingest", str(taobao_sample_path()), "--db", str(db), "--quiet"]
+        ).exit_code
+        == 0
+    )
     report = tmp_path / "loo.json"
     result = runner.invoke(
         app,

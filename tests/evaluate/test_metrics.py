@@ -21,6 +21,7 @@ from ebbtide.evaluate.metrics import (
     concordance_index,
     expected_calibration_error,
     hit_rate_at_k,
+    kaplan_meier,
     log_loss,
     mrr_at_k,
     ndcg_at_k,
@@ -553,3 +554,26 @@ def test_btyd_holdout_rejects_bad_input() -> None:
         btyd_holdout_metrics([1, 2], [1.0])
     with pytest.raises(ConfigError, match="missing or infinite"):
         btyd_holdout_metrics([1, np.inf], [1.0, 1.0])
+
+
+# ------------------------------------------------------------------------ Kaplan-Meier
+
+
+def test_kaplan_meier_matches_statsmodels_with_ties_and_censoring():
+    from statsmodels.duration.survfunc import SurvfuncRight
+
+    rng = np.random.default_rng(3)
+    times = rng.integers(1, 20, size=300).astype(float)
+    observed = rng.random(300) < 0.6
+    ours = kaplan_meier(times, observed)
+    reference = SurvfuncRight(times, observed.astype(int))
+    np.testing.assert_allclose(ours["time"].to_numpy()[1:], reference.surv_times)
+    np.testing.assert_allclose(ours["survival"].to_numpy()[1:], reference.surv_prob)
+    assert ours["at_risk"].iloc[0] == 300
+
+
+def test_kaplan_meier_without_events_stays_at_one_and_rejects_negative_times():
+    table = kaplan_meier([1.0, 2.0], [False, False])
+    assert table["survival"].tolist() == [1.0]
+    with pytest.raises(ConfigError, match=">= 0"):
+        kaplan_meier([-1.0, 2.0], [True, True])

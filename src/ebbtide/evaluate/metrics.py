@@ -40,6 +40,7 @@ __all__ = [
     "concordance_index",
     "expected_calibration_error",
     "hit_rate_at_k",
+    "kaplan_meier",
     "log_loss",
     "mrr_at_k",
     "ndcg_at_k",
@@ -686,6 +687,47 @@ def _concordance_counts(t: np.ndarray, p: np.ndarray, e: np.ndarray) -> tuple[in
         tied += int((up_to - below).sum())
         pairs += int((end - first).sum())
     return correct, tied, pairs
+
+
+def kaplan_meier(times: ArrayLike, observed: ArrayLike) -> pd.DataFrame:
+    """The Kaplan-Meier estimate of the share still waiting, at each distinct event time.
+
+    Used to draw the observed return curve next to a model's: users who had not come back
+    by the end of the data are censored there, not counted as never returning.
+
+    Parameters
+    ----------
+    times : array of float
+        Time of the event, or of censoring (non-negative).
+    observed : array of bool
+        True where the event happened at that time, False where the subject was censored.
+
+    Returns
+    -------
+    DataFrame
+        ``time`` (0, then each distinct event time, increasing), ``at_risk``, ``events``,
+        ``survival`` (share without the event just after ``time``).
+
+    Examples
+    --------
+    >>> kaplan_meier([1, 2, 2, 3], [True, True, False, False])["survival"].tolist()
+    [1.0, 0.75, 0.5]
+    """
+    t = _check_values(times, None, "times")
+    e = _check_labels(observed, "observed", n=t.size)
+    if (t < 0).any():
+        raise ConfigError("times must be >= 0 (time since the start of follow-up)")
+    event_times, events = np.unique(t[e.astype(bool)], return_counts=True)
+    at_risk = t.size - np.searchsorted(np.sort(t), event_times, side="left")
+    survival = np.cumprod(1.0 - events / at_risk)
+    return pd.DataFrame(
+        {
+            "time": np.concatenate([[0.0], event_times]),
+            "at_risk": np.concatenate([[t.size], at_risk]).astype(np.int64),
+            "events": np.concatenate([[0], events]).astype(np.int64),
+            "survival": np.concatenate([[1.0], survival]),
+        }
+    )
 
 
 # ------------------------------------------------------------------------------- BTYD

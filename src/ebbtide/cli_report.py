@@ -1,0 +1,231 @@
+"""`ebbtide report` and `ebbtide demo`: the main job end to end, ending in one HTML page.
+
+Kept apart from `ebbtide.cli` (which registers it) so each file holds one stage's wiring;
+the work itself is `report.pipeline.build_report_data` and `report.html`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ebbtide.cli import (
+    QuietOption,
+    _key_value_table,
+    _require_store,
+    _stages,
+    _user_errors,
+    _write_frame,
+    app,
+    err,
+    out,
+    parse_duration,
+)
+from ebbtide.errors import ConfigError
+from ebbtide.ingest import FormatName, ingest_file
+from ebbtide.store import EventStore
+
+#: What the demo gives the neural model, in seconds: about three minutes of training on
+#: two cores, two thirds for the point process and one third for the next-item head.
+DEMO_SECONDS = 180.0
+
+ModelsOption = Annotated[
+    str,
+    typer.Option(help="Families compared on the holdout, comma-separated; the last is drawn."),
+]
+HoldoutOption = Annotated[
+    str | None,
+    typer.Option(help="Holdout at the end of the log: 1d, 7d; default 1d under a month, else 7d."),
+]
+PlanHorizonOption = Annotated[
+    str, typer.Option(help="Return window behind segments and the plan: 24h, 7d.")
+]
+MaxSecondsOption = Annotated[
+    float, typer.Option(help="Training budget of the neural model, in seconds.")
+]
+ActionsOption = Annotated[
+    Path | None,
+    typer.Option("--actions", help="Action catalogue (TOML); default: the shipped one."),
+]
+CampaignOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--campaign", help="A campaign's analysis (`ebbtide campaign analyze --json`) to show."
+    ),
+]
+
+
+@app.command()
+def report(
+    db: Annotated[Path, typer.Option("--db", help="Event store file (DuckDB).")] = Path(
+        "ebbtide.duckdb"
+    ),
+    out_file: Annotated[Path, typer.Option("--out", help="The HTML report to write.")] = Path(
+        "ebbtide-report.html"
+    ),
+    models: ModelsOption = "popular,btyd,gbdt,decay,neural",
+    holdout: HoldoutOption = None,
+    plan_horizon: PlanHorizonOption = "7d",
+    max_seconds: MaxSecondsOption = DEMO_SECONDS,
+    actions_file: ActionsOption = None,
+    campaign_file: CampaignOption = None,
+    tables: Annotated[
+        Path | None,
+        typer.Option(help="Also write the plan, early warnings and evaluation to this folder."),
+    ] = None,
+    tz: Annotated[str, typer.Option(help="Time zone of the events-by-day figure.")] = "UTC",
+    quiet: QuietOption = False,
+) -> None:
+    """Evaluate, score, segment and plan on a store, and write one offline HTML report."""
+    with _user_errors():
+        _require_store(db)
+        options = _pipeline_options(
+            models, holdout, plan_horizon, max_seconds, actions_file, campaign_file
+        )
+        with EventStore(db, read_only=True) as store:
+            data = _run(store, out_file, quiet, source=str(db), tz=tz, **options)
+        if tables is not None:
+            _write_tables(data, tables)
+        _print_summary(data, out_file)
+
+
+@app.command()
+def demo(
+    data_file: Annotated[
+        Path | None,
+        typer.Option("--data", help="Your own log instead of the bundled Taobao sample."),
+    ] = None,
+    fmt: Annotated[
+        FormatName, typer.Option("--format", "-f", help="Format of --data (see `ingest`).")
+    ] = FormatName.TAOBAO,
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Folder for the store, the report and the tables.")
+    ] = Path("ebbtide-demo"),
+    models: ModelsOption = "popular,btyd,gbdt,decay,neural",
+    holdout: HoldoutOption = None,
+    plan_horizon: PlanHorizonOption = "7d",
+    max_seconds: MaxSecondsOption = DEMO_SECONDS,
+    quiet: QuietOption = False,
+) -> None:
+    """The whole pipeline on the bundled real Taobao sample (or --data): ingest, train,
+    evaluate against the baselines, score, segment, plan, and write the report.
+
+    A log that needs column mapping (format generic) is ingested first with `ebbtide ingest`
+    and reported with `ebbtide report --db`.
+    """
+    from ebbtide.datasets import TAOBAO_SAMPLE_FACTS, taobao_sample_path
+
+    with _user_errors():
+        if fmt == FormatName.GENERIC:
+            raise ConfigError(
+                "the generic format needs column options: run `ebbtide ingest --format "
+                "generic ...`, then `ebbtide report --db STORE`"
+            )
+        source = data_file or taobao_sample_path()
+        tz = "UTC" if data_file else str(TAOBAO_SAMPLE_FACTS["timezone"])
+        options = _pipeline_options(models, holdout, plan_horizon, max_seconds, None, None)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        db = out_dir / "events.duckdb"
+        with EventStore(db) as store:
+            with _stages(quiet, "ingesting") as stage:
+                summary = ingest_file(store, source, fmt, progress=stage)
+            err.print(
+                f"ingested {summary.loaded:,} events ({summary.duplicates:,} duplicates,"
+                f" {summary.quarantined:,} quarantined) from {source}"
+            )
+            report_path = out_dir / "report.html"
+            data = _run(store, report_path, quiet, source=f"{source} ({fmt.value})", tz=tz,
+                        **options)  # fmt: skip
+        _write_tables(data, out_dir)
+        _print_summary(data, report_path)
+
+
+def _pipeline_options(
+    models: str,
+    holdout: str | None,
+    plan_horizon: str,
+    max_seconds: float,
+    actions_file: Path | None,
+    campaign_file: Path | None,
+) -> dict[str, Any]:
+    """CLI options as `build_report_data` arguments, checked before any work starts."""
+    from ebbtide.activate.actions import load_actions
+
+    names = [name.strip() for name in models.split(",") if name.strip()]
+    if not names:
+        raise ConfigError("--models is empty: name at least one family, e.g. decay,neural")
+    if not max_seconds > 0:
+        raise ConfigError(f"--max-seconds {max_seconds}: use a positive number of seconds")
+    campaign = None
+    if campaign_file is not None:
+        try:
+            campaign = json.loads(campaign_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"{campaign_file}: not a campaign analysis JSON ({exc}); write one with "
+                "`ebbtide campaign analyze LOG ... --json FILE`"
+            ) from None
+        if not isinstance(campaign, dict) or "ab" not in campaign:
+            raise ConfigError(
+                f"{campaign_file}: no 'ab' table in it; write one with "
+                "`ebbtide campaign analyze LOG ... --json FILE`"
+            )
+    return {
+        "models": names,
+        "settings": {
+            "neural": {
+                "max_train_seconds": max_seconds * 2 / 3,
+                "item_max_seconds": max_seconds / 3,
+            }
+        },
+        "holdout": parse_duration(holdout) if holdout else None,
+        "plan_horizon": parse_duration(plan_horizon),
+        "catalogue": load_actions(actions_file) if actions_file else None,
+        "campaign": campaign,
+    }
+
+
+def _run(store: EventStore, path: Path, quiet: bool, **options: Any):
+    from ebbtide.report import write_report
+
+    with _stages(quiet, "report") as stage:
+        return write_report(store, path, on_stage=stage, **options)
+
+
+def _write_tables(data, folder: Path) -> None:
+    """The tables behind the report, for a spreadsheet or the next program."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if data.plan_table is not None:
+        _write_frame(data.plan_table, folder / "plan.csv")
+    _write_frame(data.early_warning, folder / "early_warning.csv")
+    evaluation = folder / "evaluation.json"
+    evaluation.write_text(json.dumps(data.comparison.to_dict(), indent=2) + "\n", encoding="utf-8")
+    err.print(f"wrote {evaluation}")
+
+
+def _print_summary(data, path: Path) -> None:
+    summary = data.plan_summary
+    main = data.comparison.table.set_index("model").loc[data.model]
+    segments = ", ".join(f"{row.segment} {row.users:,}" for row in data.segments.itertuples())
+    rows = [
+        ("events", f"{data.overview['events']:,} of {data.overview['users']:,} users"),
+        ("model drawn", data.model),
+        ("return AUC on the holdout", _number(main.get("return_auc"))),
+        ("next items recall@20", _number(main.get("recall_at_k"))),
+        ("segments", segments),
+        (
+            "plan",
+            f"{summary['contacts']:,} contacts, spend {summary['spend']:,.2f} of "
+            f"{summary['budget']:,.2f} {summary['currency']}, "
+            f"{summary['expected_conversions']:.1f} expected incremental conversions",
+        ),
+        ("report", str(path)),
+    ]
+    out.print(_key_value_table("ebbtide", rows))
+
+
+def _number(value: Any) -> str:
+    return "–" if value is None or value != value else f"{value:.3f}"

@@ -1,0 +1,438 @@
+"""The main job on one store: evaluate, score, segment, plan, and gather the report's numbers.
+
+Why one function: a new user asks one question ("what does ebbtide see in my log?") and the
+answer needs every stage in order. The models are fitted once, on events before a holdout
+cut-off, so the same fitted main model answers both the honest checks (its return curve and
+calibration against what happened after the cut) and the planning at the end of the log
+(the state at scoring uses every event before that instant; the parameters only the
+earlier ones). Nothing here draws: `report.html` renders the `ReportData` this returns.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ebbtide.activate.actions import NONE, ActionCatalogue
+from ebbtide.activate.reactivation import ReactivationPlan, plan_reactivation
+from ebbtide.activate.segments import assign_segments, early_warning
+from ebbtide.errors import ConfigError, EbbtideError
+from ebbtide.evaluate.metrics import kaplan_meier, reliability_table
+from ebbtide.evaluate.temporal import holdout_targets, temporal_holdout
+from ebbtide.models.base import Model
+from ebbtide.models.scoring import build_model, score_users
+from ebbtide.report.data import ReportData, UserDrilldown
+from ebbtide.schema import BEHAVIORS
+from ebbtide.store import EventStore
+
+__all__ = ["DEFAULT_MODELS", "build_report_data", "default_holdout"]
+
+#: Families fitted and compared by default; the last one is the main model.
+DEFAULT_MODELS = ("popular", "btyd", "gbdt", "decay", "neural")
+
+_HOUR = timedelta(hours=1)
+_SEGMENT_ORDER = ("lost", "dormant", "at_risk", "cooling", "active")
+
+
+def default_holdout(span: timedelta) -> timedelta:
+    """One day for logs shorter than a month, else one week: a holdout that keeps most of
+    the log for fitting and still sees a full cycle of the shop's rhythm."""
+    return timedelta(days=1) if span < timedelta(days=30) else timedelta(days=7)
+
+
+def build_report_data(
+    store: EventStore,
+    *,
+    models: Sequence[str] = DEFAULT_MODELS,
+    main: str | None = None,
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
+    holdout: timedelta | None = None,
+    plan_horizon: timedelta = timedelta(days=7),
+    catalogue: ActionCatalogue | None = None,
+    campaign: dict[str, Any] | None = None,
+    title: str = "ebbtide report",
+    source: str = "",
+    tz: str = "UTC",
+    top_categories: int = 6,
+    drilldown_users: int = 3,
+    on_stage: Callable[[str], None] | None = None,
+) -> ReportData:
+    """Fit, evaluate, score, segment and plan on `store`; every number of the report.
+
+    Parameters
+    ----------
+    store : EventStore
+    models : sequence of str
+        Families compared on the holdout.
+    main : str, optional
+        The family whose answers the report draws; default the last of `models`.
+    settings : mapping, optional
+        Per family, config changes, e.g. ``{"neural": {"max_train_seconds": 90}}``.
+    holdout : timedelta, optional
+        Length of the holdout window at the end of the log; default `default_holdout`.
+    plan_horizon : timedelta
+        Horizon of the return probabilities behind segments and the plan.
+    catalogue : ActionCatalogue, optional
+        Actions and budget of the plan; default `activate.actions.default_actions()`.
+    campaign : dict, optional
+        `CampaignAnalysis.to_dict()` of a campaign that ran, shown as its own section.
+    title, source : str
+        The report's title and a description of where the events came from.
+    tz : str
+        Time zone of the "events by day" figure.
+    top_categories, drilldown_users : int
+        How many categories the decay figure shows, and how many users are drilled into.
+    on_stage : callable, optional
+        Called with a short description before each stage (for a progress display).
+
+    Returns
+    -------
+    ReportData
+    """
+    stage = on_stage or (lambda _text: None)
+    names = list(models)
+    main = main or (names[-1] if names else None)
+    if main not in names:
+        raise ConfigError(f"main model {main!r} must be one of the models compared: {names}")
+    first, last = store.first_event(), store.last_event()
+    if first is None or last is None:
+        raise EbbtideError("the store holds no events yet: ingest a file first")
+    scored_at = last + timedelta(seconds=1)
+    start = _bulk_start(store)
+    holdout = holdout or default_holdout(last - start)
+    cutoff = scored_at - holdout
+    if cutoff <= first:
+        raise ConfigError(
+            f"the log spans {last - first}, not more than the {holdout} holdout:"
+            " pass a shorter holdout or a longer log"
+        )
+    chosen_settings = {name: dict((settings or {}).get(name, {})) for name in names}
+    if "gbdt" in chosen_settings:  # it learns one horizon: the one it is checked on
+        chosen_settings["gbdt"].setdefault("horizon_days", holdout / timedelta(days=1))
+    fitted = {name: build_model(name, **chosen_settings[name]) for name in names}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # fits' convergence notes; the report speaks
+        comparison = temporal_holdout(
+            store, list(fitted.values()), cutoff=cutoff, horizon=holdout, on_stage=stage
+        )
+    model = fitted[main]
+
+    stage("checking the return forecast")
+    targets = holdout_targets(store, cutoff=cutoff, horizon=holdout)
+    return_curves = _return_curves(model, targets.users, cutoff, holdout)
+    p_holdout = model.p_return(at=cutoff, horizon=holdout)
+    calibration = _calibration(targets.users, p_holdout)
+
+    stage(f"scoring users at {scored_at:%Y-%m-%d %H:%M} UTC")
+    users, categories = score_users(model, at=scored_at, horizon=plan_horizon)
+    before, before_categories = score_users(model, at=cutoff, horizon=plan_horizon)
+    segments_now = assign_segments(users, categories, horizon=plan_horizon)
+    segments_before = assign_segments(before, before_categories, horizon=plan_horizon)
+    warning_list = early_warning(model, before=cutoff, at=scored_at, horizon=plan_horizon, top=20)
+
+    stage("planning the re-activation campaign")
+    plan = plan_reactivation(model, store, at=scored_at, horizon=plan_horizon, catalogue=catalogue)
+    stage("drawing users' interest over time")
+    chosen = _drilldown_choice(warning_list, plan, drilldown_users)
+    drilldowns = _drilldowns(model, store, chosen, plan, segments_now, start, scored_at)
+
+    curves, half_lives = _decay_curves(categories, top_categories)
+    notes = [
+        f"Models were fitted on events before {cutoff.isoformat()} and checked on the "
+        f"{holdout / timedelta(days=1):g} days after it; users were scored, segmented and "
+        f"planned at {scored_at.isoformat()} with every event before it.",
+        *plan.notes,
+    ]
+    return ReportData(
+        title=title,
+        source=source,
+        generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        model=main,
+        cutoff=cutoff.isoformat(),
+        scored_at=scored_at.isoformat(),
+        overview=_overview(store, first, last),
+        events_by_day=_events_by_day(store, tz),
+        decay_curves=curves,
+        category_half_lives=half_lives,
+        half_lives_hours=_half_lives_hours(categories),
+        return_curves=return_curves,
+        return_calibration=calibration,
+        return_horizon_hours=holdout / _HOUR,
+        comparison=comparison,
+        segments=_segment_sizes(segments_now),
+        segment_flows=_segment_flows(segments_before, segments_now),
+        early_warning=warning_list,
+        plan_summary=plan.summary(),
+        plan_by_action=plan.by_action_and_segment(),
+        plan_contacts=_contacts(plan),
+        drilldowns=drilldowns,
+        campaign=campaign,
+        plan_table=plan.table,
+        timezone=tz,
+        notes=notes,
+    )
+
+
+# -- overview ----------------------------------------------------------------------------
+
+
+def _bulk_start(store: EventStore) -> datetime:
+    """Where the log really starts: its 1st percentile of time, so that a few stray early
+    timestamps (common in raw logs) do not stretch the holdout rule or the drill-down axis."""
+    return store.con.execute("SELECT quantile_disc(ts, 0.01) FROM events").fetchone()[0]
+
+
+def _overview(store: EventStore, first: datetime, last: datetime) -> dict[str, Any]:
+    counts = {
+        table: store.con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        for table in ("users", "items", "categories", "events")
+    }
+    return counts | {"first_event": first.isoformat(), "last_event": last.isoformat()}
+
+
+def _events_by_day(store: EventStore, tz: str) -> pd.DataFrame:
+    frame = store.con.execute(
+        "SELECT strftime(timezone(?, ts), '%Y-%m-%d') AS day, behavior, count(*) AS events"
+        " FROM events GROUP BY ALL ORDER BY ALL",
+        [tz],
+    ).df()
+    names = {b.code: b.value for b in BEHAVIORS}
+    frame["behavior"] = frame["behavior"].map(names)
+    return frame[["day", "behavior", "events"]]
+
+
+# -- interest decay ----------------------------------------------------------------------
+
+
+def _decay_curves(categories: pd.DataFrame | None, top: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Projected interest with no new events, per top category, relative to now.
+
+    The population curve of a category sums its users' ``baseline + excitation · 2^(−t/h)``
+    and divides by their summed level now: where it flattens is the long-term baseline,
+    how fast it gets there is the excitation's half-life.
+    """
+    columns = ["category_id", "half_life_hours", "users"]
+    if categories is None or categories.empty:
+        empty = pd.DataFrame(columns=["category_id", "hours", "relative_interest"])
+        return empty, pd.DataFrame(columns=columns)
+    by_category = categories.groupby("category_id", sort=False)
+    half_lives = (
+        by_category.agg(half_life_hours=("half_life_days", "median"), users=("user_id", "nunique"))
+        .reset_index()
+        .assign(half_life_hours=lambda f: f["half_life_hours"] * 24.0)
+        .sort_values(["users", "category_id"], ascending=[False, True], kind="stable")
+        .head(top)
+        .reset_index(drop=True)
+    )
+    horizon_hours = float(np.clip(4 * half_lives["half_life_hours"].max(), 24.0, 24.0 * 30))
+    hours = np.linspace(0.0, horizon_hours, 97)
+    rows = []
+    for category in half_lives["category_id"]:
+        pairs = categories[categories["category_id"] == category]
+        decay = np.exp2(
+            -np.outer(hours / 24.0, 1.0 / pairs["half_life_days"].clip(lower=1e-9).to_numpy())
+        )
+        projected = pairs["baseline"].sum() + decay @ pairs["excitation"].to_numpy()
+        now = max(float(pairs["level"].sum()), 1e-12)
+        rows.append(
+            pd.DataFrame(
+                {"category_id": category, "hours": hours, "relative_interest": projected / now}
+            )
+        )
+    return pd.concat(rows, ignore_index=True), half_lives[columns]
+
+
+def _half_lives_hours(categories: pd.DataFrame | None) -> pd.Series:
+    if categories is None or categories.empty:
+        return pd.Series(dtype=float, name="half_life_hours")
+    hours = categories["half_life_days"].to_numpy(dtype=float) * 24.0
+    return pd.Series(hours[np.isfinite(hours) & (hours > 0)], name="half_life_hours")
+
+
+# -- return ------------------------------------------------------------------------------
+
+
+def _return_curves(
+    model: Model, users: pd.DataFrame, cutoff: datetime, holdout: timedelta
+) -> pd.DataFrame:
+    """Observed (Kaplan-Meier, censored at the window's end) and predicted share returned."""
+    days = users["days_to_return"].to_numpy(dtype=float)
+    observed = users["returned"].to_numpy(dtype=bool)
+    survival = kaplan_meier(days, observed)
+    hours = np.linspace(0.0, holdout / _HOUR, 25)
+    step = np.searchsorted(survival["time"].to_numpy() * 24.0, hours, side="right") - 1
+    returned = 1.0 - survival["survival"].to_numpy()[step]
+    predicted = [0.0]
+    for h in hours[1:]:
+        answer = model.p_return(users["user_id"].tolist(), at=cutoff, horizon=h * _HOUR)
+        predicted.append(float(answer["p_return"].mean()))
+    return pd.DataFrame({"hours": hours, "observed": returned, "predicted": predicted})
+
+
+def _calibration(users: pd.DataFrame, answer: pd.DataFrame) -> pd.DataFrame:
+    joined = users[["user_id", "returned"]].merge(answer, on="user_id", how="inner")
+    table = reliability_table(joined["returned"].to_numpy(), joined["p_return"].to_numpy())
+    table = table[table["count"] > 0]
+    return pd.DataFrame(
+        {"p_mean": table["mean_p"], "observed": table["frac_pos"], "users": table["count"]}
+    ).reset_index(drop=True)
+
+
+# -- segments ----------------------------------------------------------------------------
+
+
+def _segment_sizes(segments: pd.DataFrame) -> pd.DataFrame:
+    counts = segments["segment"].value_counts()
+    order = [s for s in _SEGMENT_ORDER if s in counts.index]
+    order += sorted(set(counts.index) - set(order))
+    counts = counts.reindex(order)
+    return pd.DataFrame(
+        {"segment": order, "users": counts.to_numpy(), "share": (counts / counts.sum()).to_numpy()}
+    )
+
+
+def _segment_flows(before: pd.DataFrame, now: pd.DataFrame) -> pd.DataFrame:
+    """Segment at the cut-off -> segment now; users new since the cut-off come from "new"."""
+    joined = now[["user_id", "segment"]].merge(
+        before[["user_id", "segment"]], on="user_id", how="left", suffixes=("_now", "_before")
+    )
+    joined["segment_before"] = joined["segment_before"].fillna("new")
+    return (
+        joined.groupby(["segment_before", "segment_now"], sort=True)
+        .size()
+        .rename("users")
+        .reset_index()
+    )
+
+
+# -- plan and drill-down -----------------------------------------------------------------
+
+
+def _contacts(plan: ReactivationPlan, rows: int = 20) -> pd.DataFrame:
+    table = plan.table[plan.table["action"] != NONE]
+    return table.sort_values("expected_uplift", ascending=False, kind="stable").head(rows)
+
+
+def _drilldown_choice(warnings_list: pd.DataFrame, plan: ReactivationPlan, n: int) -> list[str]:
+    """The most alarming early warning, the most promising contact, the most active user."""
+    candidates: list[str] = []
+    candidates += warnings_list["user_id"].head(1).tolist()
+    candidates += _contacts(plan, rows=1)["user_id"].tolist()
+    active = plan.table[plan.table["segment"] == "active"]
+    candidates += active["user_id"].head(1).tolist()
+    candidates += plan.table["user_id"].tolist()
+    chosen: list[str] = []
+    for user in candidates:
+        if user not in chosen:
+            chosen.append(user)
+        if len(chosen) == n:
+            break
+    return chosen
+
+
+def _drilldowns(
+    model: Model,
+    store: EventStore,
+    users: list[str],
+    plan: ReactivationPlan,
+    segments: pd.DataFrame,
+    start: datetime,
+    scored_at: datetime,
+    categories_per_user: int = 3,
+) -> list[UserDrilldown]:
+    """Each chosen user's interest in their top categories over the log."""
+    if not users:
+        return []
+    now = model.interest(users, at=scored_at, horizon=timedelta(days=1))
+    top = (
+        now.sort_values(["user_id", "level"], ascending=[True, False], kind="stable")
+        .groupby("user_id", sort=False)
+        .head(categories_per_user)
+    )
+    events = _user_events(store, users, scored_at)
+    levels = _interest_paths(model, users, events["ts"], start, scored_at).merge(
+        top[["user_id", "category_id"]], on=["user_id", "category_id"]
+    )
+    plan_rows = plan.table.set_index("user_id")
+    segment_rows = segments.set_index("user_id")
+    result = []
+    for user in users:
+        mine = top[top["user_id"] == user]
+        in_top = (events["user_id"] == user) & events["category_id"].isin(mine["category_id"])
+        result.append(
+            UserDrilldown(
+                user_id=user,
+                segment=str(segment_rows.at[user, "segment"]),
+                action=str(plan_rows.at[user, "action"]),
+                reason=str(segment_rows.at[user, "reason"]),
+                curves=levels[levels["user_id"] == user].drop(columns="user_id"),
+                events=events[in_top].drop(columns="user_id"),
+                half_lives={
+                    str(c): float(h) * 24.0
+                    for c, h in zip(mine["category_id"], mine["half_life_days"], strict=True)
+                },
+            )
+        )
+    return result
+
+
+def _interest_paths(
+    model: Model,
+    users: list[str],
+    event_times: pd.Series,
+    start: datetime,
+    end: datetime,
+    max_states: int = 600,
+    grid: int = 60,
+) -> pd.DataFrame:
+    """Interest paths that keep every jump: the state just after each event, then its decay.
+
+    Between two events the model's interest in a category is ``baseline + excitation ·
+    2^(−τ/half-life)``, so one query right after each event (and at a coarse grid, for the
+    quiet stretches) gives the exact curve, drawn at a few points per gap. The latest
+    `max_states` event instants are kept for very active users.
+    """
+    after_events = pd.DatetimeIndex(event_times.drop_duplicates()) + pd.Timedelta(seconds=1)
+    after_events = after_events[after_events >= start].sort_values()[-max_states:]
+    coarse = pd.date_range(start, end, periods=grid, tz=UTC)
+    instants = after_events.union(coarse).sort_values()
+    instants = instants[(instants > pd.Timestamp(start)) & (instants <= pd.Timestamp(end))]
+    states = []
+    for instant, following in zip(instants, [*instants[1:], pd.Timestamp(end)], strict=True):
+        answer = model.interest(users, at=instant.to_pydatetime(), horizon=timedelta(days=1))
+        gap_days = (following - instant) / pd.Timedelta(days=1)
+        offsets = np.geomspace(1 / 1440, gap_days, 6) if gap_days > 1 / 1440 else np.zeros(1)
+        for offset in np.concatenate([[0.0], offsets[:-1]]):
+            level = answer["baseline"] + answer["excitation"] * np.exp2(
+                -offset / answer["half_life_days"].clip(lower=1e-9)
+            )
+            states.append(
+                pd.DataFrame(
+                    {
+                        "user_id": answer["user_id"],
+                        "category_id": answer["category_id"],
+                        "ts": instant + pd.Timedelta(days=float(offset)),
+                        "level": level,
+                    }
+                )
+            )
+    if not states:
+        return pd.DataFrame(columns=["user_id", "category_id", "ts", "level"])
+    return pd.concat(states, ignore_index=True).sort_values(["user_id", "category_id", "ts"])
+
+
+def _user_events(store: EventStore, users: list[str], before: datetime) -> pd.DataFrame:
+    frame = store.con.execute(
+        """SELECT u.user_id, e.ts, c.category_id, e.behavior FROM events e
+        JOIN users u USING (user_idx) JOIN categories c USING (category_idx)
+        WHERE u.user_id IN (SELECT unnest(?)) AND e.ts < ? ORDER BY u.user_id, e.ts""",
+        [users, before],
+    ).df()
+    names = {b.code: b.value for b in BEHAVIORS}
+    frame["behavior"] = frame["behavior"].map(names)
+    return frame

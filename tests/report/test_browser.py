@@ -1,0 +1,146 @@
+"""`ebbtide demo` end to end, and its report opened in a real browser (Debian's Chromium).
+
+The demo runs on the bundled Taobao sample with a short training budget; Chromium, driven
+by Playwright, must see every section and figure and log no console error. Screenshots go
+to the test's temporary folder.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ebbtide.cli import app
+
+SECTIONS = ("overview", "decay", "return", "segments", "plan", "drilldown", "notes")
+FIGURES = (
+    "events-by-day",
+    "decay-curves",
+    "half-life-distribution",
+    "return-curve",
+    "return-calibration",
+    "segment-sizes",
+    "segment-flows",
+    "plan-by-action",
+    "user-interest",
+)
+CAMPAIGN_FIGURES = ("qini-curves", "uplift-curves")
+#: Flags Chromium needs on a closed network as root (no sandbox, no background fetches).
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+runner = CliRunner()
+
+
+def _ok(*args: str):
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return result
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """A headless Chromium from the system (make test installs Debian's package)."""
+    from playwright.sync_api import sync_playwright
+
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    if executable is None:
+        pytest.fail("Chromium is not installed: run `make test` (it installs it) or apt install")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("demo")
+    result = _ok("demo", "--out", str(out), "--max-seconds", "20", "--quiet")
+    return out, result.stdout
+
+
+def _open(browser, path: Path, screenshot: Path):
+    """Load `path`, return the page and every console error or page error it raised."""
+    page = browser.new_page(viewport={"width": 1366, "height": 900})
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else 0)
+    page.on("pageerror", lambda exc: problems.append(str(exc)))
+    page.on("requestfailed", lambda request: problems.append(f"request {request.url}"))
+    page.goto(path.resolve().as_uri())
+    page.wait_for_load_state("load")
+    page.screenshot(path=str(screenshot), full_page=True)
+    return page, problems
+
+
+def _visible_figures(page) -> dict[str, int]:
+    """Per figure name, how many of its figures hold a drawn, visible SVG."""
+    return page.evaluate(
+        """() => {
+          const counts = {};
+          for (const figure of document.querySelectorAll('figure[data-figure]')) {
+            const svg = figure.querySelector('svg');
+            const box = svg ? svg.getBoundingClientRect() : null;
+            const drawn = box && box.width > 100 && box.height > 100
+              && svg.querySelectorAll('path, rect, line, polyline, use').length > 5;
+            if (drawn) counts[figure.dataset.figure] = (counts[figure.dataset.figure] || 0) + 1;
+          }
+          return counts;
+        }"""
+    )
+
+
+@pytest.mark.slow
+def test_demo_writes_a_report_that_chromium_shows_whole(demo, chromium, tmp_path: Path) -> None:
+    out, stdout = demo
+    assert "report" in stdout and "contacts" in stdout
+    for name in ("report.html", "plan.csv", "early_warning.csv", "evaluation.json"):
+        assert (out / name).stat().st_size > 0, name
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    assert [m["model"] for m in evaluation["models"]][-1] == "neural"
+
+    screenshot = tmp_path / "report.png"
+    page, problems = _open(chromium, out / "report.html", screenshot)
+    assert problems == []
+    for section in SECTIONS:
+        assert page.locator(f"section#{section}").is_visible(), section
+    assert page.locator("section#campaign").count() == 0
+    figures = _visible_figures(page)
+    assert set(FIGURES) <= set(figures), figures
+    assert figures["user-interest"] == page.locator("article.user").count() >= 1
+    assert "84,475" in page.locator("section#overview").inner_text()
+    assert screenshot.stat().st_size > 50_000
+
+
+@pytest.mark.slow
+def test_report_with_a_campaign_shows_its_section(demo, chromium, tmp_path: Path) -> None:
+    out, _ = demo
+    log = tmp_path / "campaign.csv"
+    _ok("campaign", "synth", "--out", str(log), "--customers", "3000")
+    analysis = tmp_path / "analysis.json"
+    _ok(
+        "campaign", "analyze", str(log), "--arm-col", "arm", "--control", "control",
+        "--outcomes", "conversion", "--features", "recency_days,frequency,monetary",
+        "--bootstrap", "20", "--json", str(analysis),
+    )  # fmt: skip
+    report = tmp_path / "with-campaign.html"
+    _ok(
+        "report", "--db", str(out / "events.duckdb"), "--out", str(report),
+        "--models", "decay", "--campaign", str(analysis), "--quiet",
+    )  # fmt: skip
+    page, problems = _open(chromium, report, tmp_path / "with-campaign.png")
+    assert problems == []
+    assert page.locator("section#campaign").is_visible()
+    figures = _visible_figures(page)
+    assert set(CAMPAIGN_FIGURES) <= set(figures), figures
+    assert "coupon" in page.locator("section#campaign").inner_text()

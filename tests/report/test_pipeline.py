@@ -1,0 +1,111 @@
+"""The report's numbers come from the data: the real pipeline on a small synthetic log."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ebbtide.errors import ConfigError
+from ebbtide.ingest import ingest_file
+from ebbtide.report.pipeline import build_report_data, default_holdout
+from ebbtide.store import EventStore
+from ebbtide.synthetic import SynthConfig, generate, write_taobao_csv
+
+#: Small enough for seconds: every model of the default list, neural for one epoch.
+FAST = {
+    "neural": {
+        "epochs": 1,
+        "item_epochs": 1,
+        "hidden": 16,
+        "max_train_seconds": 20.0,
+        "item_max_seconds": 10.0,
+    }
+}
+
+
+def synthetic_store(folder: Path, users: int, seed: int) -> Path:
+    """A synthetic Taobao-format log of `users` users over 6 days, ingested into a store."""
+    log = generate(
+        SynthConfig(users=users, days=6.0, categories=12, items_per_category=15, seed=seed)
+    )
+    csv = folder / f"synth-{users}-{seed}.csv"
+    write_taobao_csv(log, csv)
+    path = folder / f"synth-{users}-{seed}.duckdb"
+    with EventStore(path) as store:
+        ingest_file(store, csv, "taobao")
+    return path
+
+
+@pytest.fixture(scope="module")
+def report_data(tmp_path_factory: pytest.TempPathFactory):
+    path = synthetic_store(tmp_path_factory.mktemp("report"), users=80, seed=1)
+    with EventStore(path, read_only=True) as store:
+        return build_report_data(store, settings=FAST, drilldown_users=2)
+
+
+def test_every_section_has_numbers_from_the_log(report_data) -> None:
+    data = report_data
+    assert data.overview["users"] == 80 and data.overview["events"] > 0
+    by_day = data.events_by_day.groupby("day")["events"].sum()
+    assert by_day.sum() == data.overview["events"]
+    assert data.comparison.table["model"].tolist() == [
+        "popular", "btyd", "gbdt", "decay", "neural"
+    ]  # fmt: skip
+    assert data.cutoff < data.scored_at
+    assert data.segments["users"].sum() == data.overview["users"]
+    assert data.segment_flows["users"].sum() == data.overview["users"]
+    assert np.isclose(data.segments["share"].sum(), 1.0)
+    assert len(data.plan_table) == data.overview["users"]
+    assert data.plan_summary["users"] == data.overview["users"]
+    assert not data.decay_curves.empty and (data.half_lives_hours > 0).all()
+
+
+def test_return_curves_are_shares_and_the_observed_one_never_falls(report_data) -> None:
+    curves = report_data.return_curves
+    assert curves["hours"].iloc[-1] == pytest.approx(report_data.return_horizon_hours)
+    for column in ("observed", "predicted"):
+        assert curves[column].between(0, 1).all()
+        assert (np.diff(curves[column]) >= -1e-12).all()
+    calibration = report_data.return_calibration
+    assert calibration["users"].sum() == report_data.comparison.split["users"]
+
+
+def test_decay_curves_start_at_one_and_fall_toward_the_baseline(report_data) -> None:
+    for _, curve in report_data.decay_curves.groupby("category_id"):
+        values = curve.sort_values("hours")["relative_interest"].to_numpy()
+        assert values[0] == pytest.approx(1.0, rel=1e-6)
+        assert (np.diff(values) <= 1e-12).all()
+
+
+def test_drilldowns_show_the_users_own_events(report_data) -> None:
+    assert len(report_data.drilldowns) == 2
+    for user in report_data.drilldowns:
+        assert not user.curves.empty and (user.curves["level"] >= 0).all()
+        assert set(user.events["category_id"]) <= set(user.half_lives)
+        assert user.segment in set(report_data.segments["segment"])
+
+
+def test_another_log_gives_other_numbers(report_data, tmp_path: Path) -> None:
+    path = synthetic_store(tmp_path, users=60, seed=2)
+    with EventStore(path, read_only=True) as store:
+        other = build_report_data(store, models=["decay"], drilldown_users=1)
+    assert other.overview["users"] == 60
+    assert other.overview["events"] != report_data.overview["events"]
+    assert other.model == "decay"
+
+
+def test_bad_options_fail_before_any_fit(tmp_path: Path) -> None:
+    path = synthetic_store(tmp_path, users=20, seed=3)
+    with EventStore(path, read_only=True) as store:
+        with pytest.raises(ConfigError, match="main model"):
+            build_report_data(store, models=["decay"], main="neural")
+        with pytest.raises(ConfigError, match="holdout"):
+            build_report_data(store, models=["decay"], holdout=timedelta(days=60))
+
+
+def test_default_holdout_follows_the_length_of_the_log() -> None:
+    assert default_holdout(timedelta(days=9)) == timedelta(days=1)
+    assert default_holdout(timedelta(days=90)) == timedelta(days=7)
