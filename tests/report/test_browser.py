@@ -16,19 +16,8 @@ from typer.testing import CliRunner
 
 from ebbtide.cli import app
 
-SECTIONS = ("overview", "decay", "return", "segments", "plan", "drilldown", "notes")
-FIGURES = (
-    "events-by-day",
-    "decay-curves",
-    "half-life-distribution",
-    "return-curve",
-    "return-calibration",
-    "segment-sizes",
-    "segment-flows",
-    "plan-by-action",
-    "user-interest",
-)
-CAMPAIGN_FIGURES = ("qini-curves", "uplift-curves")
+from .expected import CAMPAIGN_FIGURES, FIGURES, SECTIONS
+
 #: Flags Chromium needs on a closed network as root (no sandbox, no background fetches).
 CHROMIUM_ARGS = [
     "--no-sandbox",

@@ -15,20 +15,10 @@ import pytest
 
 from ebbtide.evaluate.comparison import Comparison
 from ebbtide.report.data import ReportData, UserDrilldown
-from ebbtide.report.html import render_report, write_report
+from ebbtide.report.html import render_report, write_html
 
-SECTIONS = ["overview", "decay", "return", "segments", "plan", "drilldown", "notes"]
-FIGURES = [
-    "events-by-day",
-    "decay-curves",
-    "half-life-distribution",
-    "return-curve",
-    "return-calibration",
-    "segment-sizes",
-    "segment-flows",
-    "plan-by-action",
-    "user-interest",
-]
+from .expected import FIGURES, SECTIONS
+
 HOSTILE = ["<script>alert(1)</script>", "$x$", "a&b", 'q"uote']
 
 _FRACTION = [i / 10 for i in range(11)]
@@ -408,7 +398,7 @@ def test_output_is_deterministic_and_ids_are_unique(data: ReportData, page: str)
     assert len(ids) == len(set(ids))
 
 
-def test_write_report_writes_utf8(data: ReportData, page: str, tmp_path: Path) -> None:
-    target = write_report(data, tmp_path / "report.html")
+def test_write_html_writes_utf8(data: ReportData, page: str, tmp_path: Path) -> None:
+    target = write_html(data, tmp_path / "report.html")
     assert target == tmp_path / "report.html"
     assert target.read_bytes() == page.encode("utf-8")

@@ -23,7 +23,7 @@ def write_report(store: EventStore, path: str | Path, **options: Any) -> ReportD
     plan_horizon, catalogue, campaign, title, source, tz, on_stage, ...). Returns the
     numbers drawn, so a notebook can look at any table directly.
     """
-    from ebbtide.report.html import write_report as write_html
+    from ebbtide.report.html import write_html
     from ebbtide.report.pipeline import build_report_data
 
     data = build_report_data(store, **options)

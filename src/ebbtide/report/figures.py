@@ -524,6 +524,19 @@ def uplift_curves(campaign: Mapping[str, Any]) -> str | None:
     return _gain_curves(campaign, "uplift", "Uplift curves", "uplift curve")
 
 
+def _outcome_unit(campaign: Mapping[str, Any], outcomes: list[str]) -> str:
+    """ "count" for yes/no outcomes (the A/B table calls them rates), else the outcome's unit."""
+    metrics = {
+        str(row.get("outcome")): str(row.get("metric", ""))
+        for row in (campaign.get("ab") or {}).get("table") or []
+    }
+    if all(metrics.get(o, "").endswith("_rate") for o in outcomes):
+        return "count"
+    if all(metrics.get(o) == "revenue_per_user" for o in outcomes):
+        return "currency"
+    return "outcome units"
+
+
 def _gain_curves(campaign: Mapping[str, Any], key: str, title: str, what: str) -> str | None:
     arms = [arm for arm in campaign.get("uplift") or [] if arm.get("curves", {}).get(key)]
     if not arms:
@@ -549,7 +562,8 @@ def _gain_curves(campaign: Mapping[str, Any], key: str, title: str, what: str) -
         axes.set(
             title=f"{title}: incremental outcomes when targeting by predicted uplift",
             xlabel="users targeted (% of arm and control, highest uplift first)",
-            ylabel=f"incremental {', '.join(_short(o) for o in outcomes)} ({what}, count)",
+            ylabel=f"incremental {', '.join(_short(o) for o in outcomes)}"
+            f" ({what}, {_outcome_unit(campaign, outcomes)})",
         )
         axes.legend(loc="upper left")
         return _svg(figure, f"{key}-curves", f"{title} per arm against random targeting")

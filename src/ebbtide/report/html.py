@@ -25,7 +25,7 @@ from markupsafe import Markup
 from ebbtide.report import figures
 from ebbtide.report.data import ReportData, UserDrilldown
 
-__all__ = ["render_report", "write_report"]
+__all__ = ["render_report", "write_html"]
 
 _TEMPLATES = ("report", "templates")
 _MISSING = "–"
@@ -119,7 +119,7 @@ def render_report(data: ReportData) -> str:
     )
 
 
-def write_report(data: ReportData, path: str | Path) -> Path:
+def write_html(data: ReportData, path: str | Path) -> Path:
     """Render the report and write it to `path` as UTF-8; returns the path written.
 
     Parameters
