@@ -98,6 +98,9 @@ _TIME_SCALE_TARGET = 10.0  # max(T) after rescaling, as lifetimes does
 _BAD = 1e10  # objective value for parameters where the likelihood is not finite
 _GRAD_TOL = 1e-4  # max |d mean-NLL / d log-param| accepted as converged
 _FLAT_TOL = 1e-7  # smallest Hessian eigenvalue (mean NLL, log-params) accepted as identified
+#: |log-parameter| (times rescaled to max T = 10) beyond which a fit has run along a ridge
+#: (e.g. r and alpha growing together: only their ratio is known) rather than found a point.
+_EXTREME_LOG = float(np.log(1e3))
 _DEDUP_SAMPLE = 1 << 16  # rows sampled to decide whether merging duplicates pays
 _MEMO_SIZE = 64  # objective values and gradients remembered per fit
 _WARM_START_ROWS = 200_000  # above this many distinct rows, warm-start from a subsample
@@ -1106,6 +1109,13 @@ def _warn_if_doubtful(
             if h
         )
         problems.append(f"the likelihood keeps rising towards the edge ({names})")
+    extreme = ~hit & (np.abs(best.z) > _EXTREME_LOG)
+    if extreme.any():
+        names = ", ".join(name for name, e in zip(spec.names, extreme, strict=True) if e)
+        problems.append(
+            f"the fit ran off to extreme values ({names}) along a ridge where the likelihood "
+            "barely changes, so the parameters are not identified by these data"
+        )
     grad = obj.grad(best.z)
     if not hit.any() and np.max(np.abs(grad)) >= _GRAD_TOL:
         problems.append(f"the gradient is still large (max |g| = {np.max(np.abs(grad)):.2g})")
