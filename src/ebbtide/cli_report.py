@@ -132,10 +132,13 @@ def demo(
         with EventStore(db) as store:
             with _stages(quiet, "ingesting") as stage:
                 summary = ingest_file(store, source, fmt, progress=stage)
-            err.print(
-                f"ingested {summary.loaded:,} events ({summary.duplicates:,} duplicates,"
-                f" {summary.quarantined:,} quarantined) from {source}"
-            )
+            if summary.already_ingested:
+                err.print(f"{source} is already in {db}: nothing new to load")
+            else:
+                err.print(
+                    f"ingested {summary.loaded:,} events ({summary.duplicates:,} duplicates,"
+                    f" {summary.quarantined:,} quarantined) from {source}"
+                )
             report_path = out_dir / "report.html"
             data = _run(store, report_path, quiet, source=f"{source} ({fmt.value})", tz=tz,
                         **options)  # fmt: skip
@@ -214,7 +217,7 @@ def _print_summary(data, path: Path) -> None:
         ("events", f"{data.overview['events']:,} of {data.overview['users']:,} users"),
         ("model drawn", data.model),
         ("return AUC on the holdout", _number(main.get("return_auc"))),
-        ("next items recall@20", _number(main.get("recall_at_k"))),
+        (f"next items recall@{data.comparison.k}", _number(main.get("recall_at_k"))),
         ("segments", segments),
         (
             "plan",

@@ -10,6 +10,7 @@ import pytest
 
 from ebbtide.errors import ConfigError
 from ebbtide.ingest import ingest_file
+from ebbtide.report.html import render_report
 from ebbtide.report.pipeline import build_report_data, default_holdout
 from ebbtide.store import EventStore
 from ebbtide.synthetic import SynthConfig, generate, write_taobao_csv
@@ -95,6 +96,9 @@ def test_another_log_gives_other_numbers(report_data, tmp_path: Path) -> None:
     assert other.overview["users"] == 60
     assert other.overview["events"] != report_data.overview["events"]
     assert other.model == "decay"
+    page, other_page = render_report(report_data), render_report(other)
+    events = f"{other.overview['events']:,}"
+    assert f">{events}<" in other_page and f">{events}<" not in page
 
 
 def test_bad_options_fail_before_any_fit(tmp_path: Path) -> None:
@@ -109,3 +113,25 @@ def test_bad_options_fail_before_any_fit(tmp_path: Path) -> None:
 def test_default_holdout_follows_the_length_of_the_log() -> None:
     assert default_holdout(timedelta(days=9)) == timedelta(days=1)
     assert default_holdout(timedelta(days=90)) == timedelta(days=7)
+
+
+def test_a_log_without_categories_and_a_model_without_interest(tmp_path: Path) -> None:
+    """CDNOW-like purchases only, drawn with btyd: no decay figure, no drill-down, no crash."""
+    rng = np.random.default_rng(4)
+    lines = []
+    for customer in range(1, 61):
+        days = np.sort(rng.choice(120, size=rng.integers(1, 6), replace=False))
+        for day in days:
+            date = (np.datetime64("1997-01-01") + int(day)).astype(str).replace("-", "")
+            lines.append(f"{customer} {customer} {date} 1 {rng.uniform(5, 40):.2f}")
+    log = tmp_path / "cdnow.txt"
+    log.write_text("\n".join(lines) + "\n")
+    with EventStore(tmp_path / "cdnow.duckdb") as store:
+        ingest_file(store, log, "cdnow")
+        data = build_report_data(store, models=["decay", "btyd"], drilldown_users=2)
+    assert data.model == "btyd" and data.overview["categories"] == 0
+    assert data.drilldowns == [] and data.decay_curves.empty
+    assert data.return_horizon_hours == 7 * 24  # four months of log: a one-week holdout
+    assert data.segments["users"].sum() == 60
+    html = render_report(data)
+    assert 'data-figure="return-curve"' in html and 'data-figure="decay-curves"' not in html

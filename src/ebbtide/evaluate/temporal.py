@@ -194,6 +194,8 @@ def evaluate_model(model: Model, targets: HoldoutTargets, *, k: int = 20) -> dic
         p = _aligned(users, model.p_buy(at=at, horizon=horizon), "p_buy")
         row.update(_classification("buy", users["bought"].to_numpy(), p))
     with contextlib.suppress(UnsupportedQueryError):
+        if targets.pairs.empty:  # a log without categories: nothing to re-engage with
+            raise UnsupportedQueryError("no (user, category) pairs before the cut-off")
         interest = model.interest(at=at, horizon=horizon)
         pairs = targets.pairs.merge(
             interest[["user_id", "category_id", "p_engage"]],

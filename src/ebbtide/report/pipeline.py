@@ -21,7 +21,13 @@ import pandas as pd
 from ebbtide.activate.actions import NONE, ActionCatalogue
 from ebbtide.activate.reactivation import ReactivationPlan, plan_reactivation
 from ebbtide.activate.segments import assign_segments, early_warning
-from ebbtide.errors import ConfigError, EbbtideError
+from ebbtide.errors import (
+    ConfigError,
+    ConvergenceWarning,
+    DataQualityWarning,
+    EbbtideError,
+    UnsupportedQueryError,
+)
 from ebbtide.evaluate.metrics import kaplan_meier, reliability_table
 from ebbtide.evaluate.temporal import holdout_targets, temporal_holdout
 from ebbtide.models.base import Model
@@ -115,31 +121,35 @@ def build_report_data(
     if "gbdt" in chosen_settings:  # it learns one horizon: the one it is checked on
         chosen_settings["gbdt"].setdefault("horizon_days", holdout / timedelta(days=1))
     fitted = {name: build_model(name, **chosen_settings[name]) for name in names}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # fits' convergence notes; the report speaks
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # kept for the notes, not printed
         comparison = temporal_holdout(
             store, list(fitted.values()), cutoff=cutoff, horizon=holdout, on_stage=stage
         )
-    model = fitted[main]
+        model = fitted[main]
 
-    stage("checking the return forecast")
-    targets = holdout_targets(store, cutoff=cutoff, horizon=holdout)
-    return_curves = _return_curves(model, targets.users, cutoff, holdout)
-    p_holdout = model.p_return(at=cutoff, horizon=holdout)
-    calibration = _calibration(targets.users, p_holdout)
+        stage("checking the return forecast")
+        targets = holdout_targets(store, cutoff=cutoff, horizon=holdout)
+        return_curves = _return_curves(model, targets.users, cutoff, holdout)
+        p_holdout = model.p_return(at=cutoff, horizon=holdout)
+        calibration = _calibration(targets.users, p_holdout)
 
-    stage(f"scoring users at {scored_at:%Y-%m-%d %H:%M} UTC")
-    users, categories = score_users(model, at=scored_at, horizon=plan_horizon)
-    before, before_categories = score_users(model, at=cutoff, horizon=plan_horizon)
-    segments_now = assign_segments(users, categories, horizon=plan_horizon)
-    segments_before = assign_segments(before, before_categories, horizon=plan_horizon)
-    warning_list = early_warning(model, before=cutoff, at=scored_at, horizon=plan_horizon, top=20)
+        stage(f"scoring users at {scored_at:%Y-%m-%d %H:%M} UTC")
+        users, categories = score_users(model, at=scored_at, horizon=plan_horizon)
+        before, before_categories = score_users(model, at=cutoff, horizon=plan_horizon)
+        segments_now = assign_segments(users, categories, horizon=plan_horizon)
+        segments_before = assign_segments(before, before_categories, horizon=plan_horizon)
+        warning_list = early_warning(
+            model, before=cutoff, at=scored_at, horizon=plan_horizon, top=20
+        )
 
-    stage("planning the re-activation campaign")
-    plan = plan_reactivation(model, store, at=scored_at, horizon=plan_horizon, catalogue=catalogue)
-    stage("drawing users' interest over time")
-    chosen = _drilldown_choice(warning_list, plan, drilldown_users)
-    drilldowns = _drilldowns(model, store, chosen, plan, segments_now, start, scored_at)
+        stage("planning the re-activation campaign")
+        plan = plan_reactivation(
+            model, store, at=scored_at, horizon=plan_horizon, catalogue=catalogue
+        )
+        stage("drawing users' interest over time")
+        chosen = _drilldown_choice(warning_list, plan, drilldown_users)
+        drilldowns = _drilldowns(model, store, chosen, plan, segments_now, start, scored_at)
 
     curves, half_lives = _decay_curves(categories, top_categories)
     notes = [
@@ -147,6 +157,7 @@ def build_report_data(
         f"{holdout / timedelta(days=1):g} days after it; users were scored, segmented and "
         f"planned at {scored_at.isoformat()} with every event before it.",
         *plan.notes,
+        *_warning_notes(caught),
     ]
     return ReportData(
         title=title,
@@ -176,6 +187,15 @@ def build_report_data(
         timezone=tz,
         notes=notes,
     )
+
+
+def _warning_notes(caught: list[warnings.WarningMessage]) -> list[str]:
+    """ebbtide's own warnings (data quality, doubtful fits), once each, for the notes."""
+    ours = (DataQualityWarning, ConvergenceWarning)
+    seen = dict.fromkeys(
+        f"{w.category.__name__}: {w.message}" for w in caught if issubclass(w.category, ours)
+    )
+    return list(seen)
 
 
 # -- overview ----------------------------------------------------------------------------
@@ -346,9 +366,12 @@ def _drilldowns(
     categories_per_user: int = 3,
 ) -> list[UserDrilldown]:
     """Each chosen user's interest in their top categories over the log."""
-    if not users:
+    try:
+        now = model.interest(users, at=scored_at, horizon=timedelta(days=1))
+    except UnsupportedQueryError:  # btyd, popular: no per-category interest to draw
         return []
-    now = model.interest(users, at=scored_at, horizon=timedelta(days=1))
+    if now.empty:
+        return []
     top = (
         now.sort_values(["user_id", "level"], ascending=[True, False], kind="stable")
         .groupby("user_id", sort=False)
