@@ -7,6 +7,7 @@ the work itself is `report.pipeline.build_report_data` and `report.html`.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,7 +25,7 @@ from ebbtide.cli import (
     out,
     parse_duration,
 )
-from ebbtide.errors import ConfigError
+from ebbtide.errors import CampaignWarning, ConfigError
 from ebbtide.ingest import FormatName, ingest_file
 from ebbtide.store import EventStore
 
@@ -53,7 +54,26 @@ ActionsOption = Annotated[
 CampaignOption = Annotated[
     Path | None,
     typer.Option(
-        "--campaign", help="A campaign's analysis (`ebbtide campaign analyze --json`) to show."
+        "--campaign",
+        help="A campaign that ran: its log (.csv, .parquet; see --arm-col ...) or its analysis"
+        " (`ebbtide campaign analyze --json`).",
+        rich_help_panel="Campaign",
+    ),
+]
+ArmColOption = Annotated[
+    str, typer.Option(help="Log column holding each row's arm.", rich_help_panel="Campaign")
+]
+ControlOption = Annotated[
+    str, typer.Option(help="Arm value of the control group.", rich_help_panel="Campaign")
+]
+OutcomesOption = Annotated[
+    str, typer.Option(help="Outcome columns, comma-separated.", rich_help_panel="Campaign")
+]
+FeaturesOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Pre-campaign columns to learn the uplift score of the Qini curves from.",
+        rich_help_panel="Campaign",
     ),
 ]
 
@@ -72,6 +92,10 @@ def report(
     max_seconds: MaxSecondsOption = DEMO_SECONDS,
     actions_file: ActionsOption = None,
     campaign_file: CampaignOption = None,
+    arm_col: ArmColOption = "arm",
+    control: ControlOption = "control",
+    outcomes: OutcomesOption = "conversion",
+    features: FeaturesOption = None,
     tables: Annotated[
         Path | None,
         typer.Option(help="Also write the plan, early warnings and evaluation to this folder."),
@@ -80,13 +104,15 @@ def report(
     quiet: QuietOption = False,
 ) -> None:
     """Evaluate, score, segment and plan on a store, and write one offline HTML report."""
+    from ebbtide.report import write_report
+
     with _user_errors():
         _require_store(db)
-        options = _pipeline_options(
-            models, holdout, plan_horizon, max_seconds, actions_file, campaign_file
-        )
-        with EventStore(db, read_only=True) as store:
-            data = _run(store, out_file, quiet, source=str(db), tz=tz, **options)
+        options = _pipeline_options(models, holdout, plan_horizon, max_seconds, actions_file)
+        if campaign_file is not None:
+            options["campaign"] = _campaign(campaign_file, arm_col, control, outcomes, features)
+        with EventStore(db, read_only=True) as store, _stages(quiet, "report") as stage:
+            data = write_report(store, out_file, on_stage=stage, source=str(db), tz=tz, **options)
         if tables is not None:
             _write_tables(data, tables)
         _print_summary(data, out_file)
@@ -117,6 +143,7 @@ def demo(
     and reported with `ebbtide report --db`.
     """
     from ebbtide.datasets import TAOBAO_SAMPLE_FACTS, taobao_sample_path
+    from ebbtide.report import write_report
 
     with _user_errors():
         if fmt == FormatName.GENERIC:
@@ -126,12 +153,12 @@ def demo(
             )
         source = data_file or taobao_sample_path()
         tz = "UTC" if data_file else str(TAOBAO_SAMPLE_FACTS["timezone"])
-        options = _pipeline_options(models, holdout, plan_horizon, max_seconds, None, None)
+        options = _pipeline_options(models, holdout, plan_horizon, max_seconds, None)
         out_dir.mkdir(parents=True, exist_ok=True)
         db = out_dir / "events.duckdb"
-        with EventStore(db) as store:
-            with _stages(quiet, "ingesting") as stage:
-                summary = ingest_file(store, source, fmt, progress=stage)
+        report_path = out_dir / "report.html"
+        with EventStore(db) as store, _stages(quiet, "demo") as stage:  # one display for all
+            summary = ingest_file(store, source, fmt, progress=stage)
             if summary.already_ingested:
                 err.print(f"{source} is already in {db}: nothing new to load")
             else:
@@ -139,9 +166,10 @@ def demo(
                     f"ingested {summary.loaded:,} events ({summary.duplicates:,} duplicates,"
                     f" {summary.quarantined:,} quarantined) from {source}"
                 )
-            report_path = out_dir / "report.html"
-            data = _run(store, report_path, quiet, source=f"{source} ({fmt.value})", tz=tz,
-                        **options)  # fmt: skip
+            data = write_report(
+                store, report_path, on_stage=stage, source=f"{source} ({fmt.value})", tz=tz,
+                **options,
+            )  # fmt: skip
         _write_tables(data, out_dir)
         _print_summary(data, report_path)
 
@@ -152,7 +180,6 @@ def _pipeline_options(
     plan_horizon: str,
     max_seconds: float,
     actions_file: Path | None,
-    campaign_file: Path | None,
 ) -> dict[str, Any]:
     """CLI options as `build_report_data` arguments, checked before any work starts."""
     from ebbtide.activate.actions import load_actions
@@ -162,20 +189,6 @@ def _pipeline_options(
         raise ConfigError("--models is empty: name at least one family, e.g. decay,neural")
     if not max_seconds > 0:
         raise ConfigError(f"--max-seconds {max_seconds}: use a positive number of seconds")
-    campaign = None
-    if campaign_file is not None:
-        try:
-            campaign = json.loads(campaign_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ConfigError(
-                f"{campaign_file}: not a campaign analysis JSON ({exc}); write one with "
-                "`ebbtide campaign analyze LOG ... --json FILE`"
-            ) from None
-        if not isinstance(campaign, dict) or "ab" not in campaign:
-            raise ConfigError(
-                f"{campaign_file}: no 'ab' table in it; write one with "
-                "`ebbtide campaign analyze LOG ... --json FILE`"
-            )
     return {
         "models": names,
         "settings": {
@@ -187,15 +200,40 @@ def _pipeline_options(
         "holdout": parse_duration(holdout) if holdout else None,
         "plan_horizon": parse_duration(plan_horizon),
         "catalogue": load_actions(actions_file) if actions_file else None,
-        "campaign": campaign,
     }
 
 
-def _run(store: EventStore, path: Path, quiet: bool, **options: Any):
-    from ebbtide.report import write_report
+def _campaign(
+    path: Path, arm_col: str, control: str, outcomes: str, features: str | None
+) -> dict[str, Any]:
+    """A campaign analysis as a dict: read from its JSON, or computed from the log."""
+    if path.suffix.lower() == ".json":
+        try:
+            campaign = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"{path}: not a campaign analysis JSON ({exc}); write one with "
+                "`ebbtide campaign analyze LOG ... --json FILE`, or pass the log itself"
+            ) from None
+        if not isinstance(campaign, dict) or "ab" not in campaign:
+            raise ConfigError(
+                f"{path}: no 'ab' table in it; write one with "
+                "`ebbtide campaign analyze LOG ... --json FILE`, or pass the log itself"
+            )
+        return campaign
+    from ebbtide.activate.campaign_analysis import analyze_campaign
+    from ebbtide.activate.campaign_log import prepare_campaign, read_campaign_log
 
-    with _stages(quiet, "report") as stage:
-        return write_report(store, path, on_stage=stage, **options)
+    names = [name.strip() for name in (features or "").split(",") if name.strip()]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CampaignWarning)  # the analysis keeps them as notes
+        data = prepare_campaign(
+            read_campaign_log(path),
+            arm_col=arm_col,
+            control=control,
+            outcomes=[name.strip() for name in outcomes.split(",") if name.strip()],
+        )
+        return analyze_campaign(data, features=names or None).to_dict()
 
 
 def _write_tables(data, folder: Path) -> None:

@@ -111,21 +111,23 @@ def test_demo_writes_a_report_that_chromium_shows_whole(demo, chromium, tmp_path
     assert screenshot.stat().st_size > 50_000
 
 
-@pytest.mark.slow
-def test_report_with_a_campaign_shows_its_section(demo, chromium, tmp_path: Path) -> None:
-    out, _ = demo
-    log = tmp_path / "campaign.csv"
+@pytest.fixture(scope="module")
+def campaign_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    log = tmp_path_factory.mktemp("campaign") / "campaign.csv"
     _ok("campaign", "synth", "--out", str(log), "--customers", "3000")
-    analysis = tmp_path / "analysis.json"
-    _ok(
-        "campaign", "analyze", str(log), "--arm-col", "arm", "--control", "control",
-        "--outcomes", "conversion", "--features", "recency_days,frequency,monetary",
-        "--bootstrap", "20", "--json", str(analysis),
-    )  # fmt: skip
+    return log
+
+
+@pytest.mark.slow
+def test_report_with_a_campaign_log_shows_its_section(
+    demo, chromium, campaign_log: Path, tmp_path: Path
+) -> None:
+    out, _ = demo
     report = tmp_path / "with-campaign.html"
     _ok(
-        "report", "--db", str(out / "events.duckdb"), "--out", str(report),
-        "--models", "decay", "--campaign", str(analysis), "--quiet",
+        "report", "--db", str(out / "events.duckdb"), "--out", str(report), "--models", "decay",
+        "--campaign", str(campaign_log), "--features", "recency_days,frequency,monetary",
+        "--quiet",
     )  # fmt: skip
     page, problems = _open(chromium, report, tmp_path / "with-campaign.png")
     assert problems == []
@@ -133,3 +135,18 @@ def test_report_with_a_campaign_shows_its_section(demo, chromium, tmp_path: Path
     figures = _visible_figures(page)
     assert set(CAMPAIGN_FIGURES) <= set(figures), figures
     assert "coupon" in page.locator("section#campaign").inner_text()
+
+
+def test_a_campaign_log_and_its_saved_analysis_give_the_same_ab_table(
+    campaign_log: Path, tmp_path: Path
+) -> None:
+    from ebbtide.cli_report import _campaign
+
+    analysis = tmp_path / "analysis.json"
+    _ok(
+        "campaign", "analyze", str(campaign_log), "--arm-col", "arm", "--control", "control",
+        "--outcomes", "conversion", "--bootstrap", "20", "--json", str(analysis),
+    )  # fmt: skip
+    from_json = _campaign(analysis, "arm", "control", "conversion", None)
+    from_log = _campaign(campaign_log, "arm", "control", "conversion", None)
+    assert from_json["ab"]["table"] == from_log["ab"]["table"]

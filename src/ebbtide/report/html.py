@@ -24,6 +24,7 @@ from markupsafe import Markup
 
 from ebbtide.report import figures
 from ebbtide.report.data import ReportData, UserDrilldown
+from ebbtide.schema import BEHAVIORS
 
 __all__ = ["render_report", "write_html"]
 
@@ -162,6 +163,16 @@ def _sections(data: ReportData) -> list[Section]:
 # -- sections ----------------------------------------------------------------------------
 
 
+def _by_behaviour(events_by_day: pd.DataFrame) -> str:
+    """ "view 75,872 · cart 4,497 · ...": the totals behind the stacked bars."""
+    if events_by_day.empty:
+        return _MISSING
+    totals = events_by_day.groupby("behavior", sort=False)["events"].sum()
+    order = [b.value for b in BEHAVIORS if b.value in totals.index]
+    order += [b for b in totals.index if b not in order]
+    return " · ".join(f"{b} {_integer(totals[b])}" for b in order)
+
+
 def _overview(data: ReportData) -> Section:
     overview = data.overview
     facts = [
@@ -169,6 +180,7 @@ def _overview(data: ReportData) -> Section:
         ("items", _integer(overview.get("items"))),
         ("categories", _integer(overview.get("categories"))),
         ("events", _integer(overview.get("events"))),
+        ("events by behaviour", _by_behaviour(data.events_by_day)),
         ("first event", _text(overview.get("first_event"))),
         ("last event", _text(overview.get("last_event"))),
         ("source", _text(data.source)),

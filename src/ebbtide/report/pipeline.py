@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ebbtide.activate.actions import NONE, ActionCatalogue
+from ebbtide.activate.campaign_analysis import CampaignAnalysis
 from ebbtide.activate.reactivation import ReactivationPlan, plan_reactivation
 from ebbtide.activate.segments import assign_segments, early_warning
 from ebbtide.errors import (
@@ -60,7 +61,7 @@ def build_report_data(
     holdout: timedelta | None = None,
     plan_horizon: timedelta = timedelta(days=7),
     catalogue: ActionCatalogue | None = None,
-    campaign: dict[str, Any] | None = None,
+    campaign: CampaignAnalysis | Mapping[str, Any] | None = None,
     title: str = "ebbtide report",
     source: str = "",
     tz: str = "UTC",
@@ -85,8 +86,9 @@ def build_report_data(
         Horizon of the return probabilities behind segments and the plan.
     catalogue : ActionCatalogue, optional
         Actions and budget of the plan; default `activate.actions.default_actions()`.
-    campaign : dict, optional
-        `CampaignAnalysis.to_dict()` of a campaign that ran, shown as its own section.
+    campaign : CampaignAnalysis or dict, optional
+        A campaign that ran (`activate.campaign_analysis.analyze_campaign`, or its
+        ``to_dict()``), shown as its own section.
     title, source : str
         The report's title and a description of where the events came from.
     tz : str
@@ -182,7 +184,7 @@ def build_report_data(
         plan_by_action=plan.by_action_and_segment(),
         plan_contacts=_contacts(plan),
         drilldowns=drilldowns,
-        campaign=campaign,
+        campaign=campaign.to_dict() if isinstance(campaign, CampaignAnalysis) else campaign,
         plan_table=plan.table,
         timezone=tz,
         notes=notes,
