@@ -25,6 +25,7 @@ from ebbtide.cli import (
     out,
     parse_duration,
 )
+from ebbtide.cli_activate import ArmColOption, ControlOption, _names
 from ebbtide.errors import CampaignWarning, ConfigError
 from ebbtide.ingest import FormatName, ingest_file
 from ebbtide.store import EventStore
@@ -59,12 +60,6 @@ CampaignOption = Annotated[
         " (`ebbtide campaign analyze --json`).",
         rich_help_panel="Campaign",
     ),
-]
-ArmColOption = Annotated[
-    str, typer.Option(help="Log column holding each row's arm.", rich_help_panel="Campaign")
-]
-ControlOption = Annotated[
-    str, typer.Option(help="Arm value of the control group.", rich_help_panel="Campaign")
 ]
 OutcomesOption = Annotated[
     str, typer.Option(help="Outcome columns, comma-separated.", rich_help_panel="Campaign")
@@ -184,7 +179,7 @@ def _pipeline_options(
     """CLI options as `build_report_data` arguments, checked before any work starts."""
     from ebbtide.activate.actions import load_actions
 
-    names = [name.strip() for name in models.split(",") if name.strip()]
+    names = _names(models)
     if not names:
         raise ConfigError("--models is empty: name at least one family, e.g. decay,neural")
     if not max_seconds > 0:
@@ -224,16 +219,15 @@ def _campaign(
     from ebbtide.activate.campaign_analysis import analyze_campaign
     from ebbtide.activate.campaign_log import prepare_campaign, read_campaign_log
 
-    names = [name.strip() for name in (features or "").split(",") if name.strip()]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CampaignWarning)  # the analysis keeps them as notes
         data = prepare_campaign(
             read_campaign_log(path),
             arm_col=arm_col,
             control=control,
-            outcomes=[name.strip() for name in outcomes.split(",") if name.strip()],
+            outcomes=_names(outcomes),
         )
-        return analyze_campaign(data, features=names or None).to_dict()
+        return analyze_campaign(data, features=_names(features) or None).to_dict()
 
 
 def _write_tables(data, folder: Path) -> None:
