@@ -1,11 +1,13 @@
 """The result of running several models on one split: a table, the split, and notes.
 
 Both protocols (`temporal`, `leave_one_out`) return a subclass, so the CLI, JSON and
-Markdown treat them alike; each subclass only says how to describe its split.
+Markdown treat them alike; each subclass only says how to describe its split. Both show a
+model's training messages through `fit_progress`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -14,7 +16,7 @@ import pandas as pd
 
 from ebbtide.jsonable import to_jsonable
 
-__all__ = ["Comparison"]
+__all__ = ["Comparison", "fit_progress"]
 
 
 @dataclass(frozen=True)
@@ -74,3 +76,8 @@ def _cell(value: Any, column: str) -> str:
     if value is None or (isinstance(value, float) and not np.isfinite(value)):
         return "–"
     return f"{value:.1f}" if column.endswith("seconds") else f"{value:.4f}"
+
+
+def fit_progress(stage: Callable[[str], None], name: str) -> Callable[[str, float], None]:
+    """A model's training messages (loss, events/s, ETA) shown as the current stage."""
+    return lambda text, _share: stage(f"fitting {name}: {text}")

@@ -35,7 +35,7 @@ import pandas as pd
 
 from ebbtide.errors import ConfigError, UnsupportedQueryError
 from ebbtide.evaluate import metrics
-from ebbtide.evaluate.comparison import Comparison
+from ebbtide.evaluate.comparison import Comparison, fit_progress
 from ebbtide.models.base import Model
 from ebbtide.models.scoring import build_model
 from ebbtide.schema import Behavior
@@ -319,7 +319,7 @@ def temporal_holdout(
         model = build_model(entry) if isinstance(entry, str) else entry
         stage(f"fitting {model.name}")
         clock = time.perf_counter()
-        model.fit(store, cutoff=cutoff)
+        model.fit(store, cutoff=cutoff, progress=fit_progress(stage, model.name))
         fit_seconds = time.perf_counter() - clock
         stage(f"scoring {model.name}")
         clock = time.perf_counter()
