@@ -67,3 +67,19 @@ def test_a_log_without_categories_fits_and_says_what_it_cannot_answer(
             model.interest(at=cut, horizon=quarter)
         loaded = Model.load(model.save(tmp_path / "m"), store)
         pd.testing.assert_frame_equal(loaded.p_buy(at=cut, horizon=quarter), p_buy)
+
+
+def test_too_few_examples_of_an_outcome_give_the_base_rate_and_say_so(store: EventStore, tmp_path):
+    from ebbtide.errors import DataQualityWarning
+    from ebbtide.ingest import ingest_file
+
+    log = tmp_path / "tiny.csv"
+    log.write_text(
+        "7,1,1,pv,1511544070\n7,2,1,buy,1511644170\n8,1,1,pv,1511744270\n8,3,2,cart,1511844270\n"
+    )
+    ingest_file(store, log, "taobao")
+    cut = datetime(2017, 11, 28, 5, tzinfo=UTC)
+    with pytest.warns(DataQualityWarning, match="too few to learn from"):
+        tiny = GBDTModel().fit(store, cutoff=cut)
+    answer = tiny.p_return(at=cut, horizon=DAY)
+    assert answer["p_return"].nunique() == 1 and 0 < answer["p_return"].iloc[0] < 1

@@ -10,6 +10,7 @@ see an event after the cut-off.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,13 +18,16 @@ import joblib
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from ebbtide.errors import ConfigError, EbbtideError, UnsupportedQueryError
+from ebbtide.errors import ConfigError, DataQualityWarning, EbbtideError, UnsupportedQueryError
 from ebbtide.features.rfm import pair_features, user_features
 from ebbtide.features.sequences import EventArrays
 from ebbtide.models.base import Model, Progress
 from ebbtide.schema import Behavior
 
 _TARGETS = ("return", "buy", "engage")
+#: Fewer training rows than this of the rarer outcome: no trees (early stopping's
+#: stratified validation split needs a few of each), the base rate instead.
+_MIN_CLASS_ROWS = 10
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,7 +96,16 @@ class GBDTModel(Model):
                 # e.g. a log without categories has no (user, category) pairs: the target
                 # is left out and its query answers "unsupported" rather than guessing.
                 continue
-            if np.unique(y).size < 2:
+            fewest = int(np.bincount(y.astype(np.int64), minlength=2).min())
+            if fewest < _MIN_CLASS_ROWS:
+                if fewest > 0:
+                    warnings.warn(
+                        f"gbdt {target}: only {fewest} training rows of the rarer outcome "
+                        f"(of {y.size}), too few to learn from: it answers the base rate "
+                        f"{y.mean():.3g}; a longer log or a longer horizon gives it more",
+                        DataQualityWarning,
+                        stacklevel=3,
+                    )
                 self.classifiers_[target] = ConstantRate(float(y.mean()))
             else:
                 self.classifiers_[target] = self._classifier().fit(x, y)
