@@ -150,3 +150,30 @@ def test_a_campaign_log_and_its_saved_analysis_give_the_same_ab_table(
     from_json = _campaign(analysis, "arm", "control", "conversion", None)
     from_log = _campaign(campaign_log, "arm", "control", "conversion", None)
     assert from_json["ab"]["table"] == from_log["ab"]["table"]
+
+
+@pytest.mark.slow
+def test_hostile_ids_are_shown_as_text_not_run(chromium, tmp_path: Path) -> None:
+    """Ids from a user's file reach tables, legends and headings: they must stay text."""
+    hostile_user = "<img src=x onerror=alert(1)>"
+    hostile_category = "</svg><script>alert(2)</script>"
+    rows = []
+    for user in range(40):
+        name = hostile_user if user == 0 else f"u{user}"
+        for event in range(12):
+            category = hostile_category if event % 2 else f"c{event % 3}"
+            ts = 1_511_500_000 + user * 977 + event * 13_000
+            rows.append(f"{name},i{event % 5},{category},pv,{ts}")
+    log = tmp_path / "hostile.csv"
+    log.write_text("\n".join(rows) + "\n")
+    db = tmp_path / "hostile.duckdb"
+    _ok("ingest", str(log), "--db", str(db), "--quiet")
+    report = tmp_path / "hostile.html"
+    _ok("report", "--db", str(db), "--out", str(report), "--models", "decay", "--quiet")
+    page, problems = _open(chromium, report, tmp_path / "hostile.png")
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.reload()
+    assert problems == [] and dialogs == []
+    assert page.locator("script").count() == 0
+    assert hostile_category in page.locator("section#decay").inner_text()
