@@ -75,8 +75,9 @@ def segments(
             warning = None
             if compare_with is not None:
                 warning = early_warning(
-                    model, before=parse_instant(compare_with), at=when, horizon=window, top=top
-                )
+                    model, before=parse_instant(compare_with), at=when, horizon=window, top=top,
+                    now=(users, categories),
+                )  # fmt: skip
         _write_frame(table, out_file)
         if warning is not None:
             _write_frame(warning, warning_out or out_file.with_name("early_warning.csv"))

@@ -20,6 +20,7 @@ from ebbtide.cli import (
     _stages,
     _user_errors,
     _write_frame,
+    _write_json,
     app,
     err,
     out,
@@ -236,9 +237,7 @@ def _write_tables(data, folder: Path) -> None:
     if data.plan_table is not None:
         _write_frame(data.plan_table, folder / "plan.csv")
     _write_frame(data.early_warning, folder / "early_warning.csv")
-    evaluation = folder / "evaluation.json"
-    evaluation.write_text(json.dumps(data.comparison.to_dict(), indent=2) + "\n", encoding="utf-8")
-    err.print(f"wrote {evaluation}")
+    _write_json(folder / "evaluation.json", data.comparison.to_dict())
 
 
 def _print_summary(data, path: Path) -> None:

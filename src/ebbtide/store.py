@@ -582,10 +582,6 @@ class EventStore:
             timezone=tz,
         )
 
-    def first_event(self) -> datetime | None:
-        """Time of the earliest stored event (None for an empty store)."""
-        return self.con.execute("SELECT min(ts) FROM events").fetchone()[0]
-
     def last_event(self) -> datetime | None:
         """Time of the latest stored event (None for an empty store)."""
         return self.con.execute("SELECT max(ts) FROM events").fetchone()[0]

@@ -105,5 +105,13 @@ def test_early_warning_ranks_drops_and_names_faded_categories(taobao: EventStore
     np.testing.assert_allclose(
         alone.set_index("user_id").loc[warning.user_id, "p_return"], warning.p_return_before
     )
+    # scorings the caller already has give the same list
+    day = timedelta(days=1)
+    earlier = score_users(model, at=before, horizon=day, k=1)
+    now = score_users(model, at=CUT, horizon=day, k=1)
+    reused = early_warning(
+        model, before=before, at=CUT, horizon=day, top=20, earlier=earlier, now=now
+    )
+    pd.testing.assert_frame_equal(reused, warning)
     with pytest.raises(ConfigError, match="before < at"):
         early_warning(model, before=CUT, at=before, horizon=WEEK)

@@ -29,7 +29,13 @@ from ebbtide.errors import ConfigError
 from ebbtide.models.base import Model
 from ebbtide.models.scoring import score_users
 
-__all__ = ["SEGMENTS", "SegmentRules", "assign_segments", "early_warning", "interest_summary"]
+__all__ = [
+    "SEGMENTS",
+    "SegmentRules",
+    "assign_segments",
+    "early_warning",
+    "interest_summary",
+]
 
 #: Segment names, most engaged first.
 SEGMENTS = ("active", "cooling", "at_risk", "dormant", "lost")
@@ -152,11 +158,15 @@ def early_warning(
     horizon: timedelta,
     top: int | None = 100,
     faded_categories: int = 3,
+    earlier: tuple[pd.DataFrame, pd.DataFrame | None] | None = None,
+    now: tuple[pd.DataFrame, pd.DataFrame | None] | None = None,
 ) -> pd.DataFrame:
     """Users whose return probability dropped the most between `before` and `at`, ranked.
 
     Both scorings use only events before their own instant. Users need history before
-    `before`. Ties in the p_return drop are broken by the larger interest drop.
+    `before`. Ties in the p_return drop are broken by the larger interest drop. `earlier` and
+    `now`, `score_users` results at `before` and `at` with the same horizon, save scoring
+    again what the caller already scored.
 
     Returns
     -------
@@ -167,10 +177,23 @@ def early_warning(
     """
     if not before < at:
         raise ConfigError(f"early warning needs before < at, got {before} and {at}")
-    earlier, earlier_cats = score_users(model, at=before, horizon=horizon, k=1)
-    now, now_cats = score_users(model, at=at, horizon=horizon, k=1)
-    table = earlier[["user_id", "p_return"]].merge(
-        now[["user_id", "p_return"]], on="user_id", suffixes=("_before", "_now")
+    earlier = earlier or score_users(model, at=before, horizon=horizon, k=1)
+    now = now or score_users(model, at=at, horizon=horizon, k=1)
+    return _compare(earlier, now, horizon=horizon, top=top, faded_categories=faded_categories)
+
+
+def _compare(
+    earlier: tuple[pd.DataFrame, pd.DataFrame | None],
+    now: tuple[pd.DataFrame, pd.DataFrame | None],
+    *,
+    horizon: timedelta,
+    top: int | None = 100,
+    faded_categories: int = 3,
+) -> pd.DataFrame:
+    """The early-warning list from two `score_users` results."""
+    (earlier_users, earlier_cats), (now_users, now_cats) = earlier, now
+    table = earlier_users[["user_id", "p_return"]].merge(
+        now_users[["user_id", "p_return"]], on="user_id", suffixes=("_before", "_now")
     )
     table["p_return_change"] = table["p_return_now"] - table["p_return_before"]
     days = horizon / timedelta(days=1)

@@ -194,22 +194,30 @@ def evaluate_model(model: Model, targets: HoldoutTargets, *, k: int = 20) -> dic
         p = _aligned(users, model.p_buy(at=at, horizon=horizon), "p_buy")
         row.update(_classification("buy", users["bought"].to_numpy(), p))
     with contextlib.suppress(UnsupportedQueryError):
-        if targets.pairs.empty:  # a log without categories: nothing to re-engage with
-            raise UnsupportedQueryError("no (user, category) pairs before the cut-off")
-        interest = model.interest(at=at, horizon=horizon)
-        pairs = targets.pairs.merge(
-            interest[["user_id", "category_id", "p_engage"]],
-            on=["user_id", "category_id"],
-            how="left",
-        )
-        p = pairs["p_engage"].fillna(0.0).to_numpy()
-        engaged = pairs["engaged"].to_numpy()
-        row["engage_auc"] = metrics.roc_auc(engaged, p)
-        dormant = pairs["dormant"].to_numpy()
-        if dormant.any():
-            row["reactivation_auc"] = metrics.roc_auc(engaged[dormant], p[dormant])
+        row.update(_engagement(model, targets))
     with contextlib.suppress(UnsupportedQueryError):
         row.update(_next_items(model, targets, k))
+    return row
+
+
+def _engagement(model: Model, targets: HoldoutTargets) -> dict[str, float]:
+    """Re-engagement and re-activation AUC over the (user, category) pairs; none without
+    categories (a log of purchases only has nothing to re-engage with)."""
+    if targets.pairs.empty:
+        return {}
+    row: dict[str, float] = {}
+    interest = model.interest(at=targets.cutoff, horizon=targets.horizon)
+    pairs = targets.pairs.merge(
+        interest[["user_id", "category_id", "p_engage"]],
+        on=["user_id", "category_id"],
+        how="left",
+    )
+    p = pairs["p_engage"].fillna(0.0).to_numpy()
+    engaged = pairs["engaged"].to_numpy()
+    row["engage_auc"] = metrics.roc_auc(engaged, p)
+    dormant = pairs["dormant"].to_numpy()
+    if dormant.any():
+        row["reactivation_auc"] = metrics.roc_auc(engaged[dormant], p[dormant])
     return row
 
 

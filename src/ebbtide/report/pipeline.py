@@ -35,7 +35,7 @@ from ebbtide.models.base import Model
 from ebbtide.models.scoring import build_model, score_users
 from ebbtide.report.data import ReportData, UserDrilldown
 from ebbtide.schema import BEHAVIORS
-from ebbtide.store import EventStore
+from ebbtide.store import EventStore, StoreStats
 
 __all__ = ["DEFAULT_MODELS", "build_report_data", "default_holdout"]
 
@@ -107,7 +107,8 @@ def build_report_data(
     main = main or (names[-1] if names else None)
     if main not in names:
         raise ConfigError(f"main model {main!r} must be one of the models compared: {names}")
-    first, last = store.first_event(), store.last_event()
+    stats = store.stats(tz=tz)
+    first, last = stats.first_event, stats.last_event
     if first is None or last is None:
         raise EbbtideError("the store holds no events yet: ingest a file first")
     scored_at = last + timedelta(seconds=1)
@@ -137,13 +138,15 @@ def build_report_data(
         calibration = _calibration(targets.users, p_holdout)
 
         stage(f"scoring users at {scored_at:%Y-%m-%d %H:%M} UTC")
-        users, categories = score_users(model, at=scored_at, horizon=plan_horizon)
-        before, before_categories = score_users(model, at=cutoff, horizon=plan_horizon)
-        segments_now = assign_segments(users, categories, horizon=plan_horizon)
-        segments_before = assign_segments(before, before_categories, horizon=plan_horizon)
+        now = score_users(model, at=scored_at, horizon=plan_horizon, k=1)
+        categories = now[1]
+        earlier = score_users(model, at=cutoff, horizon=plan_horizon, k=1)
+        segments_now = assign_segments(*now, horizon=plan_horizon)
+        segments_before = assign_segments(*earlier, horizon=plan_horizon)
         warning_list = early_warning(
-            model, before=cutoff, at=scored_at, horizon=plan_horizon, top=20
-        )
+            model, before=cutoff, at=scored_at, horizon=plan_horizon, top=20,
+            earlier=earlier, now=now,
+        )  # fmt: skip
 
         stage("planning the re-activation campaign")
         plan = plan_reactivation(
@@ -168,7 +171,7 @@ def build_report_data(
         model=main,
         cutoff=cutoff.isoformat(),
         scored_at=scored_at.isoformat(),
-        overview=_overview(store, first, last),
+        overview=_overview(stats),
         events_by_day=_events_by_day(store, tz),
         decay_curves=curves,
         category_half_lives=half_lives,
@@ -209,12 +212,12 @@ def _bulk_start(store: EventStore) -> datetime:
     return store.con.execute("SELECT quantile_disc(ts, 0.01) FROM events").fetchone()[0]
 
 
-def _overview(store: EventStore, first: datetime, last: datetime) -> dict[str, Any]:
-    counts = {
-        table: store.con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-        for table in ("users", "items", "categories", "events")
+def _overview(stats: StoreStats) -> dict[str, Any]:
+    counts = {name: getattr(stats, name) for name in ("users", "items", "categories", "events")}
+    return counts | {
+        "first_event": stats.first_event.isoformat(),
+        "last_event": stats.last_event.isoformat(),
     }
-    return counts | {"first_event": first.isoformat(), "last_event": last.isoformat()}
 
 
 def _events_by_day(store: EventStore, tz: str) -> pd.DataFrame:
@@ -223,9 +226,7 @@ def _events_by_day(store: EventStore, tz: str) -> pd.DataFrame:
         " FROM events GROUP BY ALL ORDER BY ALL",
         [tz],
     ).df()
-    names = {b.code: b.value for b in BEHAVIORS}
-    frame["behavior"] = frame["behavior"].map(names)
-    return frame[["day", "behavior", "events"]]
+    return _named_behaviors(frame)[["day", "behavior", "events"]]
 
 
 # -- interest decay ----------------------------------------------------------------------
@@ -451,6 +452,11 @@ def _interest_paths(
     return pd.concat(states, ignore_index=True).sort_values(["user_id", "category_id", "ts"])
 
 
+def _named_behaviors(frame: pd.DataFrame) -> pd.DataFrame:
+    """The store's behaviour codes (0-3) in a query result as their names (view ... buy)."""
+    return frame.assign(behavior=frame["behavior"].map({b.code: b.value for b in BEHAVIORS}))
+
+
 def _user_events(store: EventStore, users: list[str], before: datetime) -> pd.DataFrame:
     frame = store.con.execute(
         """SELECT u.user_id, e.ts, c.category_id, e.behavior FROM events e
@@ -458,6 +464,4 @@ def _user_events(store: EventStore, users: list[str], before: datetime) -> pd.Da
         WHERE u.user_id IN (SELECT unnest(?)) AND e.ts < ? ORDER BY u.user_id, e.ts""",
         [users, before],
     ).df()
-    names = {b.code: b.value for b in BEHAVIORS}
-    frame["behavior"] = frame["behavior"].map(names)
-    return frame
+    return _named_behaviors(frame)
