@@ -3,11 +3,14 @@
 Start with the event store and a reader, then a model, a plan and the report::
 
     import ebbtide
-    from datetime import datetime, UTC
+    from datetime import datetime, timedelta, UTC
     with ebbtide.EventStore("shop.duckdb") as store:
         summary = ebbtide.ingest_file(store, "events.csv.gz", "taobao")
-        model = ebbtide.build_model("decay").fit(store, cutoff=datetime(2017, 12, 3, tzinfo=UTC))
-        plan = ebbtide.plan(model, store, at=datetime(2017, 12, 3, tzinfo=UTC))
+        cutoff = datetime(2017, 12, 3, tzinfo=UTC)
+        model = ebbtide.build_model("decay").fit(store, cutoff=cutoff)
+        now = ebbtide.snapshot(store, at=cutoff)  # the events before `cutoff`, read once
+        users, categories = ebbtide.score_users(model, now, horizon=timedelta(days=7))
+        plan = ebbtide.plan(model, store, at=cutoff)
         ebbtide.write_report(store, "report.html")
 
 The heavier parts (models, planning, report) load on first use, so ``import ebbtide``
@@ -31,6 +34,8 @@ __version__ = "0.1.0"
 
 #: Lazily imported names: attribute -> (module, name in it).
 _LAZY = {
+    "snapshot": ("ebbtide.features.history", "snapshot"),
+    "History": ("ebbtide.features.history", "History"),
     "build_model": ("ebbtide.models.scoring", "build_model"),
     "score_users": ("ebbtide.models.scoring", "score_users"),
     "BTYDModel": ("ebbtide.models.btyd", "BTYDModel"),

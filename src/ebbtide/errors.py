@@ -33,7 +33,13 @@ class NotFittedError(EbbtideError):
 
 
 class UnsupportedQueryError(EbbtideError):
-    """This model family does not answer that query (e.g. `recommend` for btyd)."""
+    """This model does not answer that query (e.g. `recommend` for btyd); callers check
+    ``query in model.answers`` first, so this only surfaces a caller's mistake."""
+
+
+class QueryTimeError(EbbtideError):
+    """A fitted model was asked about an instant before its cut-off: its parameters know
+    events after that instant, so the answer would leak the future."""
 
 
 class ConvergenceError(EbbtideError):

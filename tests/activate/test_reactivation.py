@@ -13,6 +13,7 @@ from ebbtide.activate.reactivation import PLAN_COLUMNS, plan_reactivation
 from ebbtide.activate.response import PRIOR_LIFT
 from ebbtide.errors import ConfigError
 from ebbtide.features.catalog import item_categories
+from ebbtide.features.history import snapshot
 from ebbtide.models.decay import DecayModel
 from ebbtide.models.popular import PopularModel
 from ebbtide.store import EventStore
@@ -30,7 +31,9 @@ def test_prior_plan_on_real_data(model: DecayModel, taobao: EventStore) -> None:
     result = plan_reactivation(model, taobao, at=CUT, horizon=WEEK, order_value=30.0, top_k=4)
     table = result.table
     assert list(table.columns) == PLAN_COLUMNS
-    assert table.user_id.is_unique and len(table) == len(model.p_return(at=CUT, horizon=WEEK))
+    assert table.user_id.is_unique and len(table) == len(
+        model.p_return(snapshot(taobao, at=CUT), horizon=WEEK)
+    )
     contacted = table[table.action != "none"]
     assert len(contacted) > 0 and table.assumption[table.action != "none"].all()
     # the prior gives no lift to active or lost users: the plan leaves them alone
@@ -46,7 +49,9 @@ def test_prior_plan_on_real_data(model: DecayModel, taobao: EventStore) -> None:
     assert (contacted["items"].map(len) == 4).all()
     assert (table.loc[table.action == "none", "items"].map(len) == 0).all()
     category = item_categories(taobao, before=CUT).set_index("item_id")["category_id"]
-    interest = model.interest(at=CUT, horizon=WEEK).set_index(["user_id", "category_id"])
+    interest = model.interest(snapshot(taobao, at=CUT), horizon=WEEK).set_index(
+        ["user_id", "category_id"]
+    )
     for row in contacted.head(10).itertuples():
         assert row.item_categories == [category[item] for item in row.items]
         for cat, value in zip(row.item_categories, row.category_interest, strict=True):
@@ -85,7 +90,7 @@ def test_without_prices_coupons_are_left_out_and_said_so(
 
 
 def test_learned_effects_replace_the_prior(model: DecayModel, taobao: EventStore) -> None:
-    users = model.p_return(at=CUT, horizon=WEEK).user_id
+    users = model.p_return(snapshot(taobao, at=CUT), horizon=WEEK).user_id
     effects = pd.DataFrame(
         {
             "user_id": [*users[:3], "stranger"],

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from ebbtide.errors import EbbtideError
+from ebbtide.features.history import snapshot
 from ebbtide.ingest import ingest_file
 from ebbtide.models.base import Model
 from ebbtide.models.btyd import BTYDConfig, BTYDModel
@@ -41,14 +42,14 @@ def test_reproduces_published_cdnow_estimates(cdnow: EventStore, kind: str, publ
 
 def test_holdout_purchases_and_probabilities(cdnow: EventStore) -> None:
     model = BTYDModel().fit(cdnow, cutoff=CUT)
-    expected = model.expected_purchases(at=CUT, horizon=HOLDOUT)
+    expected = model.expected_purchases(snapshot(cdnow, at=CUT), horizon=HOLDOUT)
     actual = cdnow.con.execute(
         "SELECT count(DISTINCT (user_idx, ts::DATE)) FROM events WHERE ts >= ? AND ts < ?",
         [CUT, CUT + HOLDOUT],
     ).fetchone()[0]
     assert actual == 1_882
     assert expected.expected_purchases.sum() == pytest.approx(1_665.5, rel=0.01)
-    p = model.p_buy(at=CUT, horizon=HOLDOUT)
+    p = model.p_buy(snapshot(cdnow, at=CUT), horizon=HOLDOUT)
     assert p.p_buy.between(0, 1).all() and len(p) == 2_357
     buyers = set(
         r[0]
@@ -61,16 +62,16 @@ def test_holdout_purchases_and_probabilities(cdnow: EventStore) -> None:
     # Buyers in the holdout had higher predicted probabilities than the rest.
     bought = p.user_id.isin(buyers)
     assert p.p_buy[bought].mean() > p.p_buy[~bought].mean() + 0.2
-    days = model.expected_return_time(at=CUT)
+    days = model.expected_return_time(snapshot(cdnow, at=CUT))
     assert days.expected_return_days.between(0, 365).all()
 
 
 def test_save_load_and_no_future(cdnow: EventStore, tmp_path: Path) -> None:
     model = BTYDModel().fit(cdnow, cutoff=CUT)
     before = model.p_return(["00004", "00018"], at=CUT, horizon=timedelta(days=30))
-    loaded = Model.load(model.save(tmp_path / "m"), cdnow)
+    loaded = Model.load(model.save(tmp_path / "m"))
     pd.testing.assert_frame_equal(
         loaded.p_return(["00004", "00018"], at=CUT, horizon=timedelta(days=30)), before
     )
     with pytest.raises(EbbtideError, match="does not answer recommend"):
-        model.recommend(["00004"], at=CUT)
+        model.recommend(snapshot(cdnow, at=CUT), ["00004"])

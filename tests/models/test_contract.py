@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from ebbtide.errors import ConfigError, EbbtideError, NotFittedError
+from ebbtide.features.history import snapshot
 from ebbtide.models.base import Model
 from ebbtide.models.decay import DecayModel
 from ebbtide.models.popular import PopularConfig, PopularModel
@@ -22,7 +23,7 @@ FAMILIES = [PopularModel, DecayModel]
 @pytest.mark.parametrize("family", FAMILIES)
 def test_queries_before_fit_raise(family: type[Model]) -> None:
     with pytest.raises(NotFittedError):
-        family().recommend(["1"], at=CUT)
+        family().recommend(snapshot(EventStore(":memory:"), at=CUT), ["1"])
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -30,24 +31,26 @@ def test_save_load_round_trip_gives_identical_answers(
     family: type[Model], taobao: EventStore, tmp_path: Path
 ) -> None:
     model = family().fit(taobao, cutoff=CUT)
-    before = model.recommend(["1", "100"], at=CUT, k=5)
-    loaded = Model.load(model.save(tmp_path / "m"), taobao)
+    before = model.recommend(snapshot(taobao, at=CUT), ["1", "100"], k=5)
+    loaded = Model.load(model.save(tmp_path / "m"))
     assert type(loaded) is family
-    pd.testing.assert_frame_equal(loaded.recommend(["1", "100"], at=CUT, k=5), before)
+    pd.testing.assert_frame_equal(
+        loaded.recommend(snapshot(taobao, at=CUT), ["1", "100"], k=5), before
+    )
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_unknown_users_and_bad_arguments_are_clear(family: type[Model], taobao: EventStore) -> None:
     model = family().fit(taobao, cutoff=CUT)
     with pytest.raises(EbbtideError, match="unknown user"):
-        model.recommend(["no-such-user"], at=CUT)
+        model.recommend(snapshot(taobao, at=CUT), ["no-such-user"])
     with pytest.raises(ConfigError):
-        model.recommend(["1"], at=CUT, k=0)
+        model.recommend(snapshot(taobao, at=CUT), ["1"], k=0)
 
 
 def test_popular_recommends_what_is_popular_now_and_skips_purchases(taobao: EventStore) -> None:
     model = PopularModel(PopularConfig(half_life_days=1.0)).fit(taobao, cutoff=CUT)
-    recs = model.recommend(at=CUT, k=10)
+    recs = model.recommend(snapshot(taobao, at=CUT), k=10)
     assert recs.groupby("user_id").size().eq(10).all()
     assert recs["user_id"].nunique() == 815
     bought = set(

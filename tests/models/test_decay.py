@@ -14,6 +14,7 @@ from sklearn.metrics import roc_auc_score
 from ebbtide.datasets import taobao_sample_path
 from ebbtide.errors import ConfigError
 from ebbtide.evaluate import engagement_labels, purchase_labels
+from ebbtide.features.history import History, snapshot
 from ebbtide.ingest import ingest_file
 from ebbtide.models.base import Model
 from ebbtide.models.decay import DecayConfig, DecayModel
@@ -53,7 +54,7 @@ def test_recovers_synthetic_half_lives(tmp_path: Path) -> None:
         ingest_file(store, path, "taobao")
         model = DecayModel().fit(store, cutoff=cfg.start + timedelta(days=cfg.days))
     truth = log.truth_categories.to_pandas().set_index("category_id")
-    ids = model.ids_.category_ids[: model.delta_.size]
+    ids = model.catalogue_.category_ids
     fitted_half_life = pd.Series(math.log(2.0) / model.delta_, index=ids)
     well_observed = truth[truth.n_events >= 500]
     assert len(well_observed) >= 20
@@ -63,25 +64,26 @@ def test_recovers_synthetic_half_lives(tmp_path: Path) -> None:
     assert 1 <= model.metrics_["iterations"] <= DecayConfig().max_iter
 
 
-def _answers(model: Model, at: datetime) -> list[pd.DataFrame]:
+def _answers(model: Model, history: History) -> list[pd.DataFrame]:
     return [
-        model.interest(USERS, at=at, horizon=DAY),
-        model.p_return(USERS, at=at, horizon=DAY),
-        model.p_buy(USERS, at=at, horizon=DAY),
-        model.expected_return_time(USERS, at=at),
-        model.recommend(USERS, at=at, k=5),
+        model.interest(history, USERS, horizon=DAY),
+        model.p_return(history, USERS, horizon=DAY),
+        model.p_buy(history, USERS, horizon=DAY),
+        model.expected_return_time(history, USERS),
+        model.recommend(history, USERS, k=5),
     ]
 
 
 def test_save_load_and_refit_give_identical_answers(
     fitted: DecayModel, taobao: EventStore, tmp_path: Path
 ) -> None:
-    before = _answers(fitted, CUT)
-    loaded = Model.load(fitted.save(tmp_path / "m"), taobao)
+    history = snapshot(taobao, at=CUT)
+    before = _answers(fitted, history)
+    loaded = Model.load(fitted.save(tmp_path / "m"))
     assert type(loaded) is DecayModel
     again = DecayModel().fit(taobao, cutoff=CUT)
     for frame, other, third in zip(
-        before, _answers(loaded, CUT), _answers(again, CUT), strict=True
+        before, _answers(loaded, history), _answers(again, history), strict=True
     ):
         pd.testing.assert_frame_equal(other, frame)
         pd.testing.assert_frame_equal(third, frame)
@@ -89,10 +91,10 @@ def test_save_load_and_refit_give_identical_answers(
 
 
 def test_answers_ignore_events_at_or_after_the_query_instant(
-    fitted: DecayModel, tmp_path: Path
+    fitted: DecayModel, taobao: EventStore, tmp_path: Path
 ) -> None:
     at = CUT + timedelta(hours=6)
-    before = _answers(fitted, at)
+    before = _answers(fitted, snapshot(taobao, at=at))
     future = tmp_path / "future.csv"
     second = int(at.timestamp())
     future.write_text(f"1,999,999,buy,{second}\n100,998,2355072,pv,{second + 10}\n")
@@ -100,7 +102,7 @@ def test_answers_ignore_events_at_or_after_the_query_instant(
         ingest_file(store, taobao_sample_path(), "taobao")
         ingest_file(store, future, "taobao")
         model = DecayModel().fit(store, cutoff=CUT)
-        after = _answers(model, at)
+        after = _answers(model, snapshot(store, at=at))
     for frame, other in zip(before, after, strict=True):
         pd.testing.assert_frame_equal(other, frame)
 
@@ -127,33 +129,33 @@ def test_duplicate_times_and_huge_gaps_stay_finite(store: EventStore, tmp_path: 
     assert np.all(np.isfinite(model.delta_)) and np.all(np.isfinite(model.alpha_))
     assert np.all((model.delta_ >= 1e-4) & (model.delta_ <= 1e3))
     for at in (cutoff, cutoff + timedelta(days=400)):
-        for frame in _tiny_answers(model, at):
+        for frame in _tiny_answers(model, snapshot(store, at=at)):
             numbers = frame.select_dtypes("number").to_numpy(dtype=float)
             assert np.all(np.isfinite(numbers)), frame
 
 
-def _tiny_answers(model: Model, at: datetime) -> list[pd.DataFrame]:
+def _tiny_answers(model: Model, history: History) -> list[pd.DataFrame]:
     users = ["u1", "u2"]
     return [
-        model.interest(users, at=at, horizon=DAY),
-        model.p_return(users, at=at, horizon=DAY),
-        model.p_buy(users, at=at, horizon=DAY),
-        model.expected_return_time(users, at=at),
-        model.recommend(users, at=at, k=3, exclude_bought=True),
+        model.interest(history, users, horizon=DAY),
+        model.p_return(history, users, horizon=DAY),
+        model.p_buy(history, users, horizon=DAY),
+        model.expected_return_time(history, users),
+        model.recommend(history, users, k=3, exclude_bought=True),
     ]
 
 
 def test_taobao_interest_ranks_next_day_engagement(fitted: DecayModel, taobao: EventStore) -> None:
-    interest = fitted.interest(at=CUT, horizon=DAY)
+    interest = fitted.interest(snapshot(taobao, at=CUT), horizon=DAY)
     assert interest.groupby("user_id").p_engage.apply(lambda s: s.is_monotonic_decreasing).all()
     assert interest.p_engage.between(0, 1).all() and (interest.half_life_days > 0).all()
     label = engagement_labels(taobao, interest, at=CUT, horizon=DAY)
     interest_auc = roc_auc_score(label, interest.p_engage)
     assert interest_auc > 0.70, interest_auc
 
-    buy = fitted.p_buy(at=CUT, horizon=DAY)
+    buy = fitted.p_buy(snapshot(taobao, at=CUT), horizon=DAY)
     buy_auc = roc_auc_score(purchase_labels(taobao, buy.user_id, at=CUT, horizon=DAY), buy.p_buy)
-    ret = fitted.p_return(at=CUT, horizon=DAY)
+    ret = fitted.p_return(snapshot(taobao, at=CUT), horizon=DAY)
     assert ret.p_return.between(0, 1).all() and (buy.p_buy <= ret.p_return + 1e-12).all()
     print(f"interest AUC {interest_auc:.3f}, purchase AUC {buy_auc:.3f}")
     assert buy_auc > 0.5, buy_auc
@@ -162,7 +164,7 @@ def test_taobao_interest_ranks_next_day_engagement(fitted: DecayModel, taobao: E
 def test_recommendations_are_ranked_and_skip_purchases(
     fitted: DecayModel, taobao: EventStore
 ) -> None:
-    recs = fitted.recommend(at=CUT, k=10)
+    recs = fitted.recommend(snapshot(taobao, at=CUT), k=10)
     assert recs.groupby("user_id").size().eq(10).all()
     assert recs.groupby("user_id").score.apply(lambda s: s.is_monotonic_decreasing).all()
     assert not recs.duplicated(["user_id", "item_id"]).any()

@@ -11,6 +11,7 @@ from sklearn.metrics import roc_auc_score
 
 from ebbtide.errors import ConfigError
 from ebbtide.evaluate import engagement_labels, purchase_labels
+from ebbtide.features.history import snapshot
 from ebbtide.models.base import Model
 from ebbtide.models.gbdt import GBDTConfig, GBDTModel
 from ebbtide.store import EventStore
@@ -25,22 +26,26 @@ def model(taobao: EventStore) -> GBDTModel:
 
 
 def test_category_reengagement_and_purchase_beat_chance(taobao: EventStore, model: GBDTModel):
-    interest = model.interest(at=CUT, horizon=DAY)
+    interest = model.interest(snapshot(taobao, at=CUT), horizon=DAY)
     assert len(interest) == 15_930  # every (user, category) touched before the cut
     engaged = engagement_labels(taobao, interest, at=CUT, horizon=DAY)
     assert 0.10 < engaged.mean() < 0.16  # about 13% of pairs come back within the day
     assert roc_auc_score(engaged, interest.p_engage) > 0.70
-    p_buy = model.p_buy(at=CUT, horizon=DAY)
+    p_buy = model.p_buy(snapshot(taobao, at=CUT), horizon=DAY)
     bought = purchase_labels(taobao, p_buy.user_id, at=CUT, horizon=DAY)
     assert roc_auc_score(bought, p_buy.p_buy) > 0.55
 
 
 def test_save_load_same_seed_same_numbers(taobao: EventStore, model: GBDTModel, tmp_path: Path):
-    before = model.p_return(["1", "100"], at=CUT, horizon=DAY)
-    loaded = Model.load(model.save(tmp_path / "m"), taobao)
-    pd.testing.assert_frame_equal(loaded.p_return(["1", "100"], at=CUT, horizon=DAY), before)
+    before = model.p_return(snapshot(taobao, at=CUT), ["1", "100"], horizon=DAY)
+    loaded = Model.load(model.save(tmp_path / "m"))
+    pd.testing.assert_frame_equal(
+        loaded.p_return(snapshot(taobao, at=CUT), ["1", "100"], horizon=DAY), before
+    )
     again = GBDTModel().fit(taobao, cutoff=CUT)
-    pd.testing.assert_frame_equal(again.p_return(["1", "100"], at=CUT, horizon=DAY), before)
+    pd.testing.assert_frame_equal(
+        again.p_return(snapshot(taobao, at=CUT), ["1", "100"], horizon=DAY), before
+    )
 
 
 def test_horizon_must_match_training(model: GBDTModel) -> None:
@@ -61,12 +66,12 @@ def test_a_log_without_categories_fits_and_says_what_it_cannot_answer(
     with EventStore(tmp_path / "cdnow.duckdb") as store:
         ingest_file(store, datasets / "cdnow/CDNOW_sample.txt", "cdnow")
         model = GBDTModel(GBDTConfig(horizon_days=91)).fit(store, cutoff=cut)
-        p_buy = model.p_buy(at=cut, horizon=quarter)
+        p_buy = model.p_buy(snapshot(store, at=cut), horizon=quarter)
         assert len(p_buy) == 2357 and p_buy.p_buy.between(0, 1).all()
         with pytest.raises(UnsupportedQueryError, match="no training rows for engage"):
-            model.interest(at=cut, horizon=quarter)
-        loaded = Model.load(model.save(tmp_path / "m"), store)
-        pd.testing.assert_frame_equal(loaded.p_buy(at=cut, horizon=quarter), p_buy)
+            model.interest(snapshot(store, at=cut), horizon=quarter)
+        loaded = Model.load(model.save(tmp_path / "m"))
+        pd.testing.assert_frame_equal(loaded.p_buy(snapshot(store, at=cut), horizon=quarter), p_buy)
 
 
 def test_too_few_examples_of_an_outcome_give_the_base_rate_and_say_so(store: EventStore, tmp_path):
@@ -81,5 +86,5 @@ def test_too_few_examples_of_an_outcome_give_the_base_rate_and_say_so(store: Eve
     cut = datetime(2017, 11, 28, 5, tzinfo=UTC)
     with pytest.warns(DataQualityWarning, match="too few to learn from"):
         tiny = GBDTModel().fit(store, cutoff=cut)
-    answer = tiny.p_return(at=cut, horizon=DAY)
+    answer = tiny.p_return(snapshot(store, at=cut), horizon=DAY)
     assert answer["p_return"].nunique() == 1 and 0 < answer["p_return"].iloc[0] < 1

@@ -16,6 +16,7 @@ from sklearn.metrics import roc_auc_score
 
 from ebbtide.errors import ConfigError
 from ebbtide.evaluate import engagement_labels, purchase_labels
+from ebbtide.features.history import snapshot
 from ebbtide.features.sequences import EventArrays
 from ebbtide.ingest import ingest_file
 from ebbtide.models.base import Model
@@ -174,10 +175,10 @@ def test_odd_sequences_train_and_answer_finite(odd: EventStore) -> None:
     users = ["1", "2", "3"]
     for at in (CUT, CUT + timedelta(days=1000)):
         frames = [
-            model.p_return(users, at=at, horizon=DAY),
-            model.p_buy(users, at=at, horizon=DAY),
-            model.expected_return_time(users, at=at),
-            model.interest(users, at=at, horizon=DAY),
+            model.p_return(snapshot(odd, at=at), users, horizon=DAY),
+            model.p_buy(snapshot(odd, at=at), users, horizon=DAY),
+            model.expected_return_time(snapshot(odd, at=at), users),
+            model.interest(snapshot(odd, at=at), users, horizon=DAY),
         ]
         for frame in frames:
             values = frame.select_dtypes("number").to_numpy()
@@ -185,14 +186,15 @@ def test_odd_sequences_train_and_answer_finite(odd: EventStore) -> None:
         assert frames[0].p_return.between(0, 1).all()
         assert frames[2].expected_return_days.between(0, 365).all()
         assert (frames[3].half_life_days > 0).all()
-    recs = model.recommend(users, at=CUT, k=2)
+    recs = model.recommend(snapshot(odd, at=CUT), users, k=2)
     assert np.isfinite(recs.score).all()
     bought = {("1", "11"), ("2", "13")}
     assert not bought & set(zip(recs.user_id, recs.item_id, strict=True))
     # Same seed, same numbers.
     again = NeuralModel(cfg).fit(odd, cutoff=CUT)
     pd.testing.assert_frame_equal(
-        again.interest(users, at=CUT, horizon=DAY), model.interest(users, at=CUT, horizon=DAY)
+        again.interest(snapshot(odd, at=CUT), users, horizon=DAY),
+        model.interest(snapshot(odd, at=CUT), users, horizon=DAY),
     )
 
 
@@ -208,11 +210,11 @@ def test_config_is_validated() -> None:
 
 
 def test_category_reengagement_and_purchase_beat_chance(taobao: EventStore, model: NeuralModel):
-    interest = model.interest(at=CUT, horizon=DAY)
+    interest = model.interest(snapshot(taobao, at=CUT), horizon=DAY)
     assert len(interest) == 15_930  # every (user, category) touched before the cut
     engaged = engagement_labels(taobao, interest, at=CUT, horizon=DAY)
     engage_auc = roc_auc_score(engaged, interest.p_engage)
-    p_buy = model.p_buy(at=CUT, horizon=DAY)
+    p_buy = model.p_buy(snapshot(taobao, at=CUT), horizon=DAY)
     bought = purchase_labels(taobao, p_buy.user_id, at=CUT, horizon=DAY)
     buy_auc = roc_auc_score(bought, p_buy.p_buy)
     print(
@@ -227,19 +229,23 @@ def test_save_load_gives_identical_answers(
     taobao: EventStore, model: NeuralModel, tmp_path: Path
 ) -> None:
     users = ["1", "100", "1000"]
-    loaded = Model.load(model.save(tmp_path / "m"), taobao)
+    loaded = Model.load(model.save(tmp_path / "m"))
     assert type(loaded) is NeuralModel
     pd.testing.assert_frame_equal(
-        loaded.interest(users, at=CUT, horizon=DAY), model.interest(users, at=CUT, horizon=DAY)
+        loaded.interest(snapshot(taobao, at=CUT), users, horizon=DAY),
+        model.interest(snapshot(taobao, at=CUT), users, horizon=DAY),
     )
     pd.testing.assert_frame_equal(
-        loaded.p_buy(users, at=CUT, horizon=DAY), model.p_buy(users, at=CUT, horizon=DAY)
+        loaded.p_buy(snapshot(taobao, at=CUT), users, horizon=DAY),
+        model.p_buy(snapshot(taobao, at=CUT), users, horizon=DAY),
     )
     pd.testing.assert_frame_equal(
-        loaded.recommend(users, at=CUT, k=5), model.recommend(users, at=CUT, k=5)
+        loaded.recommend(snapshot(taobao, at=CUT), users, k=5),
+        model.recommend(snapshot(taobao, at=CUT), users, k=5),
     )
     pd.testing.assert_frame_equal(
-        loaded.expected_return_time(users, at=CUT), model.expected_return_time(users, at=CUT)
+        loaded.expected_return_time(snapshot(taobao, at=CUT), users),
+        model.expected_return_time(snapshot(taobao, at=CUT), users),
     )
 
 

@@ -16,7 +16,6 @@ Only events before ``at`` are read: scores, segments, order values and item cate
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -29,8 +28,9 @@ from ebbtide.activate.actions import NONE, ActionCatalogue, default_actions
 from ebbtide.activate.planner import Plan, build_candidates, plan_campaign
 from ebbtide.activate.response import prior_effects
 from ebbtide.activate.segments import SegmentRules, assign_segments
-from ebbtide.errors import ConfigError, DataQualityWarning, UnsupportedQueryError
+from ebbtide.errors import ConfigError, DataQualityWarning
 from ebbtide.features.catalog import item_categories, mean_order_value
+from ebbtide.features.history import History, snapshot
 from ebbtide.models.base import Model
 from ebbtide.store import EventStore
 
@@ -176,7 +176,8 @@ def plan_reactivation(
     if not isinstance(top_k, int) or top_k < 1:
         raise ConfigError(f"top_k={top_k!r}: use an integer >= 1 (items per contacted user)")
     notes: list[str] = []
-    users, categories = _score(model, at, horizon)
+    history = snapshot(store, at=at)
+    users, categories = _score(model, history, horizon)
     segments = assign_segments(users, categories, horizon=horizon, rules=rules)
     if "p_buy" in users:
         segments = segments.merge(users[["user_id", "p_buy"]], on="user_id", how="left")
@@ -233,7 +234,7 @@ def plan_reactivation(
         value_per_cost_unit=net,
     )
     table = _assemble(plan, segments, chosen_effects)
-    _attach_items(table, model, store, categories, at=at, k=top_k, notes=notes)
+    _attach_items(table, model, store, history, categories, k=top_k, notes=notes)
     return ReactivationPlan(
         table=table[PLAN_COLUMNS],
         plan=plan,
@@ -244,22 +245,23 @@ def plan_reactivation(
     )
 
 
-def _score(model: Model, at: datetime, horizon: timedelta) -> tuple[pd.DataFrame, Any]:
+def _score(model: Model, history: History, horizon: timedelta) -> tuple[pd.DataFrame, Any]:
     """p_return (required), p_buy and per-category interest when the model answers them."""
-    try:
-        users = model.p_return(at=at, horizon=horizon)
-    except UnsupportedQueryError as error:
+    if "p_return" not in model.answers:
         raise ConfigError(
             f"planning needs p_return and the {model.name} model does not answer it: "
             "use neural, decay, gbdt or btyd"
-        ) from error
+        )
+    users = model.p_return(history, horizon=horizon)
     if users.empty:
-        raise ConfigError(f"no user has events before {at.isoformat()}: plan at a later time")
-    with contextlib.suppress(UnsupportedQueryError):
-        users = users.merge(model.p_buy(at=at, horizon=horizon), on="user_id", how="left")
+        raise ConfigError(
+            f"no user has events before {history.at.isoformat()}: plan at a later time"
+        )
+    if "p_buy" in model.answers:
+        users = users.merge(model.p_buy(history, horizon=horizon), on="user_id", how="left")
     categories = None
-    with contextlib.suppress(UnsupportedQueryError):
-        categories = model.interest(at=at, horizon=horizon)
+    if "interest" in model.answers:
+        categories = model.interest(history, horizon=horizon)
     return users, categories
 
 
@@ -314,9 +316,9 @@ def _attach_items(
     table: pd.DataFrame,
     model: Model,
     store: EventStore,
+    history: History,
     categories: pd.DataFrame | None,
     *,
-    at: datetime,
     k: int,
     notes: list[str],
 ) -> None:
@@ -326,12 +328,11 @@ def _attach_items(
     contacted = table.loc[table["action"] != NONE, "user_id"].to_numpy()
     if contacted.size == 0:
         return
-    try:
-        recs = model.recommend(list(contacted), at=at, k=k)
-    except UnsupportedQueryError:
+    if "recommend" not in model.answers:
         notes.append(f"the {model.name} model does not recommend items: item lists are empty")
         return
-    item_category = item_categories(store, before=at).set_index("item_id")["category_id"]
+    recs = model.recommend(history, list(contacted), k=k)
+    item_category = item_categories(store, before=history.at).set_index("item_id")["category_id"]
     recs["category_id"] = recs["item_id"].map(item_category)
     if categories is not None:
         interest = categories[["user_id", "category_id", "p_engage"]]

@@ -26,8 +26,10 @@ import numpy as np
 import pandas as pd
 
 from ebbtide.errors import ConfigError
+from ebbtide.features.history import snapshot
 from ebbtide.models.base import Model
 from ebbtide.models.scoring import score_users
+from ebbtide.store import EventStore
 
 __all__ = [
     "SEGMENTS",
@@ -151,7 +153,8 @@ def assign_segments(
 
 
 def early_warning(
-    model: Model,
+    model: Model | None,
+    store: EventStore | None,
     *,
     before: datetime,
     at: datetime,
@@ -163,10 +166,13 @@ def early_warning(
 ) -> pd.DataFrame:
     """Users whose return probability dropped the most between `before` and `at`, ranked.
 
-    Both scorings use only events before their own instant. Users need history before
-    `before`. Ties in the p_return drop are broken by the larger interest drop. `earlier` and
-    `now`, `score_users` results at `before` and `at` with the same horizon, save scoring
-    again what the caller already scored.
+    Both scorings use only events before their own instant, and the model must be fitted at
+    or before `before` (a later fit knows what happened after `before`: the query is
+    refused). One model scoring both instants shows the change the users' own events made.
+    `earlier` and `now`, `score_users` results at `before` and `at` with the same horizon
+    (each from a model fitted no later than its instant), replace the scoring; then `model`
+    and `store` may be None. Users need history before `before`. Ties in the p_return drop
+    are broken by the larger interest drop.
 
     Returns
     -------
@@ -177,8 +183,12 @@ def early_warning(
     """
     if not before < at:
         raise ConfigError(f"early warning needs before < at, got {before} and {at}")
-    earlier = earlier or score_users(model, at=before, horizon=horizon, k=1)
-    now = now or score_users(model, at=at, horizon=horizon, k=1)
+    if (earlier is None or now is None) and (model is None or store is None):
+        raise ConfigError("early warning needs a model and a store, or both scorings")
+    if earlier is None:
+        earlier = score_users(model, snapshot(store, at=before), horizon=horizon, k=1)
+    if now is None:
+        now = score_users(model, snapshot(store, at=at), horizon=horizon, k=1)
     return _compare(earlier, now, horizon=horizon, top=top, faded_categories=faded_categories)
 
 

@@ -13,7 +13,6 @@ can produce effects for `reactivation.plan_reactivation`.
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from datetime import datetime, timedelta
 
@@ -21,10 +20,12 @@ import numpy as np
 import pandas as pd
 
 from ebbtide.activate.segments import interest_summary
-from ebbtide.errors import CampaignWarning, UnsupportedQueryError
+from ebbtide.errors import CampaignWarning
+from ebbtide.features.history import snapshot
 from ebbtide.features.rfm import user_features
-from ebbtide.features.sequences import load_events, to_days
+from ebbtide.features.sequences import to_days
 from ebbtide.models.base import Model
+from ebbtide.models.scoring import build_model
 from ebbtide.store import EventStore
 
 __all__ = ["PREFIX", "attach_store_features", "store_features"]
@@ -34,16 +35,18 @@ PREFIX = "store_"
 
 
 def store_features(
-    store: EventStore, model: Model | None, *, at: datetime, horizon: timedelta
+    store: EventStore, model: Model | str | None, *, at: datetime, horizon: timedelta
 ) -> pd.DataFrame:
     """One row per user with events before `at`: RFM features and the model's outputs.
 
     Parameters
     ----------
     store : EventStore
-    model : Model or None
-        A fitted model; its ``p_return``, ``p_buy``, ``expected_return_time`` and interest
-        (``interest_now``, ``interest_change`` over `horizon`) are added when it answers them.
+    model : Model, str or None
+        A model fitted at or before `at` (a later fit knows the campaign's outcome, and is
+        refused), or a family name, fitted here on the events before `at`. Its
+        ``p_return``, ``p_buy``, ``expected_return_time`` and interest (``interest_now``,
+        ``interest_change`` over `horizon`) are added when it answers them.
     at : datetime
         Features use events strictly before this instant.
     horizon : timedelta
@@ -54,23 +57,24 @@ def store_features(
     DataFrame
         ``user_id`` and ``store_*`` columns.
     """
-    events = load_events(store, before=at)
+    history = snapshot(store, at=at)
+    events = history.events
     users = np.flatnonzero(events.lengths() > 0)
-    ids = store.con.execute("SELECT user_idx, user_id FROM users ORDER BY user_idx").df()
-    lookup = pd.Series(ids["user_id"].to_numpy(), index=ids["user_idx"].to_numpy())
     table = pd.DataFrame(user_features(events, users, to_days(at)))
-    table.insert(0, "user_id", lookup.reindex(users).to_numpy())
+    table.insert(0, "user_id", history.ids.user_ids[users])
+    if isinstance(model, str):
+        model = build_model(model).fit(history)
     if model is not None:
-        for query in (
-            lambda: model.p_return(at=at, horizon=horizon),
-            lambda: model.p_buy(at=at, horizon=horizon),
-            lambda: model.expected_return_time(at=at),
-        ):
-            with contextlib.suppress(UnsupportedQueryError):
-                table = table.merge(query(), on="user_id", how="left")
-        with contextlib.suppress(UnsupportedQueryError):
+        answers = model.answers
+        if "p_return" in answers:
+            table = table.merge(model.p_return(history, horizon=horizon), on="user_id", how="left")
+        if "p_buy" in answers:
+            table = table.merge(model.p_buy(history, horizon=horizon), on="user_id", how="left")
+        if "expected_return_time" in answers:
+            table = table.merge(model.expected_return_time(history), on="user_id", how="left")
+        if "interest" in answers:
             interest = interest_summary(
-                model.interest(at=at, horizon=horizon), horizon / timedelta(days=1)
+                model.interest(history, horizon=horizon), horizon / timedelta(days=1)
             )
             table = table.merge(interest, on="user_id", how="left")
     renamed = {name: f"{PREFIX}{name}" for name in table.columns if name != "user_id"}

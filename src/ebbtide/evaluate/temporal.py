@@ -23,7 +23,6 @@ invented number):
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,9 +32,10 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from ebbtide.errors import ConfigError, UnsupportedQueryError
+from ebbtide.errors import ConfigError
 from ebbtide.evaluate import metrics
 from ebbtide.evaluate.comparison import Comparison, fit_progress
+from ebbtide.features.history import History, snapshot
 from ebbtide.models.base import Model
 from ebbtide.models.scoring import build_model
 from ebbtide.schema import Behavior
@@ -177,36 +177,47 @@ def holdout_targets(
     )
 
 
-def evaluate_model(model: Model, targets: HoldoutTargets, *, k: int = 20) -> dict[str, float]:
-    """Every holdout metric the fitted `model` can be scored on (see the module docstring)."""
-    at, horizon = targets.cutoff, targets.horizon
+def evaluate_model(
+    model: Model, history: History, targets: HoldoutTargets, *, k: int = 20
+) -> dict[str, float]:
+    """Every holdout metric the fitted `model` answers (see the module docstring).
+
+    `history` is the snapshot at the targets' cut-off, shared by every query.
+    """
+    if history.at != targets.cutoff:
+        raise ConfigError(
+            f"the history ends at {history.at.isoformat()}, the targets start at"
+            f" {targets.cutoff.isoformat()}: take the snapshot at the cut-off"
+        )
+    horizon = targets.horizon
     users = targets.users
+    answers = model.answers
     row: dict[str, float] = {}
-    with contextlib.suppress(UnsupportedQueryError):
-        p = _aligned(users, model.p_return(at=at, horizon=horizon), "p_return")
+    if "p_return" in answers:
+        p = _aligned(users, model.p_return(history, horizon=horizon), "p_return")
         row.update(_classification("return", users["returned"].to_numpy(), p))
-    with contextlib.suppress(UnsupportedQueryError):
-        days = _aligned(users, model.expected_return_time(at=at), "expected_return_days")
+    if "expected_return_time" in answers:
+        days = _aligned(users, model.expected_return_time(history), "expected_return_days")
         row["return_c_index"] = metrics.concordance_index(
             users["days_to_return"].to_numpy(), days, users["returned"].to_numpy()
         )
-    with contextlib.suppress(UnsupportedQueryError):
-        p = _aligned(users, model.p_buy(at=at, horizon=horizon), "p_buy")
+    if "p_buy" in answers:
+        p = _aligned(users, model.p_buy(history, horizon=horizon), "p_buy")
         row.update(_classification("buy", users["bought"].to_numpy(), p))
-    with contextlib.suppress(UnsupportedQueryError):
-        row.update(_engagement(model, targets))
-    with contextlib.suppress(UnsupportedQueryError):
-        row.update(_next_items(model, targets, k))
+    if "interest" in answers:
+        row.update(_engagement(model, history, targets))
+    if "recommend" in answers:
+        row.update(_next_items(model, history, targets, k))
     return row
 
 
-def _engagement(model: Model, targets: HoldoutTargets) -> dict[str, float]:
+def _engagement(model: Model, history: History, targets: HoldoutTargets) -> dict[str, float]:
     """Re-engagement and re-activation AUC over the (user, category) pairs; none without
     categories (a log of purchases only has nothing to re-engage with)."""
     if targets.pairs.empty:
         return {}
     row: dict[str, float] = {}
-    interest = model.interest(at=targets.cutoff, horizon=targets.horizon)
+    interest = model.interest(history, horizon=targets.horizon)
     pairs = targets.pairs.merge(
         interest[["user_id", "category_id", "p_engage"]],
         on=["user_id", "category_id"],
@@ -246,13 +257,15 @@ def _classification(prefix: str, y: np.ndarray, p: np.ndarray) -> dict[str, floa
     }
 
 
-def _next_items(model: Model, targets: HoldoutTargets, k: int) -> dict[str, float]:
+def _next_items(
+    model: Model, history: History, targets: HoldoutTargets, k: int
+) -> dict[str, float]:
     """Recall@K and NDCG@K of the window's items from the model's top-K (full ranking)."""
     wanted = targets.items
     if wanted.empty:
         return {}
     users = wanted["user_id"].unique().tolist()
-    recs = model.recommend(users, at=targets.cutoff, k=k, exclude_bought=False)
+    recs = model.recommend(history, users, k=k, exclude_bought=False)
     hits = recs.merge(wanted.assign(hit=True), on=["user_id", "item_id"], how="left")
     hits["gain"] = hits["hit"].fillna(False).to_numpy(dtype=float) / np.log2(hits["rank"] + 1)
     per_user = hits.groupby("user_id").agg(hits=("hit", "count"), dcg=("gain", "sum"))
@@ -322,16 +335,17 @@ def temporal_holdout(
     stage = on_stage or (lambda _text: None)
     stage("reading the targets")
     targets = holdout_targets(store, cutoff=cutoff, horizon=horizon, dormant_days=dormant_days)
+    history = snapshot(store, at=cutoff)
     rows = []
     for entry in models:
         model = build_model(entry) if isinstance(entry, str) else entry
         stage(f"fitting {model.name}")
         clock = time.perf_counter()
-        model.fit(store, cutoff=cutoff, progress=fit_progress(stage, model.name))
+        model.fit(history, progress=fit_progress(stage, model.name))
         fit_seconds = time.perf_counter() - clock
         stage(f"scoring {model.name}")
         clock = time.perf_counter()
-        row = evaluate_model(model, targets, k=k)
+        row = evaluate_model(model, history, targets, k=k)
         row |= {"fit_seconds": fit_seconds, "score_seconds": time.perf_counter() - clock}
         rows.append({"model": model.name, **row})
     table = pd.DataFrame(rows).reindex(columns=["model", *METRICS])

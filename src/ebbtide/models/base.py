@@ -1,10 +1,13 @@
 """One interface for every model family, in the spirit of scikit-learn and lifelines.
 
-`Model(config)` stores its config only. `fit(store, cutoff=T)` learns from events with
-``ts < T`` and returns the model. Queries name their instant: `p_return(users, at=...)`
-reads only events before `at` and answers with a DataFrame keyed by ``user_id``. A family
-implements the array-level hooks (`_fit`, `_p_return`, ...); this class turns external
-ids into dense ids and back, loads the history once per instant, and saves and loads.
+`Model(config)` stores its config only. `fit(store, cutoff=T)` (or `fit(history)`) learns
+from events with ``ts < T`` and returns the model; the fitted model keeps no store. A query
+takes a `History`, the events before its instant ``at`` read once by
+`ebbtide.features.history.snapshot`, and answers at that instant with a DataFrame keyed by
+``user_id``. A model fitted up to ``T`` refuses to answer at ``at < T``: its parameters
+know events after ``at``. A family implements array-level hooks (`_fit`, `_p_return`, ...)
+in its own numbering of users, items and categories (its `Catalogue`), and declares in
+`answers` which queries it answers, so callers ask instead of catching errors.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -20,8 +23,15 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import pandas as pd
 
-from ebbtide.errors import ConfigError, EbbtideError, NotFittedError, UnsupportedQueryError
-from ebbtide.features.sequences import EventArrays, load_events, to_days
+from ebbtide.errors import (
+    ConfigError,
+    EbbtideError,
+    NotFittedError,
+    QueryTimeError,
+    UnsupportedQueryError,
+)
+from ebbtide.features.history import Catalogue, History, Localised, snapshot
+from ebbtide.features.sequences import EventArrays, to_days
 from ebbtide.store import EventStore
 
 #: ``progress(message, fraction)``: what the fit is doing and how much of it is done, in
@@ -29,53 +39,23 @@ from ebbtide.store import EventStore
 Progress = Callable[[str, float], None]
 _REGISTRY: dict[str, type[Model]] = {}
 
-
-@dataclass(frozen=True)
-class IdMaps:
-    """External ids indexed by dense id (``None`` where `forget` left a hole)."""
-
-    user_ids: np.ndarray
-    item_ids: np.ndarray
-    category_ids: np.ndarray
-
-    @classmethod
-    def from_store(cls, store: EventStore) -> IdMaps:
-        arrays = []
-        for table, idx, key in (
-            ("users", "user_idx", "user_id"),
-            ("items", "item_idx", "item_id"),
-            ("categories", "category_idx", "category_id"),
-        ):
-            rows = store.con.execute(f"SELECT {idx}, {key} FROM {table}").fetchnumpy()
-            size = int(rows[idx].max()) + 1 if len(rows[idx]) else 0
-            ids = np.full(size, None, dtype=object)
-            ids[np.asarray(rows[idx], dtype=np.int64)] = np.asarray(rows[key], dtype=object)
-            arrays.append(ids)
-        return cls(*arrays)
-
-    def user_index(self, users: Sequence[str]) -> np.ndarray:
-        """Dense ids of `users`; unknown ids raise, naming a few of them."""
-        lookup = pd.Index(self.user_ids)
-        index = lookup.get_indexer(pd.Index(list(users), dtype=object))
-        if (index < 0).any():
-            unknown = [u for u, i in zip(users, index, strict=True) if i < 0][:5]
-            raise EbbtideError(
-                f"unknown user id(s) {unknown}: they have no events in the store this model"
-                " was fitted on"
-            )
-        return index.astype(np.int64)
+#: Every query a family may answer, by the name of its public method.
+QUERIES = frozenset({"p_return", "p_buy", "expected_return_time", "interest", "recommend"})
 
 
 class Model(ABC):
-    """Base class of every model: fit up to a cut-off, query at an explicit instant.
+    """Base class of every model: fit up to a cut-off, query with the history at an instant.
 
-    Subclasses set `name` and `config_class` and implement `_fit` plus the hooks of the
-    queries they answer; every hook receives the `EventArrays` before the query instant.
+    Subclasses set `name`, `config_class` and `answers`, and implement `_fit` plus the
+    hooks of the queries they answer; every hook receives the events before the query
+    instant in the model's numbering (codes ``>= n`` fitted are entities new since the fit).
     """
 
     name: ClassVar[str]
     config_class: ClassVar[type]
-    format_version: ClassVar[int] = 1
+    format_version: ClassVar[int] = 2
+    #: The queries this family answers (names of the public methods).
+    answers: frozenset[str] = frozenset()
     #: Learned attributes (numpy arrays, names ending in ``_``) that `save` writes.
     state_attributes: ClassVar[tuple[str, ...]] = ()
 
@@ -98,150 +78,204 @@ class Model(ABC):
 
     def fit(
         self,
-        store: EventStore,
+        data: EventStore | History,
         *,
-        cutoff: datetime,
+        cutoff: datetime | None = None,
         progress: Progress | None = None,
         checkpoint: Path | None = None,
         resume: bool = False,
     ) -> Self:
-        """Learn from the events of `store` strictly before `cutoff`; returns self.
+        """Learn from the events strictly before `cutoff`; returns self.
 
-        Families that train in epochs save their progress to `checkpoint` after each one
-        and, with `resume`, continue from it; the others fit in one pass and ignore both.
+        Parameters
+        ----------
+        data : EventStore or History
+            A store (its events before `cutoff` are read once) or a `snapshot` at the
+            cut-off (then `cutoff` may be left out).
+        cutoff : datetime
+            The instant the model is fitted up to; it answers queries at this instant
+            or later only.
+        checkpoint, resume :
+            Families that train in epochs save their progress to `checkpoint` after each
+            one and, with `resume`, continue from it; the others ignore both.
         """
-        to_days(cutoff)
-        events = load_events(store, before=cutoff)
-        if events.n_events == 0:
-            raise EbbtideError(f"no events before {cutoff.isoformat()}: nothing to learn from")
-        self.store_ = store
-        self.cutoff_ = cutoff
-        self.ids_ = IdMaps.from_store(store)
-        self._history: tuple[datetime, EventArrays] | None = (cutoff, events)
+        history = _history_at(data, cutoff)
+        if history.events.n_events == 0:
+            raise EbbtideError(f"no events before {history.at.isoformat()}: nothing to learn from")
+        local = Catalogue.empty().localise(history)
+        self.cutoff_ = history.at
+        self.catalogue_ = local.catalogue
+        self._local = (history, local)
         self._checkpoint_path, self._resume = checkpoint, resume
-        self._fit(events, progress)
+        self._fit(local.events, progress)
         return self
 
     @abstractmethod
     def _fit(self, events: EventArrays, progress: Progress | None) -> None: ...
 
     # -- queries -----------------------------------------------------------------------
-    def _prepare(self, users: Sequence[str] | None, at: datetime) -> tuple[EventArrays, np.ndarray]:
+    def _prepare(
+        self, query: str, history: History, users: Sequence[str] | None, in_sample: bool
+    ) -> tuple[Localised, np.ndarray, bool]:
+        """The history in this model's numbering, the asked users' codes, and whether the
+        answer is in-sample (asked before the cut-off, explicitly)."""
         if not self.is_fitted:
             raise NotFittedError(
                 f"{type(self).__name__} is not fitted: call fit(store, cutoff=...)"
             )
-        to_days(at)
-        cached = getattr(self, "_history", None)
-        if cached is not None and cached[0] == at:
-            events = cached[1]
+        if query not in self.answers:
+            raise UnsupportedQueryError(
+                f"the {self.name} model does not answer {query}; it answers"
+                f" {', '.join(sorted(self.answers)) or 'nothing'}"
+            )
+        if not isinstance(history, History):
+            raise ConfigError(
+                f"{query} takes the history before its instant, not {type(history).__name__}:"
+                " pass ebbtide.snapshot(store, at=...)"
+            )
+        if history.at < self.cutoff_ and not in_sample:
+            raise QueryTimeError(
+                f"the {self.name} model was fitted on events before"
+                f" {self.cutoff_.isoformat()} and cannot answer at the earlier instant"
+                f" {history.at.isoformat()} without knowing its future: fit a model with"
+                " cutoff at or before that instant (or ask for an in-sample curve with"
+                " in_sample=True)"
+            )
+        cached = getattr(self, "_local", None)
+        if cached is not None and cached[0] is history:
+            local = cached[1]
         else:
-            events = load_events(self.store_, before=at)
-            self._history = (at, events)
+            local = self.catalogue_.localise(history)
+            self._local = (history, local)
+        marked = history.at < self.cutoff_
         if users is None:
-            index = np.flatnonzero(events.lengths() > 0)
-        else:
-            index = self.ids_.user_index(users)
-        return events, index
+            return local, np.flatnonzero(local.events.lengths() > 0), marked
+        local, codes = local.user_codes(users)
+        return local, codes, marked
 
-    def _frame(self, index: np.ndarray, **columns: np.ndarray) -> pd.DataFrame:
-        return pd.DataFrame({"user_id": self.ids_.user_ids[index], **columns})
+    def _frame(
+        self, local: Localised, index: np.ndarray, marked: bool, **columns: np.ndarray
+    ) -> pd.DataFrame:
+        frame = pd.DataFrame({"user_id": local.catalogue.user_ids[index], **columns})
+        return _mark(frame, marked)
 
     def p_return(
-        self, users: Sequence[str] | None = None, *, at: datetime, horizon: timedelta
+        self,
+        history: History,
+        users: Sequence[str] | None = None,
+        *,
+        horizon: timedelta,
+        in_sample: bool = False,
     ) -> pd.DataFrame:
-        """P(the user acts at all in ``[at, at + horizon)``): columns user_id, p_return."""
-        events, index = self._prepare(users, at)
-        p = self._p_return(events, index, to_days(at), _days(horizon))
-        return self._frame(index, p_return=p)
+        """P(the user acts at all in ``[at, at + horizon)``), ``at = history.at``.
+
+        Columns user_id, p_return. Users default to those with events in `history`.
+        `in_sample` allows ``at`` before the cut-off (drawing the past with today's
+        parameters) and adds a column ``in_sample`` that says so.
+        """
+        local, index, marked = self._prepare("p_return", history, users, in_sample)
+        at = to_days(history.at)
+        p = self._p_return(local.events, index, at, _days(horizon))
+        return self._frame(local, index, marked, p_return=p)
 
     def p_buy(
-        self, users: Sequence[str] | None = None, *, at: datetime, horizon: timedelta
+        self,
+        history: History,
+        users: Sequence[str] | None = None,
+        *,
+        horizon: timedelta,
+        in_sample: bool = False,
     ) -> pd.DataFrame:
         """P(the user buys in ``[at, at + horizon)``): columns user_id, p_buy."""
-        events, index = self._prepare(users, at)
-        return self._frame(index, p_buy=self._p_buy(events, index, to_days(at), _days(horizon)))
+        local, index, marked = self._prepare("p_buy", history, users, in_sample)
+        p = self._p_buy(local.events, index, to_days(history.at), _days(horizon))
+        return self._frame(local, index, marked, p_buy=p)
 
     def expected_return_time(
-        self, users: Sequence[str] | None = None, *, at: datetime
+        self, history: History, users: Sequence[str] | None = None, *, in_sample: bool = False
     ) -> pd.DataFrame:
-        """Expected days from `at` to the next action: columns user_id, expected_return_days."""
-        events, index = self._prepare(users, at)
-        days = self._expected_return_days(events, index, to_days(at))
-        return self._frame(index, expected_return_days=days)
+        """Expected days from ``at`` to the next action: user_id, expected_return_days."""
+        local, index, marked = self._prepare("expected_return_time", history, users, in_sample)
+        days = self._expected_return_days(local.events, index, to_days(history.at))
+        return self._frame(local, index, marked, expected_return_days=days)
 
     def interest(
-        self, users: Sequence[str] | None = None, *, at: datetime, horizon: timedelta
+        self,
+        history: History,
+        users: Sequence[str] | None = None,
+        *,
+        horizon: timedelta,
+        in_sample: bool = False,
     ) -> pd.DataFrame:
-        """Per (user, category touched before `at`): the interest now and how it decays.
+        """Per (user, category touched before ``at``): the interest now and how it decays.
 
         Columns: user_id, category_id, p_engage (P(engage with the category within
         `horizon`)), level (intensity now, per day), baseline, excitation (per day),
         half_life_days.
         """
-        events, index = self._prepare(users, at)
-        table = self._interest(events, index, to_days(at), _days(horizon))
+        local, index, marked = self._prepare("interest", history, users, in_sample)
+        table = self._interest(local.events, index, to_days(history.at), _days(horizon))
         users_idx = table.pop("user_idx")
         categories = table.pop("category_idx")
-        return pd.DataFrame(
+        frame = pd.DataFrame(
             {
-                "user_id": self.ids_.user_ids[users_idx],
-                "category_id": self.ids_.category_ids[categories],
+                "user_id": local.catalogue.user_ids[users_idx],
+                "category_id": local.catalogue.category_ids[categories],
                 **table,
             }
         )
+        return _mark(frame, marked)
 
     def recommend(
         self,
+        history: History,
         users: Sequence[str] | None = None,
         *,
-        at: datetime,
         k: int = 10,
         exclude_bought: bool = True,
+        in_sample: bool = False,
     ) -> pd.DataFrame:
         """Top-`k` items per user: columns user_id, rank (1 = best), item_id, score."""
         if k < 1:
             raise ConfigError(f"k={k} must be at least 1")
-        events, index = self._prepare(users, at)
-        items, scores = self._recommend(events, index, to_days(at), k, exclude_bought)
+        local, index, marked = self._prepare("recommend", history, users, in_sample)
+        items, scores = self._recommend(local.events, index, to_days(history.at), k, exclude_bought)
         n = items.shape[1]
-        return pd.DataFrame(
+        frame = pd.DataFrame(
             {
-                "user_id": np.repeat(self.ids_.user_ids[index], n),
+                "user_id": np.repeat(local.catalogue.user_ids[index], n),
                 "rank": np.tile(np.arange(1, n + 1), index.size),
-                "item_id": self.ids_.item_ids[items.ravel()],
+                "item_id": local.catalogue.item_ids[items.ravel()],
                 "score": scores.ravel(),
             }
         )
+        return _mark(frame, marked)
 
-    # Hooks; a family overrides those it answers.
+    # Hooks; a family overrides those named in its `answers`.
     def _p_return(
         self, events: EventArrays, users: np.ndarray, at: float, horizon: float
     ) -> np.ndarray:
-        raise self._unsupported("p_return")
+        raise NotImplementedError
 
     def _p_buy(
         self, events: EventArrays, users: np.ndarray, at: float, horizon: float
     ) -> np.ndarray:
-        raise self._unsupported("p_buy")
+        raise NotImplementedError
 
     def _expected_return_days(
         self, events: EventArrays, users: np.ndarray, at: float
     ) -> np.ndarray:
-        raise self._unsupported("expected_return_time")
+        raise NotImplementedError
 
     def _interest(
         self, events: EventArrays, users: np.ndarray, at: float, horizon: float
     ) -> dict[str, np.ndarray]:
-        raise self._unsupported("interest")
+        raise NotImplementedError
 
     def _recommend(
         self, events: EventArrays, users: np.ndarray, at: float, k: int, exclude_bought: bool
     ) -> tuple[np.ndarray, np.ndarray]:
-        raise self._unsupported("recommend")
-
-    def _unsupported(self, query: str) -> UnsupportedQueryError:
-        return UnsupportedQueryError(f"the {self.name} model does not answer {query}")
+        raise NotImplementedError
 
     # -- persistence -------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
@@ -259,18 +293,14 @@ class Model(ABC):
         }
         (directory / "config.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
         state = {f"state_{k}": v for k, v in self._state().items()}
-        # "" marks a hole left by `forget`: a stored id is never empty.
-        ids = {
-            f"ids_{k}": np.asarray(["" if i is None else i for i in v], dtype=str)
-            for k, v in asdict(self.ids_).items()
-        }
+        ids = {f"ids_{k}": np.asarray(v, dtype=str) for k, v in asdict(self.catalogue_).items()}
         np.savez(directory / "weights.npz", allow_pickle=False, **state, **ids)
         self._save_extra(directory)
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path, store: EventStore) -> Model:
-        """Rebuild a saved model; queries will read history from `store`."""
+    def load(cls, directory: str | Path) -> Model:
+        """Rebuild a saved model; it answers queries on any store's `History` by id."""
         directory = Path(directory)
         try:
             meta = json.loads((directory / "config.json").read_text())
@@ -290,13 +320,9 @@ class Model(ABC):
                 k.removeprefix("state_"): data[k] for k in data.files if k.startswith("state_")
             }
             ids = {k.removeprefix("ids_"): data[k] for k in data.files if k.startswith("ids_")}
-        model.store_ = store
         model.cutoff_ = datetime.fromisoformat(meta["cutoff"])
         model.metrics_ = meta.get("metrics", {})
-        model.ids_ = IdMaps(
-            **{k: np.where(v == "", None, v.astype(object)) for k, v in ids.items()}
-        )
-        model._history = None
+        model.catalogue_ = Catalogue(**{k: v.astype(object) for k, v in ids.items()})
         model._set_state(state)
         model._load_extra(directory)
         return model
@@ -322,6 +348,28 @@ class Model(ABC):
 def registered_families() -> dict[str, type[Model]]:
     """Model families imported so far, by name (each subclass registers itself)."""
     return dict(_REGISTRY)
+
+
+def _history_at(data: EventStore | History, cutoff: datetime | None) -> History:
+    """The history a fit learns from: `data` itself, or the events of a store before `cutoff`."""
+    if isinstance(data, History):
+        if cutoff is not None and cutoff != data.at:
+            raise ConfigError(
+                f"cutoff={cutoff.isoformat()} differs from the history's instant"
+                f" {data.at.isoformat()}: leave cutoff out, or take the snapshot at the cut-off"
+            )
+        return data
+    if cutoff is None:
+        raise ConfigError("fit(store) needs cutoff=...: the instant to learn up to")
+    return snapshot(data, at=cutoff)
+
+
+def _mark(frame: pd.DataFrame, marked: bool) -> pd.DataFrame:
+    """Say so in the answer when it is in-sample (parameters that saw its future)."""
+    if marked:
+        frame["in_sample"] = True
+        frame.attrs["in_sample"] = True
+    return frame
 
 
 def _days(horizon: timedelta) -> float:

@@ -12,14 +12,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import astuple, dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 
 from ebbtide.errors import ConfigError
-from ebbtide.features.sequences import EventArrays
+from ebbtide.features.history import History
+from ebbtide.features.sequences import EventArrays, to_days
 from ebbtide.models import btyd_math as bm
 from ebbtide.models.base import Model, Progress
 from ebbtide.schema import Behavior
@@ -54,6 +55,7 @@ class BTYDModel(Model):
 
     name = "btyd"
     config_class = BTYDConfig
+    answers = frozenset({"p_return", "p_buy", "expected_return_time"})
     state_attributes = ("return_params_", "buy_params_")
 
     def _fit(self, events: EventArrays, progress: Progress | None) -> None:
@@ -137,18 +139,26 @@ class BTYDModel(Model):
         return np.trapezoid(survival, _GRID, axis=0)
 
     def expected_purchases(
-        self, users: Sequence[str] | None = None, *, at: datetime, horizon: timedelta
+        self,
+        history: History,
+        users: Sequence[str] | None = None,
+        *,
+        horizon: timedelta,
+        in_sample: bool = False,
     ) -> pd.DataFrame:
-        """Expected purchase days in ``[at, at + horizon)``: user_id, expected_purchases."""
-        events, index = self._prepare(users, at)
-        rfm = self._rfm_for(events, index, at.timestamp() / 86_400, "buy")
+        """Expected purchase days in ``[at, at + horizon)``, ``at = history.at``: user_id,
+        expected_purchases (asked like `p_buy`)."""
+        local, index, marked = self._prepare("p_buy", history, users, in_sample)
+        rfm = self._rfm_for(local.events, index, to_days(history.at), "buy")
         expected = (
             bm.pareto_nbd_expected_transactions
             if self.config.kind == "pareto_nbd"
             else bm.bgnbd_expected_transactions
         )
         days = horizon.total_seconds() / 86_400
-        return self._frame(index, expected_purchases=expected(self._params("buy"), rfm, days))
+        return self._frame(
+            local, index, marked, expected_purchases=expected(self._params("buy"), rfm, days)
+        )
 
 
 def _last_day(at_days: float) -> int:

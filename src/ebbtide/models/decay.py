@@ -103,6 +103,7 @@ class DecayModel(Model):
 
     name = "decay"
     config_class = DecayConfig
+    answers = frozenset({"p_return", "p_buy", "expected_return_time", "interest", "recommend"})
     state_attributes = (
         "delta_",
         "alpha_",

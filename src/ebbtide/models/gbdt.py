@@ -25,6 +25,7 @@ from ebbtide.models.base import Model, Progress
 from ebbtide.schema import Behavior
 
 _TARGETS = ("return", "buy", "engage")
+_QUERY_TARGET = {"p_return": "return", "p_buy": "buy", "interest": "engage"}
 #: Fewer training rows than this of the rarer outcome: no trees (early stopping's
 #: stratified validation split needs a few of each), the base rate instead.
 _MIN_CLASS_ROWS = 10
@@ -63,6 +64,7 @@ class GBDTModel(Model):
 
     name = "gbdt"
     config_class = GBDTConfig
+    answers = frozenset({"p_return", "p_buy", "interest"})
 
     def _fit(self, events: EventArrays, progress: Progress | None) -> None:
         horizon = self.config.horizon_days
@@ -111,11 +113,16 @@ class GBDTModel(Model):
                 self.classifiers_[target] = self._classifier().fit(x, y)
             if progress is not None:
                 progress(f"fitted {target}", math.nan)
+        self._restrict_answers()
         self.metrics_ = {f"{t}_rows": int(sum(len(y) for _, y in rows[t])) for t in _TARGETS} | {
             f"{t}_base_rate": float(np.mean(np.concatenate([y for _, y in rows[t]])))
             for t in _TARGETS
             if sum(len(y) for _, y in rows[t])
         }
+
+    def _restrict_answers(self) -> None:
+        """Answer only what there were training rows for (no categories: no interest)."""
+        self.answers = frozenset(q for q, t in _QUERY_TARGET.items() if t in self.classifiers_)
 
     def _classifier(self) -> HistGradientBoostingClassifier:
         c = self.config
@@ -182,6 +189,7 @@ class GBDTModel(Model):
 
     def _load_extra(self, directory: Path) -> None:
         self.classifiers_ = joblib.load(directory / "classifiers.joblib")
+        self._restrict_answers()
 
 
 class ConstantRate:

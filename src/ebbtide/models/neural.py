@@ -662,8 +662,9 @@ class NeuralModel(Model):
     """GRU-modulated self-exciting marked point process: interest, return, purchase, items."""
 
     name = "neural"
-    format_version = 3
+    format_version = 4
     config_class = NeuralConfig
+    answers = frozenset({"p_return", "p_buy", "expected_return_time", "interest", "recommend"})
     state_attributes = ("n_items_", "n_categories_", "activation_")
 
     # -- fitting -----------------------------------------------------------------------

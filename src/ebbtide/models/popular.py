@@ -44,6 +44,7 @@ class PopularModel(Model):
 
     name = "popular"
     config_class = PopularConfig
+    answers = frozenset({"recommend"})
 
     def _fit(self, events: EventArrays, progress: Progress | None) -> None:
         self.metrics_ = {"events": events.n_events}

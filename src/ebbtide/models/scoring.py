@@ -1,22 +1,22 @@
 """Batch scoring: every query a model answers, for every user, as one table.
 
-`score_users` asks the model each question at one instant and joins the answers on
-``user_id``; a family that does not answer a query leaves its columns out rather than
-inventing numbers. Everything is vectorised inside the queries, so a million users are
-one call each, not a million.
+`score_users` asks the model each question it answers at one instant, on one `History`,
+and joins the answers on ``user_id``; a query the family does not answer leaves its
+columns out rather than inventing numbers. Everything is vectorised inside the queries,
+so a million users are one call each, not a million.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import importlib
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pandas as pd
 
 from ebbtide.errors import ConfigError, UnsupportedQueryError
+from ebbtide.features.history import History
 from ebbtide.models.base import Model, registered_families
 
 #: Registry of the families `ebbtide train --model` builds, by name.
@@ -52,9 +52,11 @@ def available_families() -> list[str]:
 
 
 def score_users(
-    model: Model, *, at: datetime, horizon: timedelta, k: int = 10, top_categories: int = 3
+    model: Model, history: History, *, horizon: timedelta, k: int = 10, top_categories: int = 3
 ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """One row per user with history before `at`, and the per-(user, category) table.
+    """One row per user with events in `history`, and the per-(user, category) table.
+
+    Every query the model answers is asked once, at ``history.at``, on the same history.
 
     Returns
     -------
@@ -66,22 +68,19 @@ def score_users(
         user_id, category_id, p_engage, level, baseline, excitation, half_life_days;
         None when the model has no notion of interest.
     """
-    table: pd.DataFrame | None = None
-    for query in (
-        lambda: model.p_return(at=at, horizon=horizon),
-        lambda: model.expected_return_time(at=at),
-        lambda: model.p_buy(at=at, horizon=horizon),
-    ):
-        try:
-            answer = query()
-        except UnsupportedQueryError:
-            continue
-        table = answer if table is None else table.merge(answer, on="user_id", how="outer")
+    if not model.answers & {"p_return", "expected_return_time", "p_buy", "interest", "recommend"}:
+        raise UnsupportedQueryError(f"the {model.name} model answers no scoring query")
+    answers = []
+    if "p_return" in model.answers:
+        answers.append(model.p_return(history, horizon=horizon))
+    if "expected_return_time" in model.answers:
+        answers.append(model.expected_return_time(history))
+    if "p_buy" in model.answers:
+        answers.append(model.p_buy(history, horizon=horizon))
     categories = None
-    with contextlib.suppress(UnsupportedQueryError):
-        categories = model.interest(at=at, horizon=horizon)
-    if categories is not None:
-        top = (
+    if "interest" in model.answers:
+        categories = model.interest(history, horizon=horizon)
+        answers.append(
             categories.sort_values(["user_id", "p_engage"], ascending=[True, False])
             .groupby("user_id", sort=False)
             .head(top_categories)
@@ -93,14 +92,11 @@ def score_users(
             )
             .reset_index()
         )
-        table = top if table is None else table.merge(top, on="user_id", how="left")
-    try:
-        recs = model.recommend(at=at, k=k)
+    if "recommend" in model.answers:
+        recs = model.recommend(history, k=k)
         items = recs.groupby("user_id", sort=False)["item_id"].agg(list).rename("top_items")
-        items = items.reset_index()
-        table = items if table is None else table.merge(items, on="user_id", how="left")
-    except UnsupportedQueryError:
-        pass
-    if table is None:
-        raise UnsupportedQueryError(f"the {model.name} model answers no scoring query")
+        answers.append(items.reset_index())
+    table = answers[0]
+    for answer in answers[1:]:
+        table = table.merge(answer, on="user_id", how="outer")
     return table.sort_values("user_id", kind="stable").reset_index(drop=True), categories

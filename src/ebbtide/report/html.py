@@ -152,7 +152,7 @@ def _sections(data: ReportData) -> list[Section]:
         _return(data),
         _segments(data),
         _plan(data),
-        _drilldown(data.drilldowns),
+        _drilldown(data.drilldowns, data.cutoff),
     ]
     if data.campaign is not None:
         sections.append(_campaign(data.campaign))
@@ -334,9 +334,13 @@ def _plan_facts(summary: Mapping[str, Any], currency: str) -> list[tuple[str, st
     ]
 
 
-def _drilldown(drilldowns: Sequence[UserDrilldown]) -> Section:
+def _drilldown(drilldowns: Sequence[UserDrilldown], cutoff: str) -> Section:
     users = [_user(index, drilldown) for index, drilldown in enumerate(drilldowns)]
-    return Section("drilldown", "User drill-down", {"users": users})
+    in_sample = (
+        f"In-sample before {cutoff}: the curves draw the past with the parameters the model"
+        " learned from events up to that instant, so up to there they describe, not forecast."
+    )
+    return Section("drilldown", "User drill-down", {"users": users, "in_sample": in_sample})
 
 
 def _user(index: int, drilldown: UserDrilldown) -> dict[str, Any]:

@@ -27,10 +27,10 @@ from ebbtide.errors import (
     ConvergenceWarning,
     DataQualityWarning,
     EbbtideError,
-    UnsupportedQueryError,
 )
 from ebbtide.evaluate.metrics import kaplan_meier, reliability_table
 from ebbtide.evaluate.temporal import holdout_targets, temporal_holdout
+from ebbtide.features.history import History, snapshot
 from ebbtide.models.base import Model
 from ebbtide.models.scoring import build_model, score_users
 from ebbtide.report.data import ReportData, UserDrilldown
@@ -133,18 +133,19 @@ def build_report_data(
 
         stage("checking the return forecast")
         targets = holdout_targets(store, cutoff=cutoff, horizon=holdout)
-        return_curves = _return_curves(model, targets.users, cutoff, holdout)
-        p_holdout = model.p_return(at=cutoff, horizon=holdout)
+        at_cutoff, at_end = snapshot(store, at=cutoff), snapshot(store, at=scored_at)
+        return_curves = _return_curves(model, at_cutoff, targets.users, holdout)
+        p_holdout = model.p_return(at_cutoff, horizon=holdout)
         calibration = _calibration(targets.users, p_holdout)
 
         stage(f"scoring users at {scored_at:%Y-%m-%d %H:%M} UTC")
-        now = score_users(model, at=scored_at, horizon=plan_horizon, k=1)
+        now = score_users(model, at_end, horizon=plan_horizon, k=1)
         categories = now[1]
-        earlier = score_users(model, at=cutoff, horizon=plan_horizon, k=1)
+        earlier = score_users(model, at_cutoff, horizon=plan_horizon, k=1)
         segments_now = assign_segments(*now, horizon=plan_horizon)
         segments_before = assign_segments(*earlier, horizon=plan_horizon)
         warning_list = early_warning(
-            model, before=cutoff, at=scored_at, horizon=plan_horizon, top=20,
+            model, store, before=cutoff, at=scored_at, horizon=plan_horizon, top=20,
             earlier=earlier, now=now,
         )  # fmt: skip
 
@@ -154,7 +155,7 @@ def build_report_data(
         )
         stage("drawing users' interest over time")
         chosen = _drilldown_choice(warning_list, plan, drilldown_users)
-        drilldowns = _drilldowns(model, store, chosen, plan, segments_now, start, scored_at)
+        drilldowns = _drilldowns(model, store, at_end, chosen, plan, segments_now, start)
 
     curves, half_lives = _decay_curves(categories, top_categories)
     notes = [
@@ -281,7 +282,7 @@ def _half_lives_hours(categories: pd.DataFrame | None) -> pd.Series:
 
 
 def _return_curves(
-    model: Model, users: pd.DataFrame, cutoff: datetime, holdout: timedelta
+    model: Model, history: History, users: pd.DataFrame, holdout: timedelta
 ) -> pd.DataFrame:
     """Observed (Kaplan-Meier, censored at the window's end) and predicted share returned."""
     days = users["days_to_return"].to_numpy(dtype=float)
@@ -292,7 +293,7 @@ def _return_curves(
     returned = 1.0 - survival["survival"].to_numpy()[step]
     predicted = [0.0]
     for h in hours[1:]:
-        answer = model.p_return(users["user_id"].tolist(), at=cutoff, horizon=h * _HOUR)
+        answer = model.p_return(history, users["user_id"].tolist(), horizon=h * _HOUR)
         predicted.append(float(answer["p_return"].mean()))
     return pd.DataFrame({"hours": hours, "observed": returned, "predicted": predicted})
 
@@ -361,18 +362,23 @@ def _drilldown_choice(warnings_list: pd.DataFrame, plan: ReactivationPlan, n: in
 def _drilldowns(
     model: Model,
     store: EventStore,
+    history: History,
     users: list[str],
     plan: ReactivationPlan,
     segments: pd.DataFrame,
     start: datetime,
-    scored_at: datetime,
     categories_per_user: int = 3,
 ) -> list[UserDrilldown]:
-    """Each chosen user's interest in their top categories over the log."""
-    try:
-        now = model.interest(users, at=scored_at, horizon=timedelta(days=1))
-    except UnsupportedQueryError:  # btyd, popular: no per-category interest to draw
+    """Each chosen user's interest in their top categories over the log.
+
+    The curves before the model's cut-off are in-sample (asked so explicitly): they draw
+    the past with parameters fitted on events up to the cut-off, and the report says so.
+    """
+    if "interest" not in model.answers:  # btyd, popular: no per-category interest to draw
         return []
+    scored_at = history.at
+    history = history.for_users(users)
+    now = model.interest(history, users, horizon=timedelta(days=1))
     if now.empty:
         return []
     top = (
@@ -381,7 +387,7 @@ def _drilldowns(
         .head(categories_per_user)
     )
     events = _user_events(store, users, scored_at)
-    levels = _interest_paths(model, users, events["ts"], start, scored_at).merge(
+    levels = _interest_paths(model, history, users, events["ts"], start).merge(
         top[["user_id", "category_id"]], on=["user_id", "category_id"]
     )
     plan_rows = plan.table.set_index("user_id")
@@ -409,10 +415,10 @@ def _drilldowns(
 
 def _interest_paths(
     model: Model,
+    history: History,
     users: list[str],
     event_times: pd.Series,
     start: datetime,
-    end: datetime,
     max_states: int = 600,
     grid: int = 60,
 ) -> pd.DataFrame:
@@ -421,8 +427,10 @@ def _interest_paths(
     Between two events the model's interest in a category is ``baseline + excitation ·
     2^(−τ/half-life)``, so one query right after each event (and at a coarse grid, for the
     quiet stretches) gives the exact curve, drawn at a few points per gap. The latest
-    `max_states` event instants are kept for very active users.
+    `max_states` event instants are kept for very active users. Each instant reads the
+    part of `history` before it; instants before the model's cut-off are in-sample.
     """
+    end = history.at
     after_events = pd.DatetimeIndex(event_times.drop_duplicates()) + pd.Timedelta(seconds=1)
     after_events = after_events[after_events >= start].sort_values()[-max_states:]
     coarse = pd.date_range(start, end, periods=grid, tz=UTC)
@@ -430,7 +438,12 @@ def _interest_paths(
     instants = instants[(instants > pd.Timestamp(start)) & (instants <= pd.Timestamp(end))]
     states = []
     for instant, following in zip(instants, [*instants[1:], pd.Timestamp(end)], strict=True):
-        answer = model.interest(users, at=instant.to_pydatetime(), horizon=timedelta(days=1))
+        answer = model.interest(
+            history.until(instant.to_pydatetime()),
+            users,
+            horizon=timedelta(days=1),
+            in_sample=True,
+        )
         gap_days = (following - instant) / pd.Timedelta(days=1)
         offsets = np.geomspace(1 / 1440, gap_days, 6) if gap_days > 1 / 1440 else np.zeros(1)
         for offset in np.concatenate([[0.0], offsets[:-1]]):

@@ -1,0 +1,230 @@
+"""A snapshot of the log before one instant: what a model may know when it answers at `at`.
+
+Why a value and not a store: a fitted model keeps no live database. The caller reads the
+events before `at` once (`snapshot`), and every query at that instant (return, purchase,
+interest, recommendations) takes the same `History`, as a scikit-learn estimator takes
+``X``. Nothing in a `History` is at or after its instant, so no query can read the future.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+
+from ebbtide.errors import EbbtideError
+from ebbtide.features.sequences import EventArrays, load_events, to_days, user_event_ranges
+from ebbtide.store import EventStore
+
+__all__ = ["Catalogue", "History", "IdMaps", "Localised", "snapshot"]
+
+
+@dataclass(frozen=True)
+class IdMaps:
+    """External ids indexed by dense id (``None`` where `forget` left a hole)."""
+
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    category_ids: np.ndarray
+
+    @classmethod
+    def from_store(cls, store: EventStore) -> IdMaps:
+        arrays = []
+        for table, idx, key in (
+            ("users", "user_idx", "user_id"),
+            ("items", "item_idx", "item_id"),
+            ("categories", "category_idx", "category_id"),
+        ):
+            rows = store.con.execute(f"SELECT {idx}, {key} FROM {table}").fetchnumpy()
+            size = int(rows[idx].max()) + 1 if len(rows[idx]) else 0
+            ids = np.full(size, None, dtype=object)
+            ids[np.asarray(rows[idx], dtype=np.int64)] = np.asarray(rows[key], dtype=object)
+            arrays.append(ids)
+        return cls(*arrays)
+
+    def user_index(self, users: Sequence[str]) -> np.ndarray:
+        """Dense ids of `users`; unknown ids raise, naming a few of them."""
+        index = pd.Index(self.user_ids).get_indexer(pd.Index(list(users), dtype=object))
+        if (index < 0).any():
+            unknown = [u for u, i in zip(users, index, strict=True) if i < 0][:5]
+            raise EbbtideError(
+                f"unknown user id(s) {unknown}: they have no events in this history;"
+                " check the ids, or take the snapshot from the store that holds them"
+            )
+        return index.astype(np.int64)
+
+
+@dataclass(frozen=True, eq=False)
+class History:
+    """Every event strictly before `at`, as user-sorted arrays, with the ids they index.
+
+    Attributes
+    ----------
+    events : EventArrays
+        Events with ``ts < at``, dense ids of the store they came from.
+    ids : IdMaps
+        External id of each dense id.
+    at : datetime
+        The instant the history ends at (exclusive); queries answer at this instant.
+    """
+
+    events: EventArrays
+    ids: IdMaps
+    at: datetime
+
+    def __post_init__(self) -> None:
+        to_days(self.at)
+
+    def __repr__(self) -> str:
+        return (
+            f"History(at={self.at.isoformat()}, events={self.events.n_events},"
+            f" users={int(np.count_nonzero(self.events.lengths()))})"
+        )
+
+    def until(self, at: datetime) -> History:
+        """The part of this history before an earlier instant `at` (no database read)."""
+        if at > self.at:
+            raise EbbtideError(
+                f"this history ends at {self.at.isoformat()}; it holds nothing about"
+                f" {at.isoformat()}: take a new snapshot there"
+            )
+        keep = self.events.t < to_days(at)
+        events = self.events if keep.all() else self.events.select(keep)
+        return History(events=_with_before(events, at), ids=self.ids, at=at)
+
+    def for_users(self, users: Sequence[str]) -> History:
+        """Only the events of `users` (ids and sizes kept), for many queries on a few users."""
+        index = np.unique(self.ids.user_index(users))
+        idx, _ = user_event_ranges(self.events.offsets, index)
+        mask = np.zeros(self.events.n_events, dtype=bool)
+        mask[idx] = True
+        return History(events=self.events.select(mask), ids=self.ids, at=self.at)
+
+
+def snapshot(store: EventStore, *, at: datetime) -> History:
+    """Read the events of `store` strictly before `at`, once, for every query at `at`.
+
+    Examples
+    --------
+    >>> from datetime import UTC, datetime
+    >>> from ebbtide.store import EventStore
+    >>> snapshot(EventStore(":memory:"), at=datetime(2024, 1, 1, tzinfo=UTC))
+    History(at=2024-01-01T00:00:00+00:00, events=0, users=0)
+    """
+    return History(events=load_events(store, before=at), ids=IdMaps.from_store(store), at=at)
+
+
+def _with_before(events: EventArrays, at: datetime) -> EventArrays:
+    return replace(events, before=at)
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """The users, items and categories a model was fitted on, as external ids in the
+    model's own numbering (code ``i`` is ``user_ids[i]``, ...).
+
+    Why: a model must not depend on a store's dense ids, which count entities first seen
+    after its cut-off, nor on the store at all once fitted. `localise` turns any `History`
+    into the model's numbering: fitted entities keep their codes, entities new to the model
+    get codes after them, so a family knows an item is unseen when ``code >= n_items``.
+    """
+
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    category_ids: np.ndarray
+
+    @classmethod
+    def empty(cls) -> Catalogue:
+        none = np.zeros(0, dtype=object)
+        return cls(none, none, none)
+
+    def localise(self, history: History) -> Localised:
+        """`history`'s events renumbered into this catalogue, with the ids of every code."""
+        ev = history.events
+        lengths = ev.lengths()
+        present_users = np.flatnonzero(lengths > 0)
+        user_codes, user_ids = _codes(self.user_ids, history.ids.user_ids, present_users)
+        item_codes, item_ids = _codes(self.item_ids, history.ids.item_ids, np.unique(ev.item_idx))
+        cats = ev.category_idx
+        cat_codes, category_ids = _codes(
+            self.category_ids, history.ids.category_ids, np.unique(cats[cats >= 0])
+        )
+        n_users = user_ids.size
+        dense_of_code = np.full(n_users, -1, dtype=np.int64)
+        dense_of_code[user_codes[present_users]] = present_users
+        has = dense_of_code >= 0
+        run = np.zeros(n_users, dtype=np.int64)
+        run[has] = lengths[dense_of_code[has]]
+        idx, q = user_event_ranges(ev.offsets, dense_of_code[has])
+        events = EventArrays(
+            user_idx=np.flatnonzero(has)[q].astype(np.int32),
+            item_idx=item_codes[ev.item_idx[idx]].astype(np.int32),
+            category_idx=np.where(cats[idx] >= 0, cat_codes[np.maximum(cats[idx], 0)], -1).astype(
+                np.int32
+            ),
+            behavior=ev.behavior[idx],
+            t=ev.t[idx],
+            offsets=np.concatenate([[0], np.cumsum(run)]).astype(np.int64),
+            n_users=int(n_users),
+            n_items=int(item_ids.size),
+            n_categories=int(category_ids.size),
+            before=ev.before,
+        )
+        return Localised(
+            events=events,
+            catalogue=Catalogue(user_ids, item_ids, category_ids),
+            dictionary=history.ids,
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class Localised:
+    """A history in a model's numbering: the events, and the external id of every code."""
+
+    events: EventArrays
+    catalogue: Catalogue
+    dictionary: IdMaps
+
+    def user_codes(self, users: Sequence[str]) -> tuple[Localised, np.ndarray]:
+        """Codes of `users`; users without events here get empty runs after the others.
+
+        Raises for ids neither in the model's catalogue nor in the history's store.
+        """
+        ids = self.catalogue.user_ids
+        wanted = pd.Index(list(users), dtype=object)
+        codes = pd.Index(ids).get_indexer(wanted)
+        missing = codes < 0
+        if not missing.any():
+            return self, codes.astype(np.int64)
+        extra = pd.Index(wanted[missing]).unique()
+        self.dictionary.user_index(list(extra))  # raises, naming them, if unknown
+        codes[missing] = ids.size + extra.get_indexer(wanted[missing])
+        ev = self.events
+        offsets = np.concatenate([ev.offsets, np.full(extra.size, ev.offsets[-1])])
+        events = replace(ev, offsets=offsets, n_users=ev.n_users + int(extra.size))
+        catalogue = replace(
+            self.catalogue, user_ids=np.concatenate([ids, np.asarray(extra, dtype=object)])
+        )
+        return Localised(events, catalogue, self.dictionary), codes.astype(np.int64)
+
+
+def _codes(
+    fitted: np.ndarray, dense_ids: np.ndarray, present: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Code of each dense id (-1 where absent) and the external id of each code.
+
+    Fitted ids keep their position; present ids new to `fitted` follow in dense order.
+    """
+    ids = dense_ids[present]
+    if fitted.size:
+        found = pd.Index(fitted).get_indexer(pd.Index(ids, dtype=object))
+    else:
+        found = np.full(ids.size, -1, dtype=np.int64)
+    new = found < 0
+    found[new] = fitted.size + np.arange(int(new.sum()))
+    codes = np.full(dense_ids.size, -1, dtype=np.int64)
+    codes[present] = found
+    return codes, np.concatenate([fitted, ids[new]]).astype(object)
