@@ -49,6 +49,7 @@ import pandas as pd
 
 from _results import add_settings_option, machine, parse_settings, settings_flags, write_section
 from ebbtide.evaluate.metrics import btyd_holdout_metrics
+from ebbtide.features.history import snapshot
 
 TITLE = "CDNOW holdout (BTYD protocol)"
 HERE = Path(__file__).resolve().parent
@@ -193,10 +194,10 @@ def _worker(spec: str, store_path: str, out: Path, repeats: int, settings: dict)
     if model is not None and "error" not in result:
         started = time.perf_counter()
         if hasattr(model, "expected_purchases"):
-            frame = model.expected_purchases(at=CUT, horizon=horizon)
+            frame = model.expected_purchases(snapshot(store, at=CUT), horizon=horizon)
             result["answer"], column = "expected purchases", "expected_purchases"
         else:
-            frame = model.p_buy(at=CUT, horizon=horizon)
+            frame = model.p_buy(snapshot(store, at=CUT), horizon=horizon)
             result["answer"], column = f"P(buy within {horizon.days} days)", "p_buy"
         result["predict_seconds"] = time.perf_counter() - started
         result["customers"] = [str(u) for u in frame["user_id"]]

@@ -25,6 +25,7 @@ import pandas as pd
 
 from _results import machine, write_section
 from cdnow_peers import CUT, DATA, HOLDOUT
+from ebbtide.features.history import snapshot
 from ebbtide.ingest import ingest_file
 from ebbtide.models.btyd import BTYDModel
 from ebbtide.store import EventStore
@@ -43,9 +44,10 @@ def tracking() -> pd.DataFrame:
                FROM events GROUP BY ALL"""
         ).df()
         model = BTYDModel().fit(store, cutoff=CUT)
+        history = snapshot(store, at=CUT)
         edges = _month_starts(CUT, CUT + HOLDOUT)
         cumulative = [
-            float(model.expected_purchases(at=CUT, horizon=edge - CUT)["expected_purchases"].sum())
+            float(model.expected_purchases(history, horizon=edge - CUT)["expected_purchases"].sum())
             if edge > CUT
             else 0.0
             for edge in edges

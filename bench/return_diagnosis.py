@@ -26,6 +26,7 @@ from _results import machine, write_section
 from ebbtide.datasets import taobao_sample_path
 from ebbtide.evaluate.metrics import roc_auc
 from ebbtide.evaluate.temporal import holdout_targets
+from ebbtide.features.history import snapshot
 from ebbtide.ingest import ingest_file
 from ebbtide.models.scoring import build_model
 from ebbtide.store import EventStore
@@ -56,7 +57,9 @@ def diagnose() -> tuple[pd.DataFrame, float, int]:
         frame = targets[["user_id", "returned"]].merge(_features(store), on="user_id")
         for family in FAMILIES:
             model = build_model(family).fit(store, cutoff=CUT)
-            answer = model.p_return(list(frame["user_id"]), at=CUT, horizon=HORIZON)
+            answer = model.p_return(
+                snapshot(store, at=CUT), list(frame["user_id"]), horizon=HORIZON
+            )
             frame = frame.merge(answer.rename(columns={"p_return": family}), on="user_id")
     features = ["hours_since_last", "active_days_7", "events_24h", "events"]
     rows = []

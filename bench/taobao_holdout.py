@@ -34,6 +34,7 @@ from _results import add_settings_option, machine, parse_settings, settings_flag
 from ebbtide.datasets import taobao_sample_path
 from ebbtide.errors import UnsupportedQueryError
 from ebbtide.evaluate.holdout import engagement_labels, purchase_labels
+from ebbtide.features.history import snapshot
 from ebbtide.ingest import ingest_file
 from ebbtide.models.scoring import build_model
 from ebbtide.schema import Behavior
@@ -73,12 +74,15 @@ def _evaluate(store, name, seed, settings, pairs, users, engaged, bought) -> dic
     fit_s = time.perf_counter() - clock
     clock = time.perf_counter()
     row = {"model": name, "seed": seed, "fit_s": fit_s}
-    with contextlib.suppress(UnsupportedQueryError):
-        interest = model.interest(at=CUT, horizon=HORIZON)
+    history = snapshot(store, at=CUT)
+    if "interest" in model.answers:
+        interest = model.interest(history, horizon=HORIZON)
         p = pairs.merge(interest, how="left", on=["user_id", "category_id"])["p_engage"]
         row["engage_auc"] = roc_auc_score(engaged, p.fillna(0.0))
     with contextlib.suppress(UnsupportedQueryError):
-        p_buy = users.merge(model.p_buy(at=CUT, horizon=HORIZON), how="left", on="user_id")
+        p_buy = users.merge(
+            model.p_buy(snapshot(store, at=CUT), horizon=HORIZON), how="left", on="user_id"
+        )
         row["buy_auc"] = roc_auc_score(bought, p_buy["p_buy"].fillna(0.0))
     row["score_s"] = time.perf_counter() - clock
     row["metrics"] = {k: v for k, v in getattr(model, "metrics_", {}).items()}

@@ -11,7 +11,7 @@ import pytest
 from ebbtide.activate.actions import default_actions, override
 from ebbtide.activate.reactivation import PLAN_COLUMNS, plan_reactivation
 from ebbtide.activate.response import PRIOR_LIFT
-from ebbtide.errors import ConfigError
+from ebbtide.errors import ConfigError, QueryTimeError
 from ebbtide.features.catalog import item_categories
 from ebbtide.features.history import snapshot
 from ebbtide.models.decay import DecayModel
@@ -115,7 +115,7 @@ def test_models_and_times_that_cannot_plan(model: DecayModel, taobao: EventStore
     popular = PopularModel().fit(taobao, cutoff=CUT)
     with pytest.raises(ConfigError, match="p_return"):
         plan_reactivation(popular, taobao, at=CUT)
-    with pytest.raises(ConfigError, match="no user has events"):
+    with pytest.raises(QueryTimeError, match="earlier instant"):
         plan_reactivation(model, taobao, at=datetime(2000, 1, 1, tzinfo=UTC))
     with pytest.raises(ConfigError, match="top_k"):
         plan_reactivation(model, taobao, at=CUT, top_k=0)

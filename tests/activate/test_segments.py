@@ -15,7 +15,8 @@ from ebbtide.activate.segments import (
     early_warning,
     interest_summary,
 )
-from ebbtide.errors import ConfigError
+from ebbtide.errors import ConfigError, QueryTimeError
+from ebbtide.features.history import snapshot
 from ebbtide.models.decay import DecayModel
 from ebbtide.models.scoring import score_users
 from ebbtide.store import EventStore
@@ -76,7 +77,7 @@ def test_rules_are_checked() -> None:
 
 def test_segments_on_real_data(taobao: EventStore) -> None:
     model = DecayModel().fit(taobao, cutoff=CUT)
-    users, cats = score_users(model, at=CUT, horizon=WEEK)
+    users, cats = score_users(model, snapshot(taobao, at=CUT), horizon=WEEK)
     table = assign_segments(users, cats, horizon=WEEK)
     assert len(table) == len(users) and table.user_id.is_unique
     assert set(table.segment) <= set(SEGMENTS)
@@ -88,9 +89,10 @@ def test_segments_on_real_data(taobao: EventStore) -> None:
 
 
 def test_early_warning_ranks_drops_and_names_faded_categories(taobao: EventStore) -> None:
-    model = DecayModel().fit(taobao, cutoff=CUT)
     before = CUT - timedelta(days=3)
-    warning = early_warning(model, before=before, at=CUT, horizon=timedelta(days=1), top=20)
+    model = DecayModel().fit(taobao, cutoff=before)  # fitted no later than `before`
+    day = timedelta(days=1)
+    warning = early_warning(model, taobao, before=before, at=CUT, horizon=day, top=20)
     assert list(warning["rank"]) == list(range(1, len(warning) + 1))
     assert np.all(np.diff(warning.p_return_change) >= 0)  # biggest drop first
     expected = warning.p_return_now - warning.p_return_before
@@ -99,19 +101,22 @@ def test_early_warning_ranks_drops_and_names_faded_categories(taobao: EventStore
     assert len(faded) > 0
     for changes in faded.faded_change:
         assert all(c < 0 for c in changes) and changes == sorted(changes)
-    # scoring before `before` must not see later events: the earlier p_return is what a
+    # scoring at `before` must not see later events: the earlier p_return is what the
     # model scored at `before` says, whatever happened after
-    alone = model.p_return(list(warning.user_id), at=before, horizon=timedelta(days=1))
+    alone = model.p_return(snapshot(taobao, at=before), list(warning.user_id), horizon=day)
     np.testing.assert_allclose(
         alone.set_index("user_id").loc[warning.user_id, "p_return"], warning.p_return_before
     )
     # scorings the caller already has give the same list
-    day = timedelta(days=1)
-    earlier = score_users(model, at=before, horizon=day, k=1)
-    now = score_users(model, at=CUT, horizon=day, k=1)
+    earlier = score_users(model, snapshot(taobao, at=before), horizon=day, k=1)
+    now = score_users(model, snapshot(taobao, at=CUT), horizon=day, k=1)
     reused = early_warning(
-        model, before=before, at=CUT, horizon=day, top=20, earlier=earlier, now=now
+        None, None, before=before, at=CUT, horizon=day, top=20, earlier=earlier, now=now
     )
     pd.testing.assert_frame_equal(reused, warning)
     with pytest.raises(ConfigError, match="before < at"):
-        early_warning(model, before=CUT, at=before, horizon=WEEK)
+        early_warning(model, taobao, before=CUT, at=before, horizon=WEEK)
+    # a model fitted after `before` knows what came next: its earlier scores are refused
+    later = DecayModel().fit(taobao, cutoff=CUT)
+    with pytest.raises(QueryTimeError, match="earlier instant"):
+        early_warning(later, taobao, before=before, at=CUT, horizon=day)

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from ebbtide.activate.store_features import PREFIX, attach_store_features, store_features
-from ebbtide.errors import CampaignWarning
+from ebbtide.errors import CampaignWarning, QueryTimeError
+from ebbtide.features.history import snapshot
 from ebbtide.models.decay import DecayModel
 from ebbtide.store import EventStore
 
@@ -34,7 +35,8 @@ def test_features_count_only_events_before_the_instant(taobao: EventStore) -> No
     last = pd.to_datetime(merged["last"], utc=True)
     days = (pd.Timestamp(CUT) - last).dt.total_seconds() / 86_400
     np.testing.assert_allclose(merged[f"{PREFIX}recency_days"], days, rtol=1e-9, atol=1e-6)
-    scored = model.p_return(at=CUT, horizon=timedelta(days=7)).set_index("user_id")
+    history = snapshot(taobao, at=CUT)
+    scored = model.p_return(history, horizon=timedelta(days=7)).set_index("user_id")
     np.testing.assert_allclose(
         merged.set_index("user_id")[f"{PREFIX}p_return"], scored.loc[merged.user_id, "p_return"]
     )
@@ -49,3 +51,15 @@ def test_unknown_users_are_kept_with_missing_features(taobao: EventStore) -> Non
     with warnings.catch_warnings():
         warnings.simplefilter("error", CampaignWarning)
         attach_store_features(log.iloc[:1], table)
+
+
+def test_a_later_fit_is_refused_and_a_family_name_fits_at_the_instant(taobao: EventStore) -> None:
+    """Features of a campaign that started at `at` must not encode its outcome."""
+    start = CUT - timedelta(days=2)
+    later = DecayModel().fit(taobao, cutoff=CUT)
+    with pytest.raises(QueryTimeError, match="earlier instant"):
+        store_features(taobao, later, at=start, horizon=timedelta(days=1))
+    by_name = store_features(taobao, "decay", at=start, horizon=timedelta(days=1))
+    fitted_there = DecayModel().fit(taobao, cutoff=start)
+    by_model = store_features(taobao, fitted_there, at=start, horizon=timedelta(days=1))
+    pd.testing.assert_frame_equal(by_name, by_model)

@@ -17,6 +17,7 @@ from ebbtide.evaluate.temporal import (
     holdout_targets,
     temporal_holdout,
 )
+from ebbtide.features.history import snapshot
 from ebbtide.ingest import ingest_file
 from ebbtide.models.decay import DecayModel
 from ebbtide.store import EventStore
@@ -61,8 +62,10 @@ def test_scores_do_not_depend_on_the_window(taobao: EventStore, targets, tmp_pat
     with EventStore(tmp_path / "cut.duckdb") as cut:
         ingest_file(cut, taobao_sample_path(), "taobao")
         cut.con.execute("DELETE FROM events WHERE ts >= ?", [CUT])
-        blind = evaluate_model(DecayModel().fit(cut, cutoff=CUT), targets, k=10)
-    full = evaluate_model(DecayModel().fit(taobao, cutoff=CUT), targets, k=10)
+        blind_model = DecayModel().fit(cut, cutoff=CUT)
+        blind = evaluate_model(blind_model, snapshot(cut, at=CUT), targets, k=10)
+    full_model = DecayModel().fit(taobao, cutoff=CUT)
+    full = evaluate_model(full_model, snapshot(taobao, at=CUT), targets, k=10)
     assert blind.keys() == full.keys() and len(full) >= 12
     for name, value in full.items():
         assert blind[name] == pytest.approx(value), name
@@ -71,9 +74,10 @@ def test_scores_do_not_depend_on_the_window(taobao: EventStore, targets, tmp_pat
 def test_next_item_metrics_by_hand(taobao: EventStore, targets) -> None:
     model = DecayModel().fit(taobao, cutoff=CUT)
     k = 5
-    scores = evaluate_model(model, targets, k=k)
+    history = snapshot(taobao, at=CUT)
+    scores = evaluate_model(model, history, targets, k=k)
     wanted = targets.items.groupby("user_id").item_id.agg(set)
-    recs = model.recommend(list(wanted.index), at=CUT, k=k, exclude_bought=False)
+    recs = model.recommend(history, list(wanted.index), k=k, exclude_bought=False)
     recall, ndcg = [], []
     for user, items in wanted.items():
         top = recs[recs.user_id == user].sort_values("rank").item_id.tolist()

@@ -68,10 +68,11 @@ def test_holdout_purchases_and_probabilities(cdnow: EventStore) -> None:
 
 def test_save_load_and_no_future(cdnow: EventStore, tmp_path: Path) -> None:
     model = BTYDModel().fit(cdnow, cutoff=CUT)
-    before = model.p_return(["00004", "00018"], at=CUT, horizon=timedelta(days=30))
+    history = snapshot(cdnow, at=CUT)
+    before = model.p_return(history, ["00004", "00018"], horizon=timedelta(days=30))
     loaded = Model.load(model.save(tmp_path / "m"))
     pd.testing.assert_frame_equal(
-        loaded.p_return(["00004", "00018"], at=CUT, horizon=timedelta(days=30)), before
+        loaded.p_return(history, ["00004", "00018"], horizon=timedelta(days=30)), before
     )
     with pytest.raises(EbbtideError, match="does not answer recommend"):
         model.recommend(snapshot(cdnow, at=CUT), ["00004"])

@@ -48,9 +48,9 @@ def test_save_load_same_seed_same_numbers(taobao: EventStore, model: GBDTModel, 
     )
 
 
-def test_horizon_must_match_training(model: GBDTModel) -> None:
+def test_horizon_must_match_training(model: GBDTModel, taobao: EventStore) -> None:
     with pytest.raises(ConfigError, match="1-day horizon"):
-        model.p_return(["1"], at=CUT, horizon=timedelta(days=3))
+        model.p_return(snapshot(taobao, at=CUT), ["1"], horizon=timedelta(days=3))
     with pytest.raises(ConfigError):
         GBDTConfig(anchors=0)
 
@@ -68,7 +68,8 @@ def test_a_log_without_categories_fits_and_says_what_it_cannot_answer(
         model = GBDTModel(GBDTConfig(horizon_days=91)).fit(store, cutoff=cut)
         p_buy = model.p_buy(snapshot(store, at=cut), horizon=quarter)
         assert len(p_buy) == 2357 and p_buy.p_buy.between(0, 1).all()
-        with pytest.raises(UnsupportedQueryError, match="no training rows for engage"):
+        assert model.answers == {"p_return", "p_buy"}  # no (user, category) rows to learn
+        with pytest.raises(UnsupportedQueryError, match="does not answer interest"):
             model.interest(snapshot(store, at=cut), horizon=quarter)
         loaded = Model.load(model.save(tmp_path / "m"))
         pd.testing.assert_frame_equal(loaded.p_buy(snapshot(store, at=cut), horizon=quarter), p_buy)

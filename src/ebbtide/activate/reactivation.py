@@ -176,8 +176,8 @@ def plan_reactivation(
     if not isinstance(top_k, int) or top_k < 1:
         raise ConfigError(f"top_k={top_k!r}: use an integer >= 1 (items per contacted user)")
     notes: list[str] = []
-    history = snapshot(store, at=at)
-    users, categories = _score(model, history, horizon)
+    at_plan = snapshot(store, at=at)
+    users, categories = _score(model, at_plan, horizon)
     segments = assign_segments(users, categories, horizon=horizon, rules=rules)
     if "p_buy" in users:
         segments = segments.merge(users[["user_id", "p_buy"]], on="user_id", how="left")
@@ -234,7 +234,7 @@ def plan_reactivation(
         value_per_cost_unit=net,
     )
     table = _assemble(plan, segments, chosen_effects)
-    _attach_items(table, model, store, history, categories, k=top_k, notes=notes)
+    _attach_items(table, model, store, at_plan, categories, k=top_k, notes=notes)
     return ReactivationPlan(
         table=table[PLAN_COLUMNS],
         plan=plan,

@@ -162,9 +162,7 @@ class Catalogue:
         events = EventArrays(
             user_idx=np.flatnonzero(has)[q].astype(np.int32),
             item_idx=item_codes[ev.item_idx[idx]].astype(np.int32),
-            category_idx=np.where(cats[idx] >= 0, cat_codes[np.maximum(cats[idx], 0)], -1).astype(
-                np.int32
-            ),
+            category_idx=_lookup(cat_codes, cats[idx]),
             behavior=ev.behavior[idx],
             t=ev.t[idx],
             offsets=np.concatenate([[0], np.cumsum(run)]).astype(np.int64),
@@ -228,3 +226,11 @@ def _codes(
     codes = np.full(dense_ids.size, -1, dtype=np.int64)
     codes[present] = found
     return codes, np.concatenate([fitted, ids[new]]).astype(object)
+
+
+def _lookup(codes: np.ndarray, dense: np.ndarray) -> np.ndarray:
+    """``codes[dense]`` as int32, keeping -1 (no category) as -1."""
+    out = np.full(dense.size, -1, dtype=np.int32)
+    has = dense >= 0
+    out[has] = codes[dense[has]]
+    return out
