@@ -34,6 +34,7 @@ import torch
 
 from _results import machine, write_section
 from ebbtide.evaluate.leave_one_out import split_leave_one_out
+from ebbtide.evaluate.metrics import ranking_metrics
 from ebbtide.features.sequences import load_events, to_days
 from ebbtide.models import next_item
 from ebbtide.models.neural import NeuralConfig, NeuralModel
@@ -75,7 +76,7 @@ VARIANTS = {
 
 
 def _test_scores(net, settings, split, ids) -> dict[str, float]:
-    """HR/NDCG@10 of the test targets, ranked over every item (ties count against)."""
+    """HR/NDCG/MRR@10 of the test targets, ranked over every item (ties count against)."""
     with EventStore(split.train_valid, read_only=True) as store:
         events = load_events(store, before=datetime(9999, 1, 1, tzinfo=UTC))
     targets = split.targets
@@ -87,11 +88,7 @@ def _test_scores(net, settings, split, ids) -> dict[str, float]:
         p = next_item._user_distribution(net, events, inputs, users, at, settings)
     score = p[torch.arange(users.size), torch.as_tensor(wanted)]
     rank = (p >= score[:, None]).sum(1).numpy()
-    inside = rank <= 10
-    return {
-        "hr@10": float(inside.mean()),
-        "ndcg@10": float(np.where(inside, 1 / np.log2(rank + 1), 0).mean()),
-    }
+    return ranking_metrics(rank, ks=(10,))
 
 
 def run(name: str, variants: list[str], seeds: list[int]) -> list[dict]:

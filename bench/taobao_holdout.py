@@ -28,12 +28,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
 
 from _results import add_settings_option, machine, parse_settings, settings_flags, write_section
 from ebbtide.datasets import taobao_sample_path
 from ebbtide.errors import UnsupportedQueryError
 from ebbtide.evaluate.holdout import engagement_labels, purchase_labels
+from ebbtide.evaluate.metrics import roc_auc
 from ebbtide.features.history import snapshot
 from ebbtide.ingest import ingest_file
 from ebbtide.models.scoring import build_model
@@ -78,12 +78,10 @@ def _evaluate(store, name, seed, settings, pairs, users, engaged, bought) -> dic
     if "interest" in model.answers:
         interest = model.interest(history, horizon=HORIZON)
         p = pairs.merge(interest, how="left", on=["user_id", "category_id"])["p_engage"]
-        row["engage_auc"] = roc_auc_score(engaged, p.fillna(0.0))
+        row["engage_auc"] = roc_auc(engaged, p.fillna(0.0))
     with contextlib.suppress(UnsupportedQueryError):
-        p_buy = users.merge(
-            model.p_buy(snapshot(store, at=CUT), horizon=HORIZON), how="left", on="user_id"
-        )
-        row["buy_auc"] = roc_auc_score(bought, p_buy["p_buy"].fillna(0.0))
+        p_buy = users.merge(model.p_buy(history, horizon=HORIZON), how="left", on="user_id")
+        row["buy_auc"] = roc_auc(bought, p_buy["p_buy"].fillna(0.0))
     row["score_s"] = time.perf_counter() - clock
     row["metrics"] = {k: v for k, v in getattr(model, "metrics_", {}).items()}
     return row
@@ -104,8 +102,8 @@ def main() -> None:
         rows = [
             {
                 "model": "reference: decayed count (2-day half-life)",
-                "engage_auc": roc_auc_score(engaged, pairs.decayed_count),
-                "buy_auc": roc_auc_score(bought, users.decayed_buys),
+                "engage_auc": roc_auc(engaged, pairs.decayed_count),
+                "buy_auc": roc_auc(bought, users.decayed_buys),
             }
         ]
         for name in args.models.split(","):

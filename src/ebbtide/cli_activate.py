@@ -489,8 +489,10 @@ def campaign_uplift(
 
 def _join_store_features(frame, db: Path, model_dir, at: str | None, horizon: str, user_col):
     """The log with each user's store_* features at the campaign start joined on."""
+    from ebbtide.activate.campaign_log import require_user_column
     from ebbtide.activate.store_features import attach_store_features, store_features
 
+    require_user_column(frame, user_col)
     if at is None:
         raise ConfigError("--db needs --at, the campaign start: features use events before it")
     _require_store(db)

@@ -12,6 +12,7 @@ import pytest
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import confint_proportions_2indep, proportions_ztest
+from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
 
 from ebbtide.activate.ab import (
     COLUMNS,
@@ -121,6 +122,11 @@ def _check_against_references(data: CampaignData, result: ABResult) -> None:
                 assert row.p_value == pytest.approx(ref.pvalue, rel=1e-9)
                 assert row.diff_ci_low == pytest.approx(ci.low, rel=1e-9)
                 assert row.diff_ci_high == pytest.approx(ci.high, rel=1e-9)
+                means = CompareMeans(DescrStatsW(y1), DescrStatsW(y0))
+                t, p, df = means.ttest_ind(usevar="unequal")
+                low, high = means.tconfint_diff(alpha=alpha, usevar="unequal")
+                assert (row.statistic, row.p_value, row.df) == pytest.approx((t, p, df), rel=1e-12)
+                assert (row.diff_ci_low, row.diff_ci_high) == pytest.approx((low, high), rel=1e-12)
             assert row.n_arm == y1.size and row.n_control == y0.size
             assert row["diff"] == pytest.approx(y1.mean() - y0.mean(), rel=1e-12, abs=1e-15)
         table = result.table[result.table.outcome == outcome]
@@ -457,3 +463,38 @@ def test_targeted_logs_are_checked_by_inverse_propensity_counts() -> None:
     with pytest.warns(CampaignWarning, match="sample ratio mismatch"):
         broken = analyze_ab(_targeted(drop_coupon=0.08)).srm
     assert broken["srm_detected"] and broken["z"]["coupon"] < -3
+
+
+def test_interval_is_statsmodels_wald_not_its_default_newcombe() -> None:
+    """statsmodels' default interval for a difference of proportions is Newcombe's; ours is
+    the documented unpooled Wald one. Numbers: 30/200 visits vs 18/210 in control."""
+    frame = pd.DataFrame(
+        {
+            "user_id": [f"u{i}" for i in range(410)],
+            "arm": ["mail"] * 200 + ["control"] * 210,
+            "visit": [1] * 30 + [0] * 170 + [1] * 18 + [0] * 192,
+        }
+    )
+    row = _row(_quiet_ab(_prepare(frame, ["visit"])), "mail", "visit")
+    p1, p0 = 30 / 200, 18 / 210
+    se = math.sqrt(p1 * (1 - p1) / 200 + p0 * (1 - p0) / 210)
+    assert (row.diff_ci_low, row.diff_ci_high) == pytest.approx(
+        (p1 - p0 - Z95 * se, p1 - p0 + Z95 * se), rel=1e-9
+    )
+    wald = confint_proportions_2indep(30, 200, 18, 210, method="wald", compare="diff")
+    newcombe = confint_proportions_2indep(30, 200, 18, 210, compare="diff")
+    assert (row.diff_ci_low, row.diff_ci_high) == pytest.approx(wald, rel=1e-12)
+    assert abs(row.diff_ci_low - newcombe[0]) > 1e-4  # a different method, visibly
+    z, p = proportions_ztest([30, 18], [200, 210])
+    assert (row.statistic, row.p_value) == pytest.approx((z, p), rel=1e-12)
+    assert row.p_value == pytest.approx(0.0430, abs=1e-4)
+
+
+def test_statsmodels_is_a_runtime_dependency() -> None:
+    import tomllib
+    from pathlib import Path
+
+    project = tomllib.loads(
+        (Path(__file__).parents[2] / "pyproject.toml").read_text(encoding="utf-8")
+    )["project"]
+    assert any(dep.startswith("statsmodels") for dep in project["dependencies"])

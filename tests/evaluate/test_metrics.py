@@ -26,10 +26,12 @@ from ebbtide.evaluate.metrics import (
     mrr_at_k,
     ndcg_at_k,
     ndcg_at_k_multi,
+    ndcg_from_hits,
     pr_auc,
     rank_of_targets,
     ranking_metrics,
     recall_at_k,
+    recall_from_hits,
     reliability_table,
     roc_auc,
 )
@@ -577,3 +579,101 @@ def test_kaplan_meier_without_events_stays_at_one_and_rejects_negative_times():
     assert table["survival"].tolist() == [1.0]
     with pytest.raises(ConfigError, match=">= 0"):
         kaplan_meier([-1.0, 2.0], [True, True])
+
+
+# ------------------------------------------------- one implementation, from scikit-learn
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_classification_wrappers_equal_sklearn_on_random_data(seed: int) -> None:
+    """The wrappers are scikit-learn's numbers, for bool, int and float labels, any size,
+    ties and exact 0/1 probabilities included (log-loss after our documented clip)."""
+    rng = np.random.default_rng(100 + seed)
+    n = int(rng.integers(2, 5000))
+    y = rng.random(n) < rng.uniform(0.05, 0.95)
+    y[:2] = [True, False]  # both classes
+    p = rng.random(n) ** rng.uniform(0.2, 3.0)
+    p[rng.random(n) < 0.05] = rng.choice([0.0, 1.0])
+    p = np.round(p, int(rng.integers(1, 6)))  # ties
+    for labels in (y, y.astype(int), y.astype(float)):
+        assert roc_auc(labels, p) == skm.roc_auc_score(y, p)
+        assert pr_auc(labels, p) == skm.average_precision_score(y, p)
+        assert brier(labels, p) == pytest.approx(skm.brier_score_loss(y, p), abs=1e-15)
+        given = np.clip(np.where(y, p, 1 - p), 1e-15, 1 - 1e-15)
+        expected = skm.log_loss(np.ones(n, dtype=int), given, labels=[0, 1])
+        assert log_loss(labels, p) == pytest.approx(expected, rel=1e-15)
+        inside = (p > 1e-6) & (p < 1 - 1e-6)  # away from the clip, plain sklearn
+        assert log_loss(labels[inside], p[inside]) == pytest.approx(
+            skm.log_loss(y[inside], p[inside], labels=[0, 1]), rel=1e-12
+        )
+
+
+def test_classification_wrappers_accept_torch_tensors() -> None:
+    y, p = _binary(500, 11)
+    assert roc_auc(torch.as_tensor(y), torch.as_tensor(p)) == skm.roc_auc_score(y, p)
+    assert log_loss(torch.as_tensor(y), torch.as_tensor(p)) == pytest.approx(log_loss(y, p))
+
+
+def test_ndcg_and_recall_from_hits_by_hand_and_against_single_target() -> None:
+    hits = np.array([[False, True, True], [False, False, False], [True, False, False]])
+    n_targets = np.array([3, 2, 1])
+    d = 1 / np.log2(np.arange(2, 5))
+    np.testing.assert_allclose(
+        ndcg_from_hits(hits, n_targets, per_user=True), [(d[1] + d[2]) / d.sum(), 0, 1]
+    )
+    np.testing.assert_allclose(recall_from_hits(hits, n_targets, per_user=True), [2 / 3, 0, 1])
+    # one target per user: the multi-target NDCG of the hit matrix is ndcg_at_k of the ranks
+    ranks = np.random.default_rng(3).integers(1, 15, size=200)
+    one_hot = ranks[:, None] == np.arange(1, 11)[None, :]
+    np.testing.assert_allclose(
+        ndcg_from_hits(one_hot, np.ones(200, dtype=int), per_user=True),
+        ndcg_at_k(ranks, 10, per_user=True),
+    )
+    assert recall_from_hits(one_hot, np.ones(200, dtype=int)) == hit_rate_at_k(ranks, 10)
+    with pytest.raises(ConfigError, match="hits but 1 targets"):
+        ndcg_from_hits([[True, True]], [1])
+    with pytest.raises(ConfigError, match="boolean array"):
+        ndcg_from_hits([[1, 0]], [1])
+    with pytest.raises(ConfigError, match="one whole number of targets per user"):
+        recall_from_hits([[True, False]], [1, 2])
+
+
+def test_both_protocols_and_training_use_the_one_ranking_and_classification_code() -> None:
+    """Leave-one-out, the temporal holdout, the bench and early stopping in models call the
+    very functions of `ebbtide.metrics_core` that `ebbtide.evaluate.metrics` re-exports."""
+    from ebbtide import metrics_core
+    from ebbtide.evaluate import leave_one_out, metrics, temporal
+    from ebbtide.models import neural, next_item
+
+    for name in ("roc_auc", "pr_auc", "log_loss", "brier", "ranking_metrics", "ndcg_at_k"):
+        assert getattr(metrics, name) is getattr(metrics_core, name)
+    assert leave_one_out.ranking_metrics is metrics_core.ranking_metrics
+    assert temporal.metrics.ndcg_from_hits is metrics_core.ndcg_from_hits
+    assert temporal.metrics.recall_from_hits is metrics_core.recall_from_hits
+    assert next_item.ndcg_at_k is metrics_core.ndcg_at_k
+    assert (neural.roc_auc, neural.log_loss) == (metrics_core.roc_auc, metrics_core.log_loss)
+    ranks = np.array([1, 3, 11, 2])
+    assert leave_one_out._scores(ranks, 10) == ranking_metrics(ranks, ks=(10,))
+
+
+def test_no_second_auc_log_loss_or_ndcg_implementation_in_the_package() -> None:
+    """The issue's bar as a test: only `metrics_core` computes a DCG discount or calls
+    scikit-learn's classification metrics; everything else imports them from there."""
+    import re
+    from pathlib import Path
+
+    import ebbtide
+
+    root = Path(ebbtide.__file__).parent
+    pattern = re.compile(
+        r"(np|torch|math)\.log2\(|roc_auc_score|average_precision_score|brier_score_loss"
+        r"|sklearn\.metrics import[^\n]*log_loss|def _?log_?loss|def _?(roc_)?auc\b"
+    )
+    offenders = [
+        f"{path.relative_to(root)}:{number}"
+        for path in sorted(root.rglob("*.py"))
+        if path.name != "metrics_core.py"
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert offenders == []

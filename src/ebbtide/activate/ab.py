@@ -1,7 +1,7 @@
 """A/B numbers of a campaign: each arm against control, per outcome, plus a sample-ratio check.
 
-Why these tests: they are the ones an analyst would check by hand, so every number here can be
-reproduced with scipy or statsmodels.
+Why these tests: they are the ones an analyst would check by hand, and they come from
+statsmodels and scipy, not from formulas of ours, so every number can be reproduced there.
 
 - **Binary outcomes** (all values 0/1): difference of rates ``p_arm − p_control`` with an
   unpooled Wald interval, ``diff ± z·sqrt(p₁(1−p₁)/n₁ + p₀(1−p₀)/n₀)`` (statsmodels
@@ -11,12 +11,15 @@ reproduced with scipy or statsmodels.
   test is the classic A/B test under the null of equal rates; the unpooled interval is the
   one that is right away from it, so the two may disagree when p is close to ``alpha``.
 - **Continuous outcomes** (e.g. spend, refunds included): Welch's t-test and interval
-  (``scipy.stats.ttest_ind(arm, control, equal_var=False)`` and its ``confidence_interval``),
-  which does not assume equal variances across arms.
+  (statsmodels ``CompareMeans.ttest_ind`` and ``tconfint_diff`` with ``usevar="unequal"``,
+  the same numbers as ``scipy.stats.ttest_ind(arm, control, equal_var=False)``), which does
+  not assume equal variances across arms.
 - **Relative difference** ``mean_arm / mean_control − 1`` with a delta-method normal interval,
-  ``Var ≈ se₁²/m₀² + m₁²·se₀²/m₀⁴``.
+  ``Var ≈ se₁²/m₀² + m₁²·se₀²/m₀⁴`` (ours: statsmodels' ratio intervals are for two
+  proportions only and on the log scale, and one method for rates and means keeps the column
+  comparable).
 - **Several arms**: Holm-adjusted p-values across arms, per outcome (statsmodels
-  ``multipletests(method="holm")``).
+  ``multipletests(method="holm")``; a NaN p-value is left out of the family).
 - **Sample-ratio mismatch (SRM)**: chi-square goodness of fit of arm counts against the
   planned shares (``scipy.stats.chisquare``; the logged propensities when they are fixed per
   arm); for targeted logs, whose propensities vary per user, an inverse-propensity count per
@@ -35,6 +38,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import stats
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.proportion import confint_proportions_2indep, proportions_ztest
+from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
 
 from ebbtide.activate.campaign_log import CampaignData
 from ebbtide.errors import CampaignWarning, ConfigError
@@ -265,16 +271,20 @@ def metric_name(outcome: str, *, binary: bool) -> str:
 
 
 def holm_adjust(p_values: list[float] | np.ndarray) -> np.ndarray:
-    """Holm step-down adjusted p-values; NaNs are left out of the family and stay NaN."""
+    """Holm step-down adjusted p-values; NaNs are left out of the family and stay NaN.
+
+    statsmodels ``multipletests(method="holm")`` on the non-NaN values (it has no NaN rule).
+
+    Examples
+    --------
+    >>> holm_adjust([0.01, float("nan"), 0.04, 0.03]).round(2).tolist()
+    [0.03, nan, 0.06, 0.06]
+    """
     p = np.asarray(p_values, dtype=float)
     out = np.full(p.shape, np.nan)
-    valid = np.flatnonzero(~np.isnan(p))
-    m = valid.size
-    if m == 0:
-        return out
-    order = valid[np.argsort(p[valid], kind="stable")]
-    scaled = (m - np.arange(m)) * p[order]
-    out[order] = np.minimum(np.maximum.accumulate(scaled), 1.0)
+    valid = ~np.isnan(p)
+    if valid.any():
+        out[valid] = multipletests(p[valid], method="holm")[1]
     return out
 
 
@@ -320,24 +330,26 @@ def _two_proportions(
     row["test"] = "two_proportion_z"
     if _too_small(y_arm, y_control, notes, what):
         return row
-    pooled = (y_arm.sum() + y_control.sum()) / (n1 + n0)
-    se_pooled = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n0))
-    if se_pooled == 0:
+    x1, x0 = float(y_arm.sum()), float(y_control.sum())
+    pooled = (x1 + x0) / (n1 + n0)
+    if pooled in (0.0, 1.0):  # statsmodels would divide by a zero standard error
         notes.append(
             f"{what}: the outcome is {pooled:g} for every row in both groups; no test is "
             "possible, interval and p-value are NaN"
         )
         return row
+    z, p_value = proportions_ztest([x1, x0], [n1, n0])
+    low, high = confint_proportions_2indep(
+        x1, n1, x0, n0, method="wald", compare="diff", alpha=alpha
+    )
+    row.update(
+        diff_ci_low=float(low),
+        diff_ci_high=float(high),
+        statistic=float(z),
+        p_value=float(p_value),
+    )
     z_crit = stats.norm.ppf(1 - alpha / 2)
     var1, var0 = p1 * (1 - p1) / n1, p0 * (1 - p0) / n0
-    se = math.sqrt(var1 + var0)
-    z = (p1 - p0) / se_pooled
-    row.update(
-        diff_ci_low=p1 - p0 - z_crit * se,
-        diff_ci_high=p1 - p0 + z_crit * se,
-        statistic=z,
-        p_value=float(2 * stats.norm.sf(abs(z))),
-    )
     row.update(_relative(p1, p0, var1, var0, z_crit, notes, what))
     return row
 
@@ -358,14 +370,15 @@ def _welch(
             "Welch test is undefined, interval and p-value are NaN"
         )
         return row
-    result = stats.ttest_ind(y_arm, y_control, equal_var=False)
-    interval = result.confidence_interval(confidence_level=1 - alpha)
+    compare = CompareMeans(DescrStatsW(y_arm), DescrStatsW(y_control))
+    t, p_value, df = compare.ttest_ind(usevar="unequal")
+    low, high = compare.tconfint_diff(alpha=alpha, usevar="unequal")
     row.update(
-        diff_ci_low=float(interval.low),
-        diff_ci_high=float(interval.high),
-        statistic=float(result.statistic),
-        df=float(result.df),
-        p_value=float(result.pvalue),
+        diff_ci_low=float(low),
+        diff_ci_high=float(high),
+        statistic=float(t),
+        df=float(df),
+        p_value=float(p_value),
     )
     z_crit = stats.norm.ppf(1 - alpha / 2)
     row.update(_relative(m1, m0, var1, var0, z_crit, notes, what))

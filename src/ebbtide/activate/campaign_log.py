@@ -8,6 +8,11 @@ so ``len(frame) + len(dropped)`` always equals the input rows, and anything that
 the analysis meaningless (no control, an empty arm, a wrong outcome column) raises
 `CampaignLogError` with what to do next.
 
+A log without a user id column is accepted: most published randomised trials (e.g. the
+Hillstrom MineThatData e-mail test) list one customer per row and no id. Then the rows are
+the units, numbered ``row_1``, ``row_2``, ... by their position in the log, and said so in
+the notes; only joining the event store needs real user ids (`require_user_column`).
+
 Examples
 --------
 >>> import pandas as pd
@@ -31,7 +36,16 @@ from pandas.api.types import is_bool_dtype, is_float_dtype, is_numeric_dtype
 
 from ebbtide.errors import CampaignLogError, CampaignWarning, ConfigError
 
-__all__ = ["CampaignData", "prepare_campaign", "read_campaign_log"]
+__all__ = [
+    "DEFAULT_USER_COL",
+    "CampaignData",
+    "prepare_campaign",
+    "read_campaign_log",
+    "require_user_column",
+]
+
+#: The user id column's default name; a log without it is read as one customer per row.
+DEFAULT_USER_COL = "user_id"
 
 _CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zip", ".csv.xz", ".csv.zst")
 _PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -62,6 +76,11 @@ class CampaignData:
         Excluded input rows (original index) plus a ``reason`` column.
     user_col, arm_col : str
         Column names, so later steps need not be told again.
+    rows_are_units : bool
+        True when the log had no user id column: ``frame[user_col]`` then holds the row
+        numbers ``row_1``, ``row_2``, ... (position in the input, dropped rows included).
+    notes : list of str
+        The warnings raised while preparing, for reports.
     """
 
     frame: pd.DataFrame
@@ -74,6 +93,7 @@ class CampaignData:
     user_col: str = "user_id"
     arm_col: str = "arm"
     notes: list[str] = field(default_factory=list)
+    rows_are_units: bool = False
 
     @property
     def arms(self) -> list[str]:
@@ -229,9 +249,12 @@ def prepare_campaign(
     propensity_col : str, optional
         Logged probability of each row's own arm; must lie in (0, 1].
     user_col : str
-        User id column (compared as strings).
+        User id column (compared as strings). When it is the default ``"user_id"`` and the
+        log has no such column, every row is one unit (see ``CampaignData.rows_are_units``);
+        any other name must be a column of the log.
     known_users : collection of str, optional
-        Ids in the event store; ids outside it are analysed but warned about.
+        Ids in the event store; ids outside it are analysed but warned about. Refused for a
+        log without user ids, whose rows cannot be matched to the store.
 
     Returns
     -------
@@ -241,27 +264,63 @@ def prepare_campaign(
     ------
     CampaignLogError
         Missing columns, no control rows, a requested arm absent, a single arm, an arm emptied
-        by cleaning, an outcome column more than half unusable, or a bad propensity.
+        by cleaning, an outcome column more than half unusable, a bad propensity, or
+        `known_users` for a log without user ids.
     ConfigError
         Contradictory options (no outcomes, control listed as a treatment, repeated arms).
 
     Warns
     -----
     CampaignWarning
-        Rows dropped (with counts per reason), duplicate user ids, users unknown to the store.
+        Rows dropped (with counts per reason), duplicate user ids, users unknown to the store,
+        and rows taken as the units of a log without user ids.
+
+    Examples
+    --------
+    A published trial without ids (Hillstrom's columns): each row is one customer.
+
+    >>> import warnings
+    >>> trial = pd.DataFrame({"segment": ["No E-Mail", "Mens E-Mail"] * 2,
+    ...                       "visit": [0, 1, 0, 0], "history": [30.0, 120.5, 80.0, 45.2]})
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore")
+    ...     data = prepare_campaign(trial, arm_col="segment", control="No E-Mail",
+    ...                             outcomes="visit")
+    >>> data.rows_are_units, data.frame["user_id"].tolist()
+    (True, ['row_1', 'row_2', 'row_3', 'row_4'])
     """
     outcome_list = [outcomes] if isinstance(outcomes, str) else list(outcomes)
     _check_options(control, outcome_list, treatments)
     control = str(control)
-    needed = [user_col, arm_col, *outcome_list] + ([propensity_col] if propensity_col else [])
+    rows_are_units = user_col == DEFAULT_USER_COL and user_col not in frame.columns
+    needed = [arm_col, *outcome_list] + ([propensity_col] if propensity_col else [])
+    needed += [] if rows_are_units else [user_col]
     missing = [name for name in dict.fromkeys(needed) if name not in frame.columns]
     if missing:
+        hint = ""
+        if user_col in missing:
+            hint = (
+                f"; if each row is one customer and the log has no id column, leave the user"
+                f" id column at its default {DEFAULT_USER_COL!r}"
+            )
         raise CampaignLogError(
             f"campaign log lacks column(s) {missing}; available: {list(frame.columns)}; "
-            "name the right columns (arm, outcomes, propensity, user id)"
+            f"name the right columns (arm, outcomes, propensity, user id){hint}"
         )
     if frame.empty:
         raise CampaignLogError("campaign log has no rows; nothing to analyse")
+    unit_notes: list[str] = []
+    if rows_are_units:
+        if known_users is not None:
+            require_user_column(frame, user_col)
+        frame = frame.copy()
+        ids = np.char.add("row_", np.arange(1, len(frame) + 1).astype(str)).astype(object)
+        frame.insert(0, user_col, ids)  # by position, whatever the index
+        unit_notes.append(
+            f"the log has no {user_col!r} column, so each of its {len(frame)} rows is taken as"
+            f" one customer (ids row_1 … row_{len(frame)} by position in the file); name an"
+            " id column to analyse per user"
+        )
 
     n_rows = len(frame)
     arm = _clean_arms(frame[arm_col])
@@ -345,7 +404,7 @@ def prepare_campaign(
 
     dropped = frame.iloc[np.flatnonzero(~keep)].copy()
     dropped["reason"] = reason[~keep].astype(str)
-    notes: list[str] = []
+    notes = unit_notes
     if len(dropped):
         breakdown = pd.Series(kind[~keep]).value_counts()
         parts = ", ".join(f"{int(n)} × {what}" for what, n in breakdown.items())
@@ -370,6 +429,28 @@ def prepare_campaign(
         user_col=user_col,
         arm_col=arm_col,
         notes=notes,
+        rows_are_units=rows_are_units,
+    )
+
+
+def require_user_column(frame: pd.DataFrame, user_col: str = DEFAULT_USER_COL) -> None:
+    """Refuse a log without user ids where rows must be matched to the event store's users.
+
+    Why: a log of anonymous rows can be analysed on its own (`prepare_campaign` numbers the
+    rows), but store features or "known user" checks would join on ids that do not exist.
+
+    Raises
+    ------
+    CampaignLogError
+        When `user_col` is not a column of `frame`, saying what to add.
+    """
+    if user_col in frame.columns:
+        return
+    raise CampaignLogError(
+        f"campaign log has no user id column {user_col!r} (columns: {list(frame.columns)}),"
+        " so its rows cannot be matched to the event store's users: add a column with each"
+        " row's user id as the store knows it (and name it with --user-col / user_col if it"
+        f" is not {DEFAULT_USER_COL!r}), or analyse the log without the store (no --db)"
     )
 
 

@@ -36,6 +36,7 @@ import pandas as pd
 
 from ebbtide.errors import ConfigError
 from ebbtide.evaluate.comparison import Comparison, fit_progress
+from ebbtide.evaluate.metrics import ranking_metrics
 from ebbtide.features.history import History, snapshot
 from ebbtide.models.base import Model
 from ebbtide.models.scoring import build_model
@@ -147,12 +148,7 @@ def _ranks(
 
 
 def _scores(ranks: np.ndarray, k: int) -> dict[str, float]:
-    inside = ranks <= k
-    return {
-        f"hr@{k}": float(inside.mean()),
-        f"ndcg@{k}": float(np.where(inside, 1.0 / np.log2(ranks + 1), 0.0).mean()),
-        f"mrr@{k}": float(np.where(inside, 1.0 / ranks, 0.0).mean()),
-    }
+    return ranking_metrics(ranks, ks=(k,))
 
 
 class LeaveOneOutEvaluation(Comparison):

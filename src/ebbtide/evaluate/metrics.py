@@ -16,6 +16,12 @@ Conventions, chosen so that numbers cannot flatter a model:
 - **Users without targets** (multi-target metrics) are NaN per user and left out of means.
 - **Undefined numbers are NaN with a `DataQualityWarning`** (AUC with one class, a
   correlation of a constant, a C-index with no comparable pair), never a crash.
+
+ROC-AUC, PR-AUC (average precision), log-loss and Brier are scikit-learn's, and HR / NDCG /
+MRR the one implementation that model training also uses for early stopping: both live in
+`ebbtide.metrics_core` (below the models, which may not import this package) and are
+re-exported here. What is ours is what no library has in this form: full ranking in chunks
+with pessimistic ties, calibration tables, the censored concordance index in O(n log n).
 """
 
 from __future__ import annotations
@@ -23,21 +29,38 @@ from __future__ import annotations
 import math
 import sys
 import warnings
-from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
-import numpy.typing as npt
 import pandas as pd
 from scipy import sparse
 
 from ebbtide.errors import ConfigError, DataQualityWarning
+from ebbtide.metrics_core import (
+    ArrayLike,
+    _check_k,
+    _check_labels,
+    _check_values,
+    _to_numpy,
+    brier,
+    dcg_discount,
+    hit_rate_at_k,
+    log_loss,
+    mrr_at_k,
+    ndcg_at_k,
+    ndcg_from_hits,
+    pr_auc,
+    ranking_metrics,
+    recall_from_hits,
+    roc_auc,
+)
 
 __all__ = [
     "brier",
     "btyd_holdout_metrics",
     "classification_metrics",
     "concordance_index",
+    "dcg_discount",
     "expected_calibration_error",
     "hit_rate_at_k",
     "kaplan_meier",
@@ -45,18 +68,15 @@ __all__ = [
     "mrr_at_k",
     "ndcg_at_k",
     "ndcg_at_k_multi",
+    "ndcg_from_hits",
     "pr_auc",
     "rank_of_targets",
     "ranking_metrics",
     "recall_at_k",
+    "recall_from_hits",
     "reliability_table",
     "roc_auc",
 ]
-
-ArrayLike = npt.ArrayLike
-
-#: Probabilities are clipped to ``[PROBABILITY_CLIP, 1 − PROBABILITY_CLIP]`` in `log_loss`.
-PROBABILITY_CLIP = 1e-15
 
 # Scores are read in chunks of about this many cells, so memory stays bounded (a few
 # hundred MB at most) whatever the number of users.
@@ -132,96 +152,6 @@ def rank_of_targets(
     return ranks
 
 
-def hit_rate_at_k(ranks: ArrayLike, k: int, *, per_user: bool = False) -> float | np.ndarray:
-    """Share of users whose target is in the top ``k`` (HR@k, leave-one-out protocol).
-
-    Parameters
-    ----------
-    ranks : array of int
-        1-based ranks, as from `rank_of_targets`.
-    k : int
-        List length, at least 1.
-    per_user : bool
-        Return the 0/1 value of every user instead of the mean.
-
-    Examples
-    --------
-    >>> hit_rate_at_k([1, 3, 12], 10)
-    0.6666666666666666
-    """
-    r, k = _check_ranks(ranks), _check_k(k)
-    return _mean_or_all((r <= k).astype(float), per_user)
-
-
-def ndcg_at_k(ranks: ArrayLike, k: int, *, per_user: bool = False) -> float | np.ndarray:
-    """NDCG@k with one relevant item per user: ``1 / log2(rank + 1)`` if ``rank <= k``, else 0.
-
-    With a single target the ideal DCG is 1, so no normalisation is needed; rewards a hit
-    near the top more than one near position ``k``.
-
-    Parameters
-    ----------
-    ranks, k, per_user : as in `hit_rate_at_k`.
-
-    Examples
-    --------
-    >>> ndcg_at_k([1, 3, 12], 10, per_user=True).tolist()
-    [1.0, 0.5, 0.0]
-    """
-    r, k = _check_ranks(ranks), _check_k(k)
-    return _mean_or_all(np.where(r <= k, 1.0 / np.log2(r + 1.0), 0.0), per_user)
-
-
-def mrr_at_k(ranks: ArrayLike, k: int, *, per_user: bool = False) -> float | np.ndarray:
-    """Mean reciprocal rank cut at ``k``: ``1 / rank`` if ``rank <= k``, else 0.
-
-    Parameters
-    ----------
-    ranks, k, per_user : as in `hit_rate_at_k`.
-
-    Examples
-    --------
-    >>> mrr_at_k([1, 4, 12], 10)
-    0.4166666666666667
-    """
-    r, k = _check_ranks(ranks), _check_k(k)
-    return _mean_or_all(np.where(r <= k, 1.0 / r, 0.0), per_user)
-
-
-def ranking_metrics(ranks: ArrayLike, ks: Sequence[int] = (5, 10, 20)) -> dict[str, float]:
-    """HR, NDCG and MRR at every ``k``, keyed as comparison tables name them.
-
-    Parameters
-    ----------
-    ranks : array of int
-        1-based ranks, as from `rank_of_targets`.
-    ks : sequence of int
-        List lengths.
-
-    Returns
-    -------
-    dict
-        ``hr@k``, ``ndcg@k``, ``mrr@k`` for each ``k`` in order.
-
-    Examples
-    --------
-    >>> m = ranking_metrics([1, 2, 30], ks=(1, 10))
-    >>> list(m)
-    ['hr@1', 'ndcg@1', 'mrr@1', 'hr@10', 'ndcg@10', 'mrr@10']
-    >>> round(m["ndcg@10"], 4)  # (1 + 1/log2 3 + 0) / 3
-    0.5436
-    """
-    if isinstance(ks, int | np.integer) or len(ks) == 0:
-        raise ConfigError(f"ks={ks!r}: pass a non-empty sequence of list lengths, e.g. (5, 10, 20)")
-    r = _check_ranks(ranks)
-    out: dict[str, float] = {}
-    for k in ks:
-        out[f"hr@{k}"] = float(hit_rate_at_k(r, k))
-        out[f"ndcg@{k}"] = float(ndcg_at_k(r, k))
-        out[f"mrr@{k}"] = float(mrr_at_k(r, k))
-    return out
-
-
 def recall_at_k(
     scores: Any,
     targets: Any,
@@ -267,9 +197,7 @@ def recall_at_k(
     [0.5, 0.0]
     """
     hits, n_targets = _top_k_relevance(scores, targets, k, exclude, chunk_rows)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        recall = np.where(n_targets > 0, hits.sum(axis=1) / n_targets, np.nan)
-    return _nanmean_or_all(recall, per_user)
+    return recall_from_hits(hits, n_targets, per_user=per_user)
 
 
 def ndcg_at_k_multi(
@@ -298,10 +226,7 @@ def ndcg_at_k_multi(
     0.386853
     """
     hits, n_targets = _top_k_relevance(scores, targets, k, exclude, chunk_rows)
-    discount = 1.0 / np.log2(np.arange(2, hits.shape[1] + 2))
-    ideal = np.cumsum(discount)[np.clip(np.minimum(n_targets, k), 1, None) - 1]
-    ndcg = np.where(n_targets > 0, (hits @ discount) / ideal, np.nan)
-    return _nanmean_or_all(ndcg, per_user)
+    return ndcg_from_hits(hits, n_targets, per_user=per_user)
 
 
 def _top_k_relevance(
@@ -348,121 +273,6 @@ def _top_k_relevance(
 
 
 # ----------------------------------------------------------------------- classification
-
-
-def roc_auc(y: ArrayLike, score: ArrayLike) -> float:
-    """Area under the ROC curve: the chance a random positive outscores a random negative.
-
-    Computed from ranks (Mann–Whitney U, tied scores count one half) in exact integer
-    arithmetic, so it is O(n log n) on millions of rows and equals scikit-learn's
-    ``roc_auc_score``, ties included.
-
-    Parameters
-    ----------
-    y : array of bool or 0/1
-        Observed outcome.
-    score : array of float
-        Any finite score; only its order matters.
-
-    Returns
-    -------
-    float
-        NaN, with a `DataQualityWarning`, when `y` holds a single class.
-
-    Examples
-    --------
-    >>> roc_auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
-    0.75
-    >>> roc_auc([0, 1, 1], [0.5, 0.5, 0.9])  # the tie counts one half
-    0.75
-    """
-    yb = _check_labels(y)
-    s = _check_values(score, yb.size, "score")
-    n_pos = int(yb.sum())
-    n_neg = yb.size - n_pos
-    if n_pos == 0 or n_neg == 0:
-        _warn_one_class("ROC-AUC", n_pos, n_neg)
-        return math.nan
-    pos, count = _tie_groups(s, yb, descending=False)
-    neg = count - pos
-    neg_below = np.cumsum(neg) - neg
-    twice_u = 2 * int(np.dot(pos, neg_below)) + int(np.dot(pos, neg))
-    return twice_u / (2 * n_pos * n_neg)
-
-
-def pr_auc(y: ArrayLike, score: ArrayLike) -> float:
-    """Area under the precision–recall curve as average precision (step-wise, no interpolation).
-
-    ``AP = Σ (R_i − R_{i−1}) · P_i`` over distinct score thresholds, from the highest, as
-    scikit-learn's ``average_precision_score``. Unlike ROC-AUC it moves with the base
-    rate, so read it next to the share of positives.
-
-    Parameters
-    ----------
-    y, score : as in `roc_auc`.
-
-    Returns
-    -------
-    float
-        NaN, with a `DataQualityWarning`, when there is no positive.
-
-    Examples
-    --------
-    >>> round(pr_auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]), 6)  # (1 + 2/3) / 2
-    0.833333
-    """
-    yb = _check_labels(y)
-    s = _check_values(score, yb.size, "score")
-    n_pos = int(yb.sum())
-    if n_pos == 0:
-        _warn_one_class("PR-AUC (average precision)", n_pos, yb.size)
-        return math.nan
-    pos, count = _tie_groups(s, yb, descending=True)
-    precision = np.cumsum(pos) / np.cumsum(count)
-    return float(np.dot(pos, precision) / n_pos)
-
-
-def log_loss(y: ArrayLike, p: ArrayLike) -> float:
-    """Mean negative log-likelihood of binary outcomes (natural log).
-
-    The probability given to what happened (``p`` or ``1 − p``) is clipped to
-    ``[1e-15, 1 − 1e-15]``, so one confident miss costs ``−ln 1e-15 ≈ 34.5`` instead of
-    infinity, whichever way it misses. scikit-learn clips ``p`` at machine epsilon
-    instead; the two agree unless a probability is within 1e-15 of 0 or 1.
-
-    Parameters
-    ----------
-    y : array of bool or 0/1
-        Observed outcome.
-    p : array of float in [0, 1]
-        Predicted probability of the outcome.
-
-    Examples
-    --------
-    >>> round(log_loss([1, 0], [0.8, 0.3]), 6)  # -(ln 0.8 + ln 0.7) / 2
-    0.289909
-    """
-    yb = _check_labels(y)
-    q = _check_values(p, yb.size, "p", probability=True)
-    given = np.clip(np.where(yb, q, 1.0 - q), PROBABILITY_CLIP, 1.0 - PROBABILITY_CLIP)
-    return float(-np.mean(np.log(given)))
-
-
-def brier(y: ArrayLike, p: ArrayLike) -> float:
-    """Brier score: mean squared difference between probability and outcome (lower is better).
-
-    Parameters
-    ----------
-    y, p : as in `log_loss`.
-
-    Examples
-    --------
-    >>> round(brier([1, 0], [0.8, 0.3]), 6)  # (0.2² + 0.3²) / 2
-    0.065
-    """
-    yb = _check_labels(y)
-    q = _check_values(p, yb.size, "p", probability=True)
-    return float(np.mean((q - yb) ** 2))
 
 
 def reliability_table(
@@ -806,17 +616,6 @@ def btyd_holdout_metrics(actual: ArrayLike, predicted: ArrayLike) -> dict[str, f
 # ---------------------------------------------------------------------------- helpers
 
 
-def _to_numpy(x: Any) -> Any:
-    """A torch tensor as a numpy array (detached, on the CPU); anything else unchanged."""
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(x, torch.Tensor):
-        x = x.detach()
-        if x.is_floating_point() and x.dtype not in (torch.float32, torch.float64):
-            x = x.double()  # float16 / bfloat16 have no exact numpy counterpart
-        return x.cpu().numpy()
-    return x
-
-
 def _score_source(scores: Any) -> tuple[Any, tuple[int, int]]:
     """The score matrix kept as given (numpy or torch, no copy) and its shape, checked."""
     torch = sys.modules.get("torch")
@@ -970,106 +769,3 @@ def _dense_rows(sets: np.ndarray | _Sets, start: int, stop: int, n_items: int) -
     rows = np.repeat(np.arange(stop - start), np.diff(sets.indptr[start : stop + 1]))
     mask[rows, sets.indices[lo:hi]] = True
     return mask
-
-
-def _check_k(k: Any) -> int:
-    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-        raise ConfigError(f"k={k!r}: use a whole number of list positions >= 1, such as 10")
-    return int(k)
-
-
-def _check_ranks(ranks: ArrayLike) -> np.ndarray:
-    try:
-        r = np.asarray(_to_numpy(ranks), dtype=float)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"ranks must be numbers (1 = top of the list): {exc}") from None
-    if r.ndim != 1 or r.size == 0:
-        raise ConfigError(f"ranks has shape {r.shape}: pass one rank per user, at least one")
-    bad = np.flatnonzero(~np.isfinite(r) | (r < 1) | (r != np.floor(r)))
-    if bad.size:
-        raise ConfigError(
-            f"ranks must be whole numbers >= 1 (1 = top), got {r[bad[0]]} at position"
-            f" {bad[0]}: compute them with rank_of_targets"
-        )
-    return r.astype(np.int64)
-
-
-def _check_labels(y: ArrayLike, name: str = "y", *, n: int | None = None) -> np.ndarray:
-    a = np.asarray(_to_numpy(y))
-    if a.ndim != 1 or a.size == 0:
-        raise ConfigError(f"{name} has shape {a.shape}: pass a non-empty 1-d array of 0/1")
-    if n is not None and a.size != n:
-        raise ConfigError(f"{name} has {a.size} rows but the other inputs have {n}")
-    if a.dtype == bool:
-        return a
-    if a.dtype.kind not in "iuf" or not np.isin(a, (0, 1)).all():
-        raise ConfigError(
-            f"{name} must be bool or 0/1, got values like {np.unique(a)[:5].tolist()}:"
-            " map the outcome to 1 = happened, 0 = did not"
-        )
-    return a.astype(bool)
-
-
-def _check_values(
-    x: ArrayLike, n: int | None, name: str, *, probability: bool = False
-) -> np.ndarray:
-    try:
-        a = np.asarray(_to_numpy(x), dtype=float)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{name} must be numbers: {exc}") from None
-    if a.ndim != 1 or a.size == 0:
-        raise ConfigError(f"{name} has shape {a.shape}: pass a non-empty 1-d array")
-    if n is not None and a.size != n:
-        raise ConfigError(
-            f"{name} has {a.size} rows but the other inputs have {n}: pass one value per row,"
-            " in the same order"
-        )
-    bad = np.flatnonzero(~np.isfinite(a))
-    if bad.size:
-        raise ConfigError(
-            f"{name} has {bad.size} missing or infinite values (first at row {bad[0]}):"
-            " fix the model output or drop those rows before evaluating"
-        )
-    if probability:
-        bad = np.flatnonzero((a < 0) | (a > 1))
-        if bad.size:
-            raise ConfigError(
-                f"{name} must be probabilities in [0, 1], got {a[bad[0]]} at row {bad[0]}:"
-                " pass probabilities (e.g. after a sigmoid), not raw scores or logits"
-            )
-    return a
-
-
-def _tie_groups(s: np.ndarray, y: np.ndarray, *, descending: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Positives and rows per distinct score, in score order."""
-    order = np.argsort(-s if descending else s, kind="stable")
-    sorted_s = s[order]
-    starts = np.flatnonzero(np.r_[True, sorted_s[1:] != sorted_s[:-1]])
-    pos = np.add.reduceat(y[order].astype(np.int64), starts)
-    count = np.diff(np.r_[starts, s.size])
-    return pos, count
-
-
-def _warn_one_class(metric: str, n_pos: int, n_neg: int) -> None:
-    warnings.warn(
-        f"{metric} is NaN: the outcome has {n_pos} positive and {n_neg} negative rows;"
-        " it needs both (evaluate on more users or a longer window)",
-        DataQualityWarning,
-        stacklevel=3,
-    )
-
-
-def _mean_or_all(values: np.ndarray, per_user: bool) -> float | np.ndarray:
-    return values if per_user else float(values.mean())
-
-
-def _nanmean_or_all(values: np.ndarray, per_user: bool) -> float | np.ndarray:
-    if per_user:
-        return values
-    has = ~np.isnan(values)
-    if not has.any():
-        raise ConfigError(
-            "no user has a target: pass at least one relevant item for some user (users"
-            " without targets are left out of the mean)"
-        )
-    return float(values[has].mean())

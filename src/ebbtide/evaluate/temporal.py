@@ -264,18 +264,16 @@ def _next_items(
     wanted = targets.items
     if wanted.empty:
         return {}
-    users = wanted["user_id"].unique().tolist()
-    recs = model.recommend(history, users, k=k, exclude_bought=False)
-    hits = recs.merge(wanted.assign(hit=True), on=["user_id", "item_id"], how="left")
-    hits["gain"] = hits["hit"].fillna(False).to_numpy(dtype=float) / np.log2(hits["rank"] + 1)
-    per_user = hits.groupby("user_id").agg(hits=("hit", "count"), dcg=("gain", "sum"))
-    relevant = wanted.groupby("user_id").size().rename("relevant")
-    per_user = relevant.to_frame().join(per_user).fillna(0.0)
-    ideal_n = np.minimum(per_user["relevant"].to_numpy(), k).astype(int)
-    discounts = np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(2, k + 2)))])
-    ndcg = per_user["dcg"].to_numpy() / discounts[ideal_n]
-    recall = per_user["hits"].to_numpy() / per_user["relevant"].to_numpy()
-    return {"recall_at_k": float(recall.mean()), "ndcg_at_k": float(ndcg.mean())}
+    users = pd.Index(wanted["user_id"].unique())
+    recs = model.recommend(history, users.tolist(), k=k, exclude_bought=False)
+    found = recs.merge(wanted, on=["user_id", "item_id"], how="inner")
+    hits = np.zeros((len(users), k), dtype=bool)
+    hits[users.get_indexer(found["user_id"]), found["rank"].to_numpy(dtype=np.int64) - 1] = True
+    n_targets = wanted.groupby("user_id").size().reindex(users).to_numpy(dtype=np.int64)
+    return {
+        "recall_at_k": metrics.recall_from_hits(hits, n_targets),
+        "ndcg_at_k": metrics.ndcg_from_hits(hits, n_targets),
+    }
 
 
 class HoldoutEvaluation(Comparison):

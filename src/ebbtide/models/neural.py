@@ -61,6 +61,7 @@ from torch.nn import functional as F
 
 from ebbtide.errors import ConfigError
 from ebbtide.features.sequences import EventArrays, user_event_ranges
+from ebbtide.metrics_core import log_loss, roc_auc
 from ebbtide.models.base import Model, Progress
 from ebbtide.models.next_item import (
     NextItemNet,
@@ -627,11 +628,6 @@ class _Window:
     bought: np.ndarray  # per user
 
 
-def _log_loss(label: np.ndarray, p: np.ndarray) -> float:
-    p = np.clip(p, 1e-9, 1.0 - 1e-9)
-    return float(-np.mean(np.where(label, np.log(p), np.log1p(-p)))) if label.size else 0.0
-
-
 @dataclass
 class _State:
     """The model's answer-ready state of some users at an instant.
@@ -908,15 +904,13 @@ class NeuralModel(Model):
         kept improving for epochs while the day-scale ranking got worse. A window with one
         outcome only falls back to the log-loss.
         """
-        from sklearn.metrics import roc_auc_score
-
         _, p_engage, p_buy = self._window_scores(window)
         scores = []
         for label, p in ((window.engaged, p_engage), (window.bought, p_buy)):
             if label.size and 0 < label.sum() < label.size:
-                scores.append(1.0 - roc_auc_score(label, p))
+                scores.append(1.0 - roc_auc(label, p))
             else:
-                scores.append(_log_loss(label, p))
+                scores.append(log_loss(label, np.clip(p, 0.0, 1.0)) if label.size else 0.0)
         return float(np.mean(scores))
 
     def _calibrate(self, window: _Window) -> dict[str, float]:

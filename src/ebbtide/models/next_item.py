@@ -37,6 +37,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ebbtide.features.sequences import EventArrays, user_event_ranges
+from ebbtide.metrics_core import ndcg_at_k
 from ebbtide.models.base import Progress
 from ebbtide.schema import Behavior
 
@@ -409,7 +410,7 @@ def _validation_ndcg(net, history, inputs, users, target, t_pred, settings) -> f
     if users.size == 0:
         return 0.0
     device = next(net.parameters()).device
-    gains = []
+    ranks = []
     with torch.no_grad():
         net.eval()
         for lo in range(0, users.size, _users_per_chunk(settings)):
@@ -419,9 +420,8 @@ def _validation_ndcg(net, history, inputs, users, target, t_pred, settings) -> f
             known = (tgt >= 0) & (tgt < net.n_items)
             score = p.gather(1, tgt.clamp(0, net.n_items - 1)[:, None])
             rank = (p >= score).sum(1)  # ties count against the target
-            gain = torch.where(known & (rank <= _VALID_K), 1.0 / torch.log2(rank.double() + 1), 0.0)
-            gains.append(gain.cpu().numpy())
-    return float(np.concatenate(gains).mean())
+            ranks.append(torch.where(known, rank, _VALID_K + 1).cpu().numpy())
+    return float(ndcg_at_k(np.concatenate(ranks), _VALID_K))
 
 
 def _users_per_chunk(settings: NextItemSettings) -> int:
