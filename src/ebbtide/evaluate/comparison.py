@@ -7,6 +7,7 @@ model's training messages through `fit_progress`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -14,7 +15,9 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from ebbtide.features.history import History
 from ebbtide.jsonable import to_jsonable
+from ebbtide.models.base import Model
 
 __all__ = ["Comparison", "fit_progress"]
 
@@ -81,3 +84,16 @@ def _cell(value: Any, column: str) -> str:
 def fit_progress(stage: Callable[[str], None], name: str) -> Callable[[str, float], None]:
     """A model's training messages (loss, events/s, ETA) shown as the current stage."""
     return lambda text, _share: stage(f"fitting {name}: {text}")
+
+
+def timed_fit(model: Model, history: History, stage: Callable[[str], None]) -> float:
+    """Fit `model` on `history` with its messages shown as the stage; the seconds it took.
+
+    Both protocols fit every model this way, then say "scoring" while they query it.
+    """
+    stage(f"fitting {model.name}")
+    clock = time.perf_counter()
+    model.fit(history, progress=fit_progress(stage, model.name))
+    seconds = time.perf_counter() - clock
+    stage(f"scoring {model.name}")
+    return seconds

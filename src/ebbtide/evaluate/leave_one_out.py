@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from ebbtide.errors import ConfigError
-from ebbtide.evaluate.comparison import Comparison, fit_progress
+from ebbtide.evaluate.comparison import Comparison, timed_fit
 from ebbtide.evaluate.metrics import ranking_metrics
 from ebbtide.features.history import History, snapshot
 from ebbtide.models.base import Model
@@ -218,11 +218,7 @@ def leave_one_out(
             if "recommend" not in model.answers:
                 skipped.append(model.name)
                 continue
-            stage(f"fitting {model.name}")
-            clock = time.perf_counter()
-            model.fit(history, progress=fit_progress(stage, model.name))
-            fit_seconds = time.perf_counter() - clock
-            stage(f"scoring {model.name}")
+            fit_seconds = timed_fit(model, history, stage)
             clock = time.perf_counter()
             valid_at = _instants(targets["valid_ts"], cutoff)
             valid_ranks = _ranks(model, history, targets["valid_item"], valid_at, k)

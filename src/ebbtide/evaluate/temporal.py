@@ -34,7 +34,7 @@ import pandas as pd
 
 from ebbtide.errors import ConfigError
 from ebbtide.evaluate import metrics
-from ebbtide.evaluate.comparison import Comparison, fit_progress
+from ebbtide.evaluate.comparison import Comparison, timed_fit
 from ebbtide.features.history import History, snapshot
 from ebbtide.models.base import Model
 from ebbtide.models.scoring import build_model
@@ -337,11 +337,7 @@ def temporal_holdout(
     rows = []
     for entry in models:
         model = build_model(entry) if isinstance(entry, str) else entry
-        stage(f"fitting {model.name}")
-        clock = time.perf_counter()
-        model.fit(history, progress=fit_progress(stage, model.name))
-        fit_seconds = time.perf_counter() - clock
-        stage(f"scoring {model.name}")
+        fit_seconds = timed_fit(model, history, stage)
         clock = time.perf_counter()
         row = evaluate_model(model, history, targets, k=k)
         row |= {"fit_seconds": fit_seconds, "score_seconds": time.perf_counter() - clock}
