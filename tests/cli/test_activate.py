@@ -7,29 +7,19 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from typer.testing import CliRunner
 
-from ebbtide.cli import app
 from ebbtide.datasets import taobao_sample_path
 
-runner = CliRunner()
 
-
-def _ok(*args: str):
-    result = runner.invoke(app, list(args))
-    assert result.exit_code == 0, result.output + str(result.exception)
-    return result
-
-
-def test_segments_with_early_warning(tmp_path: Path) -> None:
+def test_segments_with_early_warning(cli, tmp_path: Path) -> None:
     db, model = tmp_path / "shop.duckdb", tmp_path / "decay"
-    _ok("ingest", str(taobao_sample_path()), "--db", str(db), "--quiet")
+    cli.ok("ingest", str(taobao_sample_path()), "--db", str(db), "--quiet")
     cut = "2017-12-02T00:00+08:00"
-    _ok("train", "--db", str(db), "--model", "decay", "--until", cut, "--out", str(model))
+    cli.ok("train", "--db", str(db), "--model", "decay", "--cutoff", cut, "--out-dir", str(model))
     segments, warning = tmp_path / "seg.csv", tmp_path / "warn.csv"
-    result = _ok(
-        "segments", "--db", str(db), "--model", str(model), "--at", cut,
-        "--horizon", "1d", "--compare-with", "2017-11-30T00:00+08:00",
+    result = cli.ok(
+        "segments", "--db", str(db), "--model-dir", str(model), "--at", cut,
+        "--horizon", "1d", "--compare-at", "2017-11-30T00:00+08:00",
         "--out", str(segments), "--warning-out", str(warning),
     )  # fmt: skip
     table = pd.read_csv(segments, dtype={"user_id": str})
@@ -41,25 +31,25 @@ def test_segments_with_early_warning(tmp_path: Path) -> None:
     assert list(ranked["rank"]) == list(range(1, len(ranked) + 1)) and len(ranked) == 100
 
 
-def test_campaign_synth_writes_log_and_truth(tmp_path: Path) -> None:
+def test_campaign_synth_writes_log_and_truth(cli, tmp_path: Path) -> None:
     log, truth = tmp_path / "log.csv", tmp_path / "truth.parquet"
-    _ok("campaign", "synth", "--out", str(log), "--customers", "500", "--truth-out", str(truth))
+    cli.ok("campaign", "synth", "--out", str(log), "--customers", "500", "--truth-out", str(truth))
     frame = pd.read_csv(log)
     assert len(frame) == 500 and set(frame.arm) == {"control", "push", "coupon"}
     assert len(pd.read_parquet(truth)) == 500
-    bad = runner.invoke(app, ["campaign", "synth", "--out", str(log), "--customers", "0"])
+    bad = cli("campaign", "synth", "--out", str(log), "--customers", "0")
     assert bad.exit_code == 1 and "customers" in bad.output
 
 
-def test_plan_writes_one_row_per_user_within_budget(tmp_path: Path) -> None:
+def test_plan_writes_one_row_per_user_within_budget(cli, tmp_path: Path) -> None:
     db, model = tmp_path / "shop.duckdb", tmp_path / "decay"
-    _ok("ingest", str(taobao_sample_path()), "--db", str(db), "--quiet")
+    cli.ok("ingest", str(taobao_sample_path()), "--db", str(db), "--quiet")
     cut = "2017-12-02T00:00+08:00"
-    _ok("train", "--db", str(db), "--model", "decay", "--until", cut, "--out", str(model))
+    cli.ok("train", "--db", str(db), "--model", "decay", "--cutoff", cut, "--out-dir", str(model))
     contacts, plan, summary = tmp_path / "c.csv", tmp_path / "plan.parquet", tmp_path / "s.json"
     contacts.write_text("user_id,last_contact\n1000027,2017-11-30T10:00+08:00\n")
-    result = _ok(
-        "plan", "--db", str(db), "--model", str(model), "--at", cut, "--budget", "20",
+    result = cli.ok(
+        "plan", "--db", str(db), "--model-dir", str(model), "--at", cut, "--budget", "20",
         "--order-value", "30", "--contacts", str(contacts), "--out", str(plan),
         "--summary-out", str(summary),
     )  # fmt: skip
@@ -72,19 +62,18 @@ def test_plan_writes_one_row_per_user_within_budget(tmp_path: Path) -> None:
     assert "prior response model" in result.output
     late = tmp_path / "late.csv"
     late.write_text("user_id,last_contact\n1000027,2017-12-05\n")
-    bad = runner.invoke(
-        app,
-        ["plan", "--db", str(db), "--model", str(model), "--at", cut, "--contacts", str(late)],
+    bad = cli(
+        "plan", "--db", str(db), "--model-dir", str(model), "--at", cut, "--contacts", str(late)
     )
     assert bad.exit_code == 1 and "after --at" in bad.output
 
 
-def test_campaign_analyze_and_uplift(tmp_path: Path) -> None:
+def test_campaign_analyze_and_uplift(cli, tmp_path: Path) -> None:
     log = tmp_path / "log.csv"
-    _ok("campaign", "synth", "--out", str(log), "--customers", "4000", "--seed", "3")
+    cli.ok("campaign", "synth", "--out", str(log), "--customers", "4000", "--seed", "3")
     report, markdown = tmp_path / "analysis.json", tmp_path / "analysis.md"
     features = "recency_days,frequency,monetary,interest_trend,channel"
-    result = _ok(
+    result = cli.ok(
         "campaign", "analyze", str(log), "--arm-col", "arm", "--control", "control",
         "--outcomes", "visit,conversion,spend", "--features", features, "--bootstrap", "50",
         "--json", str(report), "--markdown", str(markdown),
@@ -96,9 +85,9 @@ def test_campaign_analyze_and_uplift(tmp_path: Path) -> None:
     assert "| dr |" in markdown.read_text()
 
     scores, summary = tmp_path / "scores.parquet", tmp_path / "uplift.json"
-    result = _ok(
+    result = cli.ok(
         "campaign", "uplift", str(log), "--arm-col", "arm", "--control", "control",
-        "--treatment", "coupon", "--outcome", "conversion", "--features", features,
+        "--treatments", "coupon", "--outcomes", "conversion", "--features", features,
         "--test-size", "0.3", "--seed", "1", "--score-out", str(scores), "--json", str(summary),
     )  # fmt: skip
     assert "random" in result.output and "arm not in control/treatments" in result.output
@@ -111,29 +100,27 @@ def test_campaign_analyze_and_uplift(tmp_path: Path) -> None:
     assert learners == {"t", "x", "dr", "random"}
 
 
-def test_campaign_commands_fail_clearly_on_bad_logs(tmp_path: Path) -> None:
+def test_campaign_commands_fail_clearly_on_bad_logs(cli, tmp_path: Path) -> None:
     log = tmp_path / "log.csv"
     log.write_text("user_id,arm,conversion\na,push,1\nb,push,0\nc,coupon,1\n")
     args = ["campaign", "analyze", str(log), "--arm-col", "arm", "--control", "control"]
-    bad = runner.invoke(app, [*args, "--outcomes", "conversion"])
+    bad = cli(*args, "--outcomes", "conversion")
     assert bad.exit_code == 1 and "control arm 'control' not found" in bad.output
-    bad = runner.invoke(app, [*args, "--outcomes", "spend"])
+    bad = cli(*args, "--outcomes", "spend")
     assert bad.exit_code == 1 and "lacks column(s) ['spend']" in bad.output
     (tmp_path / "empty.csv").write_text("")
-    bad = runner.invoke(
-        app, ["campaign", "analyze", str(tmp_path / "empty.csv"), "--arm-col", "arm",
-              "--control", "control", "--outcomes", "conversion"],
-    )  # fmt: skip
+    bad = cli("campaign", "analyze", str(tmp_path / "empty.csv"), "--arm-col", "arm",
+              "--control", "control", "--outcomes", "conversion")  # fmt: skip
     assert bad.exit_code == 1 and "empty" in bad.output
 
 
-def test_learned_uplift_from_store_features_feeds_the_plan(tmp_path: Path) -> None:
+def test_learned_uplift_from_store_features_feeds_the_plan(cli, tmp_path: Path) -> None:
     """campaign log of store users -> uplift on store_* features -> effects -> plan."""
     db, model = tmp_path / "shop.duckdb", tmp_path / "decay"
-    _ok("ingest", str(taobao_sample_path()), "--db", str(db), "--quiet")
+    cli.ok("ingest", str(taobao_sample_path()), "--db", str(db), "--quiet")
     start = "2017-12-01T00:00+08:00"
-    _ok("train", "--db", str(db), "--model", "decay", "--until", start, "--out", str(model))
-    _ok("segments", "--db", str(db), "--model", str(model), "--at", start,
+    cli.ok("train", "--db", str(db), "--model", "decay", "--cutoff", start, "--out-dir", str(model))
+    cli.ok("segments", "--db", str(db), "--model-dir", str(model), "--at", start,
         "--out", str(tmp_path / "seg.csv"))  # fmt: skip
     ids = pd.read_csv(tmp_path / "seg.csv", dtype={"user_id": str}).user_id
     rng = np.random.default_rng(0)
@@ -143,10 +130,10 @@ def test_learned_uplift_from_store_features_feeds_the_plan(tmp_path: Path) -> No
     path = tmp_path / "log.csv"
     log.to_csv(path, index=False)
     effects = tmp_path / "effects.parquet"
-    result = _ok(
+    result = cli.ok(
         "campaign", "uplift", str(path), "--arm-col", "arm", "--control", "control",
-        "--treatment", "push", "--outcome", "conversion", "--db", str(db), "--model",
-        str(model), "--at", start, "--effects-out", str(effects), "--score-at",
+        "--treatments", "push", "--outcomes", "conversion", "--db", str(db), "--model-dir",
+        str(model), "--at", start, "--effects-out", str(effects), "--effects-at",
         "2017-12-02T00:00+08:00", "--actions", "push,email",
     )  # fmt: skip
     assert "1 of 816 users have no events" in result.output
@@ -154,16 +141,13 @@ def test_learned_uplift_from_store_features_feeds_the_plan(tmp_path: Path) -> No
     assert set(table.action) == {"push", "email"} and len(table) == 2 * 815
     assert np.isfinite(table.uplift).all()
     plan = tmp_path / "plan.parquet"
-    _ok("plan", "--db", str(db), "--model", str(model), "--at", "2017-12-02T00:00+08:00",
+    cli.ok("plan", "--db", str(db), "--model-dir", str(model), "--at", "2017-12-02T00:00+08:00",
         "--effects", str(effects), "--budget", "1", "--out", str(plan))  # fmt: skip
     planned = pd.read_parquet(plan)
     assert not planned.assumption.any() and planned.cost.sum() <= 1 + 1e-9
     contacted = planned[planned.action != "none"]
     assert len(contacted) > 0 and (contacted.expected_uplift > 0).all()
-    bad = runner.invoke(
-        app,
-        ["campaign", "uplift", str(path), "--arm-col", "arm", "--control", "control",
-         "--treatment", "push", "--outcome", "conversion", "--features", "arm",
-         "--effects-out", str(effects)],
-    )  # fmt: skip
+    bad = cli("campaign", "uplift", str(path), "--arm-col", "arm", "--control", "control",
+         "--treatments", "push", "--outcomes", "conversion", "--features", "arm",
+         "--effects-out", str(effects))  # fmt: skip
     assert bad.exit_code == 1 and "--db and --at" in bad.output

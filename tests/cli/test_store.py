@@ -9,86 +9,74 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from ebbtide.cli import app
 from ebbtide.datasets import taobao_sample_path
 
-runner = CliRunner()
 
-
-def _ok(*args: str):
-    result = runner.invoke(app, list(args))
-    assert result.exit_code == 0, result.output + str(result.exception)
-    return result
-
-
-def test_help_lists_every_command() -> None:
-    result = _ok("--help")
+def test_help_lists_every_command(cli) -> None:
+    result = cli.ok("--help")
     for command in ("ingest", "stats", "quarantine", "forget", "synth", "demo", "report"):
         assert command in result.output
-    assert "--user-col" in _ok("ingest", "--help").output
+    assert "--user-col" in cli.ok("ingest", "--help").output
 
 
-def test_ingest_stats_quarantine_forget(tmp_path: Path) -> None:
+def test_ingest_stats_quarantine_forget(cli, tmp_path: Path) -> None:
     db = tmp_path / "shop.duckdb"
     log = tmp_path / "log.csv"
     log.write_text("7,1,1,pv,1511544070\n7,2,1,buy,1511544170\n8,1,1,pv,1511544270\n8,1,1,pv\n")
     summary_file = tmp_path / "summary.json"
-    result = _ok("ingest", str(log), "--db", str(db), "--json", str(summary_file), "--quiet")
+    result = cli.ok("ingest", str(log), "--db", str(db), "--json", str(summary_file), "--quiet")
     assert "rows read" in result.stdout and "wrong_field_count" in result.stdout
     summary = json.loads(summary_file.read_text())
     assert (summary["rows_read"], summary["loaded"], summary["quarantined"]) == (4, 3, 1)
 
     stats_file = tmp_path / "stats.json"
-    result = _ok("stats", "--db", str(db), "--json", str(stats_file))
+    result = cli.ok("stats", "--db", str(db), "--json", str(stats_file))
     assert json.loads(stats_file.read_text())["events_by_behavior"]["buy"] == 1
     assert "events per user" in result.stdout
 
     bad_rows = tmp_path / "bad.csv"
-    result = _ok("quarantine", "--db", str(db), "--out", str(bad_rows))
+    result = cli.ok("quarantine", "--db", str(db), "--out", str(bad_rows))
     assert "8,1,1,pv" in result.stdout
     assert "wrong_field_count" in bad_rows.read_text()
 
-    result = _ok("forget", "7", "--db", str(db))
+    result = cli.ok("forget", "7", "--db", str(db))
     assert "2 events" in result.stdout
-    assert "nothing removed" in _ok("forget", "7", "--db", str(db)).stdout
+    assert "nothing removed" in cli.ok("forget", "7", "--db", str(db)).stdout
 
 
-def test_demo_and_report_refuse_bad_options_before_any_work(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["demo", "--format", "generic", "--out", str(tmp_path / "d")])
+def test_demo_and_report_refuse_bad_options_before_any_work(cli, tmp_path: Path) -> None:
+    result = cli("demo", "--format", "generic", "--out-dir", str(tmp_path / "d"))
     assert result.exit_code == 1 and "ebbtide ingest --format generic" in result.output
-    result = runner.invoke(app, ["demo", "--data", str(tmp_path / "missing.csv"), "--quiet"])
+    result = cli("demo", "--data", str(tmp_path / "missing.csv"), "--quiet")
     assert result.exit_code == 1 and "missing.csv" in result.output
     store = tmp_path / "s.duckdb"
     log = tmp_path / "log.csv"
     log.write_text("7,1,1,pv,1511544070\n7,2,1,buy,1511544170\n")
-    _ok("ingest", str(log), "--db", str(store), "--quiet")
+    cli.ok("ingest", str(log), "--db", str(store), "--quiet")
     not_json = tmp_path / "campaign.json"
     not_json.write_text("{truncated")
-    result = runner.invoke(app, ["report", "--db", str(store), "--campaign", str(not_json)])
+    result = cli("report", "--db", str(store), "--campaign", str(not_json))
     assert result.exit_code == 1 and "campaign analyze" in result.output
-    result = runner.invoke(app, ["report", "--db", str(store), "--max-seconds", "0"])
+    result = cli("report", "--db", str(store), "--max-seconds", "0")
     assert result.exit_code == 1 and "--max-seconds" in result.output
 
 
-def test_synth_then_ingest(tmp_path: Path) -> None:
+def test_synth_then_ingest(cli, tmp_path: Path) -> None:
     out = tmp_path / "synthetic.csv.gz"
-    result = _ok(
+    result = cli.ok(
         "synth", "--users", "200", "--days", "5", "--seed", "3", "--out", str(out), "--quiet"
     )
     assert "ground truth" in result.stdout
     assert (tmp_path / "synthetic.truth" / "interests.parquet").exists()
-    result = _ok("ingest", str(out), "--db", str(tmp_path / "s.duckdb"), "--quiet")
+    result = cli.ok("ingest", str(out), "--db", str(tmp_path / "s.duckdb"), "--quiet")
     assert "quarantined" in result.stdout
 
 
-def test_generic_needs_its_columns(tmp_path: Path) -> None:
+def test_generic_needs_its_columns(cli, tmp_path: Path) -> None:
     log = tmp_path / "x.csv"
     log.write_text("a,b\n1,2\n")
-    result = runner.invoke(
-        app, ["ingest", str(log), "--format", "generic", "--db", str(tmp_path / "d")]
-    )
+    result = cli("ingest", str(log), "--format", "generic", "--db", str(tmp_path / "d"))
     assert result.exit_code != 0
     assert "--user-col" in result.output
 
@@ -98,17 +86,17 @@ def test_generic_needs_its_columns(tmp_path: Path) -> None:
     [b"", b"\x00\x01\x02garbage\xff" * 50, b"event_time,event_type\n2019,view\n"],
     ids=["empty", "binary", "wrong-columns"],
 )
-def test_wrong_file_is_one_clear_error(tmp_path: Path, content: bytes) -> None:
+def test_wrong_file_is_one_clear_error(cli, tmp_path: Path, content: bytes) -> None:
     log = tmp_path / "x.csv"
     log.write_bytes(content)
-    result = runner.invoke(app, ["ingest", str(log), "--db", str(tmp_path / "d.duckdb")])
+    result = cli("ingest", str(log), "--db", str(tmp_path / "d.duckdb"))
     assert result.exit_code == 1
     assert "Error:" in result.output and "user_id,item_id,category_id" in result.output
     assert "Traceback" not in result.output
 
 
-def test_stats_without_store_says_what_to_do(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["stats", "--db", str(tmp_path / "none.duckdb")])
+def test_stats_without_store_says_what_to_do(cli, tmp_path: Path) -> None:
+    result = cli("stats", "--db", str(tmp_path / "none.duckdb"))
     assert result.exit_code == 1 and "ebbtide ingest" in result.output
 
 
@@ -134,28 +122,32 @@ def test_installed_command_runs_as_a_program(tmp_path: Path) -> None:
     assert bad.stderr.startswith("Error:") and "Traceback" not in bad.stderr
 
 
-def test_ingest_several_files_in_one_command(tmp_path: Path) -> None:
+def test_ingest_several_files_in_one_command(cli, tmp_path: Path) -> None:
     day1, day2 = tmp_path / "day1.csv", tmp_path / "day2.csv"
     day1.write_text("1,1,1,pv,1511544070\n2,1,1,pv,1511544071\n")
     day2.write_text("2,1,1,pv,1511544071\n3,1,1,buy,1511630470\n")
     out = tmp_path / "summary.json"
     db = tmp_path / "s.duckdb"
-    _ok("ingest", str(day1), str(day2), "--db", str(db), "--json", str(out), "--quiet")
+    cli.ok("ingest", str(day1), str(day2), "--db", str(db), "--json", str(out), "--quiet")
     summaries = json.loads(out.read_text())["files"]
     assert [(s["loaded"], s["duplicates"]) for s in summaries] == [(2, 0), (1, 1)]
 
 
 @pytest.mark.parametrize("family", ["popular", "btyd", "gbdt", "decay"])
-def test_train_then_score(tmp_path: Path, family: str) -> None:
+def test_train_then_score(cli, tmp_path: Path, family: str) -> None:
     import pandas as pd
 
     db = tmp_path / "shop.duckdb"
-    _ok("ingest", str(taobao_sample_path()), "--db", str(db), "--quiet")
+    cli.ok("ingest", str(taobao_sample_path()), "--db", str(db), "--quiet")
     model_dir = tmp_path / family
     cut = "2017-12-02T00:00+08:00"
-    _ok("train", "--db", str(db), "--model", family, "--until", cut, "--out", str(model_dir))
+    cli.ok(
+        "train", "--db", str(db), "--model", family, "--cutoff", cut, "--out-dir", str(model_dir)
+    )
     scores = tmp_path / "scores.parquet"
-    _ok("score", "--db", str(db), "--model", str(model_dir), "--at", cut, "--out", str(scores))
+    cli.ok(
+        "score", "--db", str(db), "--model-dir", str(model_dir), "--at", cut, "--out", str(scores)
+    )
     table = pd.read_parquet(scores)
     assert len(table) == 815 and table.user_id.is_unique
     expected = {
@@ -167,67 +159,56 @@ def test_train_then_score(tmp_path: Path, family: str) -> None:
     assert expected <= set(table.columns)
 
 
-def test_train_and_score_refuse_bad_arguments(tmp_path: Path) -> None:
+def test_train_and_score_refuse_bad_arguments(cli, tmp_path: Path) -> None:
     db = tmp_path / "shop.duckdb"
-    _ok("ingest", str(taobao_sample_path()), "--db", str(db), "--quiet")
-    bad = runner.invoke(app, ["train", "--db", str(db), "--model", "nope", "--out", "m"])
+    cli.ok("ingest", str(taobao_sample_path()), "--db", str(db), "--quiet")
+    bad = cli("train", "--db", str(db), "--model", "nope", "--out-dir", "m")
     assert bad.exit_code == 1 and "no model family 'nope'" in bad.output
-    bad = runner.invoke(
-        app, ["score", "--db", str(db), "--model", str(tmp_path), "--at", "yesterday"]
-    )
+    bad = cli("score", "--db", str(db), "--model-dir", str(tmp_path), "--at", "yesterday")
     assert bad.exit_code != 0 and "ISO 8601" in bad.output
 
 
-def test_train_neural_checkpoints_resumes_and_refuses_a_missing_gpu(tmp_path: Path) -> None:
+def test_train_neural_checkpoints_resumes_and_refuses_a_missing_gpu(cli, tmp_path: Path) -> None:
     import torch
 
     db = tmp_path / "shop.duckdb"
-    _ok("ingest", str(taobao_sample_path()), "--db", str(db), "--quiet")
+    cli.ok("ingest", str(taobao_sample_path()), "--db", str(db), "--quiet")
     model_dir = tmp_path / "neural"
     cut = "2017-12-02T00:00+08:00"
-    base = ["train", "--db", str(db), "--model", "neural", "--until", cut, "--out", str(model_dir)]
-    missing = runner.invoke(app, [*base, "--resume"])
-    assert missing.exit_code == 1 and "no checkpoint" in missing.output
-    _ok(*base, "--max-seconds", "5", "--seed", "1")
-    assert (model_dir / "checkpoint.pt").exists() and (model_dir / "network.pt").exists()
-    resumed = _ok(*base, "--max-seconds", "15", "--seed", "1", "--resume")
-    assert "epochs" in resumed.output
-    scores, interests = tmp_path / "scores.csv", tmp_path / "interests.parquet"
-    _ok(
-        "score",
+    base = [
+        "train",
         "--db",
         str(db),
         "--model",
-        str(model_dir),
-        "--at",
+        "neural",
+        "--cutoff",
         cut,
-        "--out",
-        str(scores),
-        "--per-category",
-        str(interests),
-    )
+        "--out-dir",
+        str(model_dir),
+    ]
+    missing = cli(*base, "--resume")
+    assert missing.exit_code == 1 and "no checkpoint" in missing.output
+    cli.ok(*base, "--max-seconds", "5", "--seed", "1")
+    assert (model_dir / "checkpoint.pt").exists() and (model_dir / "network.pt").exists()
+    resumed = cli.ok(*base, "--max-seconds", "15", "--seed", "1", "--resume")
+    assert "epochs" in resumed.output
+    scores, interests = tmp_path / "scores.csv", tmp_path / "interests.parquet"
+    cli.ok(
+        "score", "--db", str(db), "--model-dir", str(model_dir), "--at", cut,
+        "--out", str(scores), "--per-category-out", str(interests),
+    )  # fmt: skip
     import pandas as pd
 
     table = pd.read_parquet(interests)
     assert {"p_engage", "interest_score", "p_activate", "half_life_days"} <= set(table.columns)
     assert table.p_activate.between(0, 1).all() and len(table) == 15_930
-    other = runner.invoke(app, [*base, "--max-seconds", "15", "--seed", "2", "--resume"])
+    other = cli(*base, "--max-seconds", "15", "--seed", "2", "--resume")
     assert other.exit_code == 1 and "other data, cut-off or settings" in other.output
     if not torch.cuda.is_available():
-        gpu = runner.invoke(app, [*base, "--device", "cuda"])
+        gpu = cli(*base, "--device", "cuda")
         assert gpu.exit_code == 1 and "no CUDA device" in gpu.output
-    wrong = runner.invoke(
-        app,
-        [
-            "train",
-            "--db",
-            str(db),
-            "--model",
-            "decay",
-            "--device",
-            "cuda",
-            "--out",
-            str(tmp_path / "d"),
-        ],
-    )
+    wrong = cli(
+        "train", "--db", str(db), "--model", "decay", "--device", "cuda",
+        "--out-dir", str(tmp_path / "d"),
+    )  # fmt: skip
     assert wrong.exit_code == 1 and "has no setting device" in wrong.output
