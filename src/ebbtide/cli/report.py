@@ -141,11 +141,12 @@ def demo(
     quiet: QuietOption = False,
     _debug: DebugOption = False,
 ) -> None:
-    """The whole pipeline on the bundled real Taobao sample (or --data): ingest, train,
-    evaluate against the baselines, score, segment, plan, and write the report.
+    """The whole pipeline on the bundled real Taobao sample (or --data), ending in a report.
 
-    A log that needs column mapping (format generic) is ingested first with `ebbtide ingest`
-    and reported with `ebbtide report --db`.
+    Ingests into --out-dir/events.duckdb, fits and checks the models against the baselines,
+    scores, segments and plans, and writes report.html and the tables beside it. A log
+    that needs column mapping (format generic) is ingested first with `ebbtide ingest` and
+    reported with `ebbtide report --db`.
     """
     from ebbtide.datasets import TAOBAO_SAMPLE_FACTS, taobao_sample_path
     from ebbtide.report import write_report
