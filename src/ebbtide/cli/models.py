@@ -27,7 +27,7 @@ from ebbtide.cli.options import (
     training_bar,
     write_frame,
 )
-from ebbtide.errors import EbbtideError
+from ebbtide.errors import ConfigError
 from ebbtide.store import EventStore
 
 app = typer.Typer()
@@ -128,7 +128,7 @@ def score(
         model = load_model(model_dir, store)
         users, categories = score_users(model, at=when, horizon=window, k=k)
     if per_category_out is not None and categories is None:
-        raise EbbtideError(
+        raise ConfigError(
             f"the {model.name} model has no per-category interest: leave out --per-category-out"
         )
     write_frame(users, out_file)
