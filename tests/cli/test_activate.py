@@ -41,7 +41,7 @@ def test_plan_writes_one_row_per_user_within_budget(cli, tmp_path: Path) -> None
     result = cli.ok(
         "plan", "--db", str(db), "--model-dir", str(model), "--at", cut, "--budget", "20",
         "--order-value", "30", "--contacts", str(contacts), "--out", str(plan),
-        "--summary-out", str(summary),
+        "--json", str(summary),
     )  # fmt: skip
     table = pd.read_parquet(plan)
     assert len(table) == 815 and table.user_id.is_unique

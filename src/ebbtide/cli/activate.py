@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ebbtide.cli.options import (
+    CatalogueOption,
     DbOption,
     DebugOption,
     ModelDirOption,
@@ -88,10 +89,7 @@ def plan(
     budget: Annotated[
         float | None, typer.Option(help="Spend limit; overrides the catalogue's budget.")
     ] = None,
-    actions_file: Annotated[
-        Path | None,
-        typer.Option("--actions", help="Action catalogue (TOML); default: the shipped one."),
-    ] = None,
+    catalogue_file: CatalogueOption = None,
     objective: Annotated[
         str | None, typer.Option(help="conversions or margin; overrides the catalogue.")
     ] = None,
@@ -121,8 +119,8 @@ def plan(
     out_file: Annotated[
         Path, typer.Option("--out", help="The plan, one row per user: .parquet, .csv or .json.")
     ] = Path("plan.parquet"),
-    summary_out: Annotated[
-        Path | None, typer.Option(help="Also write the headline numbers as JSON.")
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the headline numbers as JSON.")
     ] = None,
     _debug: DebugOption = False,
 ) -> None:
@@ -132,7 +130,7 @@ def plan(
 
     require_store(db)
     when, window = parse_instant(at, "--at"), parse_duration(horizon, "--horizon")
-    catalogue = load_actions(actions_file) if actions_file else default_actions()
+    catalogue = load_actions(catalogue_file) if catalogue_file else default_actions()
     catalogue = override(catalogue, budget=budget, objective=objective)
     effects = _read_table(effects_file, "effects table") if effects_file else None
     history = _days_since_contact(contacts_file, when) if contacts_file else None
@@ -143,7 +141,7 @@ def plan(
             last_contact_days_ago=history, order_value=order_value, top_k=k, method=method,
         )  # fmt: skip
     write_frame(result.table, out_file)
-    write_json(summary_out, result.summary())
+    write_json(json_out, result.summary())
     _print_plan(result, out_file)
 
 

@@ -11,7 +11,8 @@ Naming rules of the options (the README's CLI sections follow them):
   asked at (a second query instant is ``--<what>-at``); durations are ``--horizon``.
 - ``--k`` is the length of a list (items per user, users in a list).
 - ``--out`` is a file and ``--out-dir`` a folder; other outputs are ``--<what>-out`` (a file)
-  or ``--<what>-dir`` (a folder); ``--model-dir`` is a folder written by ``train``.
+  or ``--<what>-dir`` (a folder); ``--model-dir`` is a folder written by ``train``;
+  ``--json FILE`` also writes the result as JSON.
 - A plural name (``--models``, ``--outcomes``, ``--treatments``, ``--learners``) takes a
   comma-separated list; a command that handles one value says so and refuses more.
 """
@@ -95,6 +96,10 @@ DbOption = Annotated[
 ]
 ModelDirOption = Annotated[
     Path, typer.Option("--model-dir", help="A model folder written by `ebbtide train`.")
+]
+CatalogueOption = Annotated[
+    Path | None,
+    typer.Option("--catalogue", help="Action catalogue (TOML file); default: the shipped one."),
 ]
 ArmColOption = Annotated[str, typer.Option(help="Column holding each row's arm.")]
 ControlOption = Annotated[str, typer.Option(help="Arm value of the control group.")]

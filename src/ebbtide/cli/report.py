@@ -16,6 +16,7 @@ import typer
 
 from ebbtide.cli.options import (
     ArmColOption,
+    CatalogueOption,
     ControlOption,
     DbOption,
     DebugOption,
@@ -54,10 +55,6 @@ PlanHorizonOption = Annotated[
 MaxSecondsOption = Annotated[
     float, typer.Option(help="Training budget of the neural model, in seconds.")
 ]
-ActionsOption = Annotated[
-    Path | None,
-    typer.Option("--actions", help="Action catalogue (TOML); default: the shipped one."),
-]
 CampaignOption = Annotated[
     Path | None,
     typer.Option(
@@ -89,7 +86,7 @@ def report(
     holdout: HoldoutOption = None,
     plan_horizon: PlanHorizonOption = "7d",
     max_seconds: MaxSecondsOption = DEMO_SECONDS,
-    actions_file: ActionsOption = None,
+    catalogue_file: CatalogueOption = None,
     campaign_file: CampaignOption = None,
     arm_col: ArmColOption = "arm",
     control: ControlOption = "control",
@@ -107,7 +104,7 @@ def report(
     from ebbtide.report import write_report
 
     require_store(db)
-    options = _pipeline_options(models, holdout, plan_horizon, max_seconds, actions_file)
+    options = _pipeline_options(models, holdout, plan_horizon, max_seconds, catalogue_file)
     if campaign_file is not None:
         options["campaign"] = _campaign(campaign_file, arm_col, control, outcomes, features)
     with EventStore(db, read_only=True) as store, stages(quiet, "report") as stage:
@@ -188,7 +185,7 @@ def _pipeline_options(
     holdout: str | None,
     plan_horizon: str,
     max_seconds: float,
-    actions_file: Path | None,
+    catalogue_file: Path | None,
 ) -> dict[str, Any]:
     """CLI options as `build_report_data` arguments, checked before any work starts."""
     from ebbtide.activate.actions import load_actions
@@ -208,7 +205,7 @@ def _pipeline_options(
         },
         "holdout": parse_duration(holdout, "--holdout") if holdout else None,
         "plan_horizon": parse_duration(plan_horizon, "--plan-horizon"),
-        "catalogue": load_actions(actions_file) if actions_file else None,
+        "catalogue": load_actions(catalogue_file) if catalogue_file else None,
     }
 
 
