@@ -7,12 +7,47 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner, Result
 
 from ebbtide.datasets import taobao_sample_path
 from ebbtide.ingest import ingest_file
 from ebbtide.store import EventStore
 
 ROOT = Path(__file__).resolve().parents[1]
+
+#: The environment of every in-process CLI run. ebbtide's own consoles do not depend on it
+#: (off a terminal they have a fixed width and never wrap a message); Typer's help and usage
+#: errors take the width from COLUMNS, and Rich turns colour on for FORCE_COLOR or
+#: TTY_COMPATIBLE, so a developer's or CI's settings must not reach the output tests read.
+CLI_ENV: dict[str, str | None] = {
+    "COLUMNS": "200",
+    "LINES": "50",
+    "FORCE_COLOR": None,
+    "TTY_COMPATIBLE": None,
+    "TTY_INTERACTIVE": None,
+    "NO_COLOR": "1",
+}
+
+
+class Cli:
+    """The `ebbtide` command in process (Typer's CliRunner) under `CLI_ENV`.
+
+    ``cli(*args)`` returns the result; ``cli.ok(*args)`` also asserts exit code 0.
+    """
+
+    def __init__(self) -> None:
+        from ebbtide.cli import app
+
+        self.app = app
+        self.runner = CliRunner(env=CLI_ENV)
+
+    def __call__(self, *args: str) -> Result:
+        return self.runner.invoke(self.app, list(args))
+
+    def ok(self, *args: str) -> Result:
+        result = self(*args)
+        assert result.exit_code == 0, result.output + repr(result.exception)
+        return result
 
 
 def _shared_datasets() -> Path:
@@ -67,3 +102,9 @@ def store(tmp_path: Path):
     """A new on-disk store, closed after the test."""
     with EventStore(tmp_path / "store.duckdb") as s:
         yield s
+
+
+@pytest.fixture(scope="session")
+def cli() -> Cli:
+    """Run `ebbtide` in process: ``cli("stats", "--db", path)``, ``cli.ok(...)``."""
+    return Cli()

@@ -18,9 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from typer.testing import CliRunner
 
-from ebbtide.cli import app
 from ebbtide.errors import EbbtideError, InputFormatError
 from ebbtide.ingest import REASONS, ColumnMapping, IngestSummary, ingest_file
 from ebbtide.ingest.formats import REES46, RETAILROCKET, TAOBAO
@@ -730,12 +728,10 @@ def test_mostly_bad_rows_is_a_wrong_format(loaded_store: EventStore, tmp_path: P
 
 
 # -- the command line ---------------------------------------------------------------------
-def test_cli_wrong_format_is_one_error_line(tmp_path: Path) -> None:
+def test_cli_wrong_format_is_one_error_line(cli, tmp_path: Path) -> None:
     path = _write(tmp_path / "rees.csv", _rees46_text())
     db = tmp_path / "cli.duckdb"
-    result = CliRunner().invoke(
-        app, ["ingest", str(path), "--format", "taobao", "--db", str(db), "--quiet"]
-    )
+    result = cli("ingest", str(path), "--format", "taobao", "--db", str(db), "--quiet")
     assert result.exit_code == 1, result.output
     assert "Error:" in result.stderr
     assert "Error:" not in result.stdout
@@ -744,22 +740,22 @@ def test_cli_wrong_format_is_one_error_line(tmp_path: Path) -> None:
     assert "user_id,item_id,category_id,behavior_type,timestamp" in " ".join(result.stderr.split())
 
 
-def test_cli_missing_file_is_one_error_line(tmp_path: Path) -> None:
+def test_cli_missing_file_is_one_error_line(cli, tmp_path: Path) -> None:
     db = tmp_path / "cli.duckdb"
     missing = tmp_path / "missing.csv"
-    result = CliRunner().invoke(app, ["ingest", str(missing), "--db", str(db), "--quiet"])
+    result = cli("ingest", str(missing), "--db", str(db), "--quiet")
     assert result.exit_code == 1, result.output
     assert "Error:" in result.stderr
     assert "Traceback" not in result.output
 
 
-def test_cli_garbled_jsonl_line_is_quarantined_not_a_crash(tmp_path: Path) -> None:
+def test_cli_garbled_jsonl_line_is_quarantined_not_a_crash(cli, tmp_path: Path) -> None:
     path = _write(tmp_path / "log.jsonl", _lines([*_jsonl_rows(6), "not json at all"]))
     db = tmp_path / "cli.duckdb"
     args = ["ingest", str(path), "--format", "generic", "--db", str(db), "--quiet"]
     args += ["--user-col", "user", "--item-col", "item", "--time-col", "ts"]
     args += ["--behavior-col", "behavior", "--time-format", "epoch_s"]
-    result = CliRunner().invoke(app, args)
+    result = cli(*args)
     assert "Traceback" not in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(
         result.exception

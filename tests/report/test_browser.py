@@ -12,9 +12,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
-from ebbtide.cli import app
 
 from .expected import CAMPAIGN_FIGURES, FIGURES, SECTIONS
 
@@ -28,14 +25,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-
-runner = CliRunner()
-
-
-def _ok(*args: str):
-    result = runner.invoke(app, list(args))
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    return result
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +42,9 @@ def chromium():
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+def demo(cli, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("demo")
-    result = _ok("demo", "--out", str(out), "--max-seconds", "20", "--quiet")
+    result = cli.ok("demo", "--out-dir", str(out), "--max-seconds", "20", "--quiet")
     return out, result.stdout
 
 
@@ -112,19 +101,19 @@ def test_demo_writes_a_report_that_chromium_shows_whole(demo, chromium, tmp_path
 
 
 @pytest.fixture(scope="module")
-def campaign_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def campaign_log(cli, tmp_path_factory: pytest.TempPathFactory) -> Path:
     log = tmp_path_factory.mktemp("campaign") / "campaign.csv"
-    _ok("campaign", "synth", "--out", str(log), "--customers", "3000")
+    cli.ok("campaign", "synth", "--out", str(log), "--customers", "3000")
     return log
 
 
 @pytest.mark.slow
 def test_report_with_a_campaign_log_shows_its_section(
-    demo, chromium, campaign_log: Path, tmp_path: Path
+    cli, demo, chromium, campaign_log: Path, tmp_path: Path
 ) -> None:
     out, _ = demo
     report = tmp_path / "with-campaign.html"
-    _ok(
+    cli.ok(
         "report", "--db", str(out / "events.duckdb"), "--out", str(report), "--models", "decay",
         "--campaign", str(campaign_log), "--features", "recency_days,frequency,monetary",
         "--quiet",
@@ -138,12 +127,12 @@ def test_report_with_a_campaign_log_shows_its_section(
 
 
 def test_a_campaign_log_and_its_saved_analysis_give_the_same_ab_table(
-    campaign_log: Path, tmp_path: Path
+    cli, campaign_log: Path, tmp_path: Path
 ) -> None:
-    from ebbtide.cli_report import _campaign
+    from ebbtide.cli.report import _campaign
 
     analysis = tmp_path / "analysis.json"
-    _ok(
+    cli.ok(
         "campaign", "analyze", str(campaign_log), "--arm-col", "arm", "--control", "control",
         "--outcomes", "conversion", "--bootstrap", "20", "--json", str(analysis),
     )  # fmt: skip
@@ -153,7 +142,7 @@ def test_a_campaign_log_and_its_saved_analysis_give_the_same_ab_table(
 
 
 @pytest.mark.slow
-def test_hostile_ids_are_shown_as_text_not_run(chromium, tmp_path: Path) -> None:
+def test_hostile_ids_are_shown_as_text_not_run(cli, chromium, tmp_path: Path) -> None:
     """Ids from a user's file reach tables, legends and headings: they must stay text."""
     hostile_user = "<img src=x onerror=alert(1)>"
     hostile_category = "</svg><script>alert(2)</script>"
@@ -167,9 +156,9 @@ def test_hostile_ids_are_shown_as_text_not_run(chromium, tmp_path: Path) -> None
     log = tmp_path / "hostile.csv"
     log.write_text("\n".join(rows) + "\n")
     db = tmp_path / "hostile.duckdb"
-    _ok("ingest", str(log), "--db", str(db), "--quiet")
+    cli.ok("ingest", str(log), "--db", str(db), "--quiet")
     report = tmp_path / "hostile.html"
-    _ok("report", "--db", str(db), "--out", str(report), "--models", "decay", "--quiet")
+    cli.ok("report", "--db", str(db), "--out", str(report), "--models", "decay", "--quiet")
     page, problems = _open(chromium, report, tmp_path / "hostile.png")
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))

@@ -138,20 +138,16 @@ def test_a_log_without_categories_and_a_model_without_interest(tmp_path: Path) -
     assert 'data-figure="return-curve"' in html and 'data-figure="decay-curves"' not in html
 
 
-def test_demo_runs_the_same_pipeline_on_a_users_own_file(tmp_path: Path) -> None:
-    from typer.testing import CliRunner
-
-    from ebbtide.cli import app
-
+def test_demo_runs_the_same_pipeline_on_a_users_own_file(cli, tmp_path: Path) -> None:
     log = generate(SynthConfig(users=50, days=5.0, categories=8, items_per_category=10, seed=5))
     csv = tmp_path / "mine.csv"
     write_taobao_csv(log, csv)
     out = tmp_path / "mine"
-    args = ["demo", "--data", str(csv), "--out", str(out), "--models", "decay,neural"]
-    result = CliRunner().invoke(app, [*args, "--max-seconds", "5", "--quiet"])
+    args = ["demo", "--data", str(csv), "--out-dir", str(out), "--models", "decay,neural"]
+    result = cli(*args, "--max-seconds", "5", "--quiet")
     assert result.exit_code == 0, result.output
     assert re.search(r"[\d,]+ of \d+ users", result.stdout)
     html = (out / "report.html").read_text(encoding="utf-8")
     assert str(csv) in html and 'data-figure="user-interest"' in html
-    again = CliRunner().invoke(app, [*args, "--max-seconds", "5", "--quiet"])
+    again = cli(*args, "--max-seconds", "5", "--quiet")
     assert again.exit_code == 0 and "already in" in again.output

@@ -190,7 +190,8 @@ def plan_reactivation(
         actions = [a for a in actions if a.discount == 0]
         notes.append(
             f"the log has no prices before {at.isoformat()}, so coupon redemption costs are "
-            f"unknown: {', '.join(dropped)} left out; pass order_value to plan coupons"
+            f"unknown: {', '.join(dropped)} left out; to plan coupons, give a mean order"
+            " value (`ebbtide plan --order-value`; order_value= in Python)"
         )
     elif order_value is not None and (not np.isfinite(order_value) or order_value <= 0):
         raise ConfigError(f"order_value={order_value!r}: use a positive amount")

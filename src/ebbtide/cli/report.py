@@ -1,7 +1,8 @@
 """`ebbtide report` and `ebbtide demo`: the main job end to end, ending in one HTML page.
 
-Kept apart from `ebbtide.cli` (which registers it) so each file holds one stage's wiring;
-the work itself is `report.pipeline.build_report_data` and `report.html`.
+Like every command module, it only turns options into library calls (the work itself is
+`report.pipeline.build_report_data` and `report.html`); `ebbtide.cli.main` adds these
+commands to the app.
 """
 
 from __future__ import annotations
@@ -13,23 +14,28 @@ from typing import Annotated, Any
 
 import typer
 
-from ebbtide.cli import (
+from ebbtide.cli.options import (
+    ArmColOption,
+    CatalogueOption,
+    ControlOption,
+    DbOption,
+    DebugOption,
     QuietOption,
-    _key_value_table,
-    _require_store,
-    _stages,
-    _user_errors,
-    _write_frame,
-    _write_json,
-    app,
     err,
+    key_value_table,
+    names,
     out,
     parse_duration,
+    require_store,
+    stages,
+    write_frame,
+    write_json,
 )
-from ebbtide.cli_activate import ArmColOption, ControlOption, _names
 from ebbtide.errors import CampaignWarning, ConfigError
 from ebbtide.ingest import FormatName, ingest_file
 from ebbtide.store import EventStore
+
+app = typer.Typer()
 
 #: What the demo gives the neural model, in seconds: about three minutes of training on
 #: two cores, two thirds for the point process and one third for the next-item head.
@@ -48,10 +54,6 @@ PlanHorizonOption = Annotated[
 ]
 MaxSecondsOption = Annotated[
     float, typer.Option(help="Training budget of the neural model, in seconds.")
-]
-ActionsOption = Annotated[
-    Path | None,
-    typer.Option("--actions", help="Action catalogue (TOML); default: the shipped one."),
 ]
 CampaignOption = Annotated[
     Path | None,
@@ -76,9 +78,7 @@ FeaturesOption = Annotated[
 
 @app.command()
 def report(
-    db: Annotated[Path, typer.Option("--db", help="Event store file (DuckDB).")] = Path(
-        "ebbtide.duckdb"
-    ),
+    db: DbOption = Path("ebbtide.duckdb"),
     out_file: Annotated[Path, typer.Option("--out", help="The HTML report to write.")] = Path(
         "ebbtide-report.html"
     ),
@@ -86,32 +86,32 @@ def report(
     holdout: HoldoutOption = None,
     plan_horizon: PlanHorizonOption = "7d",
     max_seconds: MaxSecondsOption = DEMO_SECONDS,
-    actions_file: ActionsOption = None,
+    catalogue_file: CatalogueOption = None,
     campaign_file: CampaignOption = None,
     arm_col: ArmColOption = "arm",
     control: ControlOption = "control",
     outcomes: OutcomesOption = "conversion",
     features: FeaturesOption = None,
-    tables: Annotated[
+    tables_dir: Annotated[
         Path | None,
         typer.Option(help="Also write the plan, early warnings and evaluation to this folder."),
     ] = None,
     tz: Annotated[str, typer.Option(help="Time zone of the events-by-day figure.")] = "UTC",
     quiet: QuietOption = False,
+    _debug: DebugOption = False,
 ) -> None:
     """Evaluate, score, segment and plan on a store, and write one offline HTML report."""
     from ebbtide.report import write_report
 
-    with _user_errors():
-        _require_store(db)
-        options = _pipeline_options(models, holdout, plan_horizon, max_seconds, actions_file)
-        if campaign_file is not None:
-            options["campaign"] = _campaign(campaign_file, arm_col, control, outcomes, features)
-        with EventStore(db, read_only=True) as store, _stages(quiet, "report") as stage:
-            data = write_report(store, out_file, on_stage=stage, source=str(db), tz=tz, **options)
-        if tables is not None:
-            _write_tables(data, tables)
-        _print_summary(data, out_file)
+    require_store(db)
+    options = _pipeline_options(models, holdout, plan_horizon, max_seconds, catalogue_file)
+    if campaign_file is not None:
+        options["campaign"] = _campaign(campaign_file, arm_col, control, outcomes, features)
+    with EventStore(db, read_only=True) as store, stages(quiet, "report") as stage:
+        data = write_report(store, out_file, on_stage=stage, source=str(db), tz=tz, **options)
+    if tables_dir is not None:
+        _write_tables(data, tables_dir)
+    _print_summary(data, out_file)
 
 
 @app.command()
@@ -124,50 +124,60 @@ def demo(
         FormatName, typer.Option("--format", "-f", help="Format of --data (see `ingest`).")
     ] = FormatName.TAOBAO,
     out_dir: Annotated[
-        Path, typer.Option("--out", help="Folder for the store, the report and the tables.")
+        Path,
+        typer.Option(
+            "--out-dir",
+            help="Folder for the store (events.duckdb, created if missing), the report and"
+            " the tables.",
+        ),
     ] = Path("ebbtide-demo"),
     models: ModelsOption = "popular,btyd,gbdt,decay,neural",
     holdout: HoldoutOption = None,
     plan_horizon: PlanHorizonOption = "7d",
     max_seconds: MaxSecondsOption = DEMO_SECONDS,
     quiet: QuietOption = False,
+    _debug: DebugOption = False,
 ) -> None:
-    """The whole pipeline on the bundled real Taobao sample (or --data): ingest, train,
-    evaluate against the baselines, score, segment, plan, and write the report.
+    """The whole pipeline on the bundled real Taobao sample (or --data), ending in a report.
 
-    A log that needs column mapping (format generic) is ingested first with `ebbtide ingest`
-    and reported with `ebbtide report --db`.
+    Ingests into --out-dir/events.duckdb, fits and checks the models against the baselines,
+    scores, segments and plans, and writes report.html and the tables beside it. A log
+    that needs column mapping (format generic) is ingested first with `ebbtide ingest` and
+    reported with `ebbtide report --db`.
     """
     from ebbtide.datasets import TAOBAO_SAMPLE_FACTS, taobao_sample_path
     from ebbtide.report import write_report
 
-    with _user_errors():
-        if fmt == FormatName.GENERIC:
-            raise ConfigError(
-                "the generic format needs column options: run `ebbtide ingest --format "
-                "generic ...`, then `ebbtide report --db STORE`"
+    if fmt == FormatName.GENERIC:
+        raise ConfigError(
+            "the generic format needs column options: run `ebbtide ingest --format "
+            "generic ...`, then `ebbtide report --db STORE`"
+        )
+    source = data_file or taobao_sample_path()
+    tz = "UTC" if data_file else str(TAOBAO_SAMPLE_FACTS["timezone"])
+    options = _pipeline_options(models, holdout, plan_horizon, max_seconds, None)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    db = out_dir / "events.duckdb"
+    report_path = out_dir / "report.html"
+    with EventStore(db) as store, stages(quiet, "demo") as stage:  # one display for all
+        summary = ingest_file(store, source, fmt, progress=stage)
+        if summary.already_ingested:
+            err().print(
+                f"{source} is already in {db}: nothing new to load", highlight=False, markup=False
             )
-        source = data_file or taobao_sample_path()
-        tz = "UTC" if data_file else str(TAOBAO_SAMPLE_FACTS["timezone"])
-        options = _pipeline_options(models, holdout, plan_horizon, max_seconds, None)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        db = out_dir / "events.duckdb"
-        report_path = out_dir / "report.html"
-        with EventStore(db) as store, _stages(quiet, "demo") as stage:  # one display for all
-            summary = ingest_file(store, source, fmt, progress=stage)
-            if summary.already_ingested:
-                err.print(f"{source} is already in {db}: nothing new to load")
-            else:
-                err.print(
-                    f"ingested {summary.loaded:,} events ({summary.duplicates:,} duplicates,"
-                    f" {summary.quarantined:,} quarantined) from {source}"
-                )
-            data = write_report(
-                store, report_path, on_stage=stage, source=f"{source} ({fmt.value})", tz=tz,
-                **options,
-            )  # fmt: skip
-        _write_tables(data, out_dir)
-        _print_summary(data, report_path)
+        else:
+            err().print(
+                f"ingested {summary.loaded:,} events ({summary.duplicates:,} duplicates,"
+                f" {summary.quarantined:,} quarantined) from {source}",
+                highlight=False,
+                markup=False,
+            )
+        data = write_report(
+            store, report_path, on_stage=stage, source=f"{source} ({fmt.value})", tz=tz,
+            **options,
+        )  # fmt: skip
+    _write_tables(data, out_dir)
+    _print_summary(data, report_path)
 
 
 def _pipeline_options(
@@ -175,27 +185,27 @@ def _pipeline_options(
     holdout: str | None,
     plan_horizon: str,
     max_seconds: float,
-    actions_file: Path | None,
+    catalogue_file: Path | None,
 ) -> dict[str, Any]:
     """CLI options as `build_report_data` arguments, checked before any work starts."""
     from ebbtide.activate.actions import load_actions
 
-    names = _names(models)
-    if not names:
+    families = names(models)
+    if not families:
         raise ConfigError("--models is empty: name at least one family, e.g. decay,neural")
     if not max_seconds > 0:
         raise ConfigError(f"--max-seconds {max_seconds}: use a positive number of seconds")
     return {
-        "models": names,
+        "models": families,
         "settings": {
             "neural": {
                 "max_train_seconds": max_seconds * 2 / 3,
                 "item_max_seconds": max_seconds / 3,
             }
         },
-        "holdout": parse_duration(holdout) if holdout else None,
-        "plan_horizon": parse_duration(plan_horizon),
-        "catalogue": load_actions(actions_file) if actions_file else None,
+        "holdout": parse_duration(holdout, "--holdout") if holdout else None,
+        "plan_horizon": parse_duration(plan_horizon, "--plan-horizon"),
+        "catalogue": load_actions(catalogue_file) if catalogue_file else None,
     }
 
 
@@ -226,18 +236,18 @@ def _campaign(
             read_campaign_log(path),
             arm_col=arm_col,
             control=control,
-            outcomes=_names(outcomes),
+            outcomes=names(outcomes),
         )
-        return analyze_campaign(data, features=_names(features) or None).to_dict()
+        return analyze_campaign(data, features=names(features) or None).to_dict()
 
 
 def _write_tables(data, folder: Path) -> None:
     """The tables behind the report, for a spreadsheet or the next program."""
     folder.mkdir(parents=True, exist_ok=True)
     if data.plan_table is not None:
-        _write_frame(data.plan_table, folder / "plan.csv")
-    _write_frame(data.early_warning, folder / "early_warning.csv")
-    _write_json(folder / "evaluation.json", data.comparison.to_dict())
+        write_frame(data.plan_table, folder / "plan.csv")
+    write_frame(data.early_warning, folder / "early_warning.csv")
+    write_json(folder / "evaluation.json", data.comparison.to_dict())
 
 
 def _print_summary(data, path: Path) -> None:
@@ -258,7 +268,7 @@ def _print_summary(data, path: Path) -> None:
         ),
         ("report", str(path)),
     ]
-    out.print(_key_value_table("ebbtide", rows))
+    out().print(key_value_table("ebbtide", rows))
 
 
 def _number(value: Any) -> str:

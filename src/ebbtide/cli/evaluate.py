@@ -1,34 +1,37 @@
 """`ebbtide evaluate`: several models on one split (temporal holdout or leave-one-out).
 
-Kept apart from `ebbtide.cli` (which registers it) so each file holds one stage's wiring.
+Like every command module, it only turns options into library calls; `ebbtide.cli.main`
+adds the command to the app.
 """
 
 from __future__ import annotations
 
 import warnings
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from ebbtide.cli import (
+from ebbtide.cli.options import (
     DbOption,
+    DebugOption,
     QuietOption,
-    _after_last_event,
-    _require_store,
-    _stages,
-    _user_errors,
-    _write_json,
-    app,
-    err,
+    after_last_event,
+    names,
     out,
     parse_duration,
     parse_instant,
+    require_store,
+    stages,
+    write_json,
+    write_text,
 )
 from ebbtide.errors import ConfigError
 from ebbtide.store import EventStore
+
+app = typer.Typer()
 
 #: Columns shown in the terminal; JSON and Markdown carry every metric.
 _SHOWN = (
@@ -74,6 +77,7 @@ def evaluate(
         Path | None, typer.Option("--markdown", help="Write the table as Markdown.")
     ] = None,
     quiet: QuietOption = False,
+    _debug: DebugOption = False,
 ) -> None:
     """Fit each model on one split and score all of them on the same held-out events.
 
@@ -85,39 +89,37 @@ def evaluate(
     from ebbtide.evaluate.temporal import temporal_holdout
     from ebbtide.models.scoring import available_families
 
-    with _user_errors():
-        if protocol not in ("holdout", "loo"):
-            raise ConfigError(f"--protocol {protocol!r}: use holdout or loo")
-        _require_store(db)
-        available_families()
-        names = [name.strip() for name in models.split(",") if name.strip()]
-        window = parse_duration(horizon)
-        with (
-            EventStore(db, read_only=True) as store,
-            _stages(quiet, "evaluating") as stage,
-            warnings.catch_warnings(),
-        ):
-            warnings.simplefilter("ignore")  # fits' convergence notes; the table speaks
-            if protocol == "loo":
-                result = leave_one_out(store, names, k=k or 10, on_stage=stage)
-            else:
-                when = parse_instant(cutoff) if cutoff else _default_cutoff(store, window)
-                result = temporal_holdout(
-                    store, names, cutoff=when, horizon=window, k=k or 20,
-                    dormant_days=dormant_days, on_stage=stage,
-                )  # fmt: skip
+    if protocol not in ("holdout", "loo"):
+        raise ConfigError(f"--protocol {protocol!r}: use holdout or loo")
+    require_store(db)
+    available_families()
+    families = names(models)
+    window = parse_duration(horizon, "--horizon")
+    when = parse_instant(cutoff, "--cutoff") if cutoff else None
+    with (
+        EventStore(db, read_only=True) as store,
+        stages(quiet, "evaluating") as stage,
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("ignore")  # fits' convergence notes; the table speaks
         if protocol == "loo":
-            _print_leave_one_out(result)
+            result = leave_one_out(store, families, k=k or 10, on_stage=stage)
         else:
-            _print_evaluation(result)
-        _write_json(json_out, result.to_dict())
-        if markdown_out is not None:
-            markdown_out.write_text(result.to_markdown(), encoding="utf-8")
-            err.print(f"wrote {markdown_out}")
+            result = temporal_holdout(
+                store, families, cutoff=when or _default_cutoff(store, window), horizon=window,
+                k=k or 20, dormant_days=dormant_days, on_stage=stage,
+            )  # fmt: skip
+    if protocol == "loo":
+        _print_leave_one_out(result)
+    else:
+        _print_evaluation(result)
+    write_json(json_out, result.to_dict())
+    if markdown_out is not None:
+        write_text(markdown_out, result.to_markdown())
 
 
-def _default_cutoff(store: EventStore, window) -> datetime:
-    return _after_last_event(store) - window
+def _default_cutoff(store: EventStore, window: timedelta) -> datetime:
+    return after_last_event(store) - window
 
 
 def _print_evaluation(result) -> None:
@@ -144,8 +146,8 @@ def _print_evaluation(result) -> None:
             else:
                 cells.append(f"{value:.1f}" if column.endswith("seconds") else f"{value:.3f}")
         table.add_row(label.replace("K", str(result.k)), *cells)
-    out.print(table)
-    out.print("–: the model does not answer that query. Every metric: --json or --markdown.")
+    out().print(table)
+    out().print("–: the model does not answer that query. Every metric: --json or --markdown.")
 
 
 def _print_leave_one_out(result) -> None:
@@ -161,6 +163,6 @@ def _print_leave_one_out(result) -> None:
         fmt = "{:.1f}" if column.endswith("seconds") else "{:.4f}"
         label = column.replace("_seconds", " s").replace("_", " ")
         table.add_row(label, *(fmt.format(row[column]) for row in records))
-    out.print(table)
+    out().print(table)
     for note in result.notes:
-        out.print(f"note: {note}", highlight=False)
+        out().print(f"note: {note}", highlight=False, markup=False)

@@ -1,0 +1,214 @@
+"""`ebbtide segments` and `ebbtide plan`: who is drifting away, and whom to contact how.
+
+Like every command module, it only turns options into library calls; `ebbtide.cli.main`
+adds these commands to the app (the campaign commands are in `ebbtide.cli.campaign`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from ebbtide.cli.options import (
+    CatalogueOption,
+    DbOption,
+    DebugOption,
+    ModelDirOption,
+    key_value_table,
+    load_model,
+    out,
+    parse_duration,
+    parse_instant,
+    require_store,
+    write_frame,
+    write_json,
+)
+from ebbtide.errors import ConfigError
+from ebbtide.store import EventStore
+
+app = typer.Typer()
+
+
+@app.command()
+def segments(
+    model_dir: ModelDirOption,
+    at: Annotated[str, typer.Option(help="Segment at this instant (ISO 8601; UTC default).")],
+    db: DbOption = Path("ebbtide.duckdb"),
+    horizon: Annotated[str, typer.Option(help="Return window after --at: 24h, 7d.")] = "7d",
+    compare_at: Annotated[
+        str | None,
+        typer.Option(help="Earlier instant: also rank the users who faded most since then."),
+    ] = None,
+    out_file: Annotated[
+        Path, typer.Option("--out", help="Per-user segments: .parquet, .csv or .json.")
+    ] = Path("segments.parquet"),
+    warning_out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Churn early-warning list (with --compare-at; default: early_warning.csv"
+            " beside --out)."
+        ),
+    ] = None,
+    k: Annotated[int, typer.Option(help="Users in the early-warning list.")] = 100,
+    _debug: DebugOption = False,
+) -> None:
+    """Put every user with history before --at in a segment, with the numbers behind it.
+
+    With --compare-at before the model's cut-off, the model's family and settings are
+    fitted again at --compare-at for the earlier scores: the saved model knows what
+    happened after that instant.
+    """
+    from ebbtide.activate.segments import assign_segments, early_warning
+    from ebbtide.features.history import snapshot
+    from ebbtide.models.scoring import build_model, score_users
+
+    require_store(db)
+    when, window = parse_instant(at, "--at"), parse_duration(horizon, "--horizon")
+    before = parse_instant(compare_at, "--compare-at") if compare_at is not None else None
+    model = load_model(model_dir)
+    with EventStore(db, read_only=True) as store:
+        users, categories = score_users(model, snapshot(store, at=when), horizon=window, k=1)
+        table = assign_segments(users, categories, horizon=window)
+        warning = None
+        if before is not None:
+            then = snapshot(store, at=before)
+            earlier_model = model
+            if before < model.cutoff_:
+                settings = {f: getattr(model.config, f) for f in model.config.__dataclass_fields__}
+                earlier_model = build_model(model.name, **settings).fit(then)
+            earlier = score_users(earlier_model, then, horizon=window, k=1)
+            warning = early_warning(
+                None, None, before=before, at=when, horizon=window, top=k,
+                earlier=earlier, now=(users, categories),
+            )  # fmt: skip
+    write_frame(table, out_file)
+    if warning is not None:
+        write_frame(warning, warning_out or out_file.with_name("early_warning.csv"))
+    counts = table["segment"].value_counts()
+    rows = [(name, f"{counts.get(name, 0):,}") for name in counts.index]
+    out().print(key_value_table(f"Segments at {when.isoformat()} ({horizon})", rows))
+
+
+@app.command()
+def plan(
+    model_dir: ModelDirOption,
+    at: Annotated[str, typer.Option(help="Plan as of this instant (ISO 8601; UTC default).")],
+    db: DbOption = Path("ebbtide.duckdb"),
+    budget: Annotated[
+        float | None, typer.Option(help="Spend limit; overrides the catalogue's budget.")
+    ] = None,
+    catalogue_file: CatalogueOption = None,
+    objective: Annotated[
+        str | None, typer.Option(help="conversions or margin; overrides the catalogue.")
+    ] = None,
+    horizon: Annotated[str, typer.Option(help="Return window after --at: 24h, 7d.")] = "7d",
+    effects_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--effects",
+            help="Learned effects (user_id, action, uplift[, p_conversion]), e.g. from"
+            " `campaign uplift --effects-out`; default: the prior response model, flagged as"
+            " an assumption.",
+        ),
+    ] = None,
+    contacts_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--contacts",
+            help="Contact history (user_id, last_contact time) for the frequency cap.",
+        ),
+    ] = None,
+    order_value: Annotated[
+        float | None,
+        typer.Option(help="Mean order value; default: the mean purchase in the log."),
+    ] = None,
+    k: Annotated[int, typer.Option(help="Items to show each contacted user.")] = 5,
+    method: Annotated[str, typer.Option(help="auto, exact or greedy.")] = "auto",
+    out_file: Annotated[
+        Path, typer.Option("--out", help="The plan, one row per user: .parquet, .csv or .json.")
+    ] = Path("plan.parquet"),
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the headline numbers as JSON.")
+    ] = None,
+    _debug: DebugOption = False,
+) -> None:
+    """Choose at most one action per user, within budget and caps, and the items to show."""
+    from ebbtide.activate.actions import default_actions, load_actions, override
+    from ebbtide.activate.reactivation import plan_reactivation
+
+    require_store(db)
+    when, window = parse_instant(at, "--at"), parse_duration(horizon, "--horizon")
+    catalogue = load_actions(catalogue_file) if catalogue_file else default_actions()
+    catalogue = override(catalogue, budget=budget, objective=objective)
+    effects = _read_table(effects_file, "effects table") if effects_file else None
+    history = _days_since_contact(contacts_file, when) if contacts_file else None
+    with EventStore(db, read_only=True) as store:
+        model = load_model(model_dir)
+        result = plan_reactivation(
+            model, store, at=when, horizon=window, catalogue=catalogue, effects=effects,
+            last_contact_days_ago=history, order_value=order_value, top_k=k, method=method,
+        )  # fmt: skip
+    write_frame(result.table, out_file)
+    write_json(json_out, result.summary())
+    _print_plan(result, out_file)
+
+
+def _read_table(path: Path, what: str):
+    from ebbtide.activate.campaign_log import read_campaign_log
+
+    return read_campaign_log(path, what=what)
+
+
+def _days_since_contact(path: Path, at: datetime):
+    """Days from each user's last contact to `at` (the planner's frequency-cap input)."""
+    import pandas as pd
+
+    table = _read_table(path, "contact history")
+    missing = [name for name in ("user_id", "last_contact") if name not in table.columns]
+    if missing:
+        raise ConfigError(
+            f"contact history {path} lacks column(s) {missing}; need user_id, last_contact"
+        )
+    when = pd.to_datetime(table["last_contact"], utc=True, errors="coerce")
+    if when.isna().any():
+        bad = table.loc[when.isna(), "last_contact"].iloc[0]
+        raise ConfigError(f"contact history {path}: last_contact {bad!r} is not a time")
+    days = (pd.Timestamp(at) - when).dt.total_seconds() / 86_400
+    if (days < 0).any():
+        row = table.loc[days < 0].iloc[0]
+        raise ConfigError(
+            f"contact history {path}: user {row.user_id!r} was contacted at {row.last_contact},"
+            " after --at; plan at a later time or fix the history"
+        )
+    return days.groupby(table["user_id"].to_numpy()).min()
+
+
+def _print_plan(result, out_file: Path) -> None:
+    summary = result.summary()
+    currency = summary["currency"]
+    rows = [
+        ("users", f"{summary['users']:,}"),
+        ("contacts", f"{summary['contacts']:,}"),
+        ("budget", f"{summary['budget']:,.2f} {currency}"),
+        ("spend", f"{summary['spend']:,.2f} {currency}"),
+        ("expected extra conversions", f"{summary['expected_conversions']:,.2f}"),
+        ("solver", f"{summary['method']} (gap {summary['gap']:.3g})"),
+    ]
+    console = out()
+    console.print(key_value_table(f"Plan at {summary['at']} -> {out_file}", rows))
+    table = Table(title="By action and segment")
+    for name in ("action", "segment", "users", "cost", "extra conversions"):
+        table.add_column(name, justify="left" if name in ("action", "segment") else "right")
+    for row in result.by_action_and_segment().itertuples():
+        table.add_row(
+            row.action, row.segment, f"{row.users:,}", f"{row.cost:,.2f}",
+            f"{row.expected_conversions:,.2f}",
+        )  # fmt: skip
+    console.print(table)
+    for note in summary["notes"]:
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)

@@ -1,0 +1,143 @@
+"""`ebbtide train` and `ebbtide score`: fit a model before a cut-off, then ask it questions.
+
+`train --cutoff T` fits on the events before T and saves the model in `--out-dir`;
+`score --model-dir DIR --at T` writes every user's answers at T. Like every command module,
+it only turns options into library calls; `ebbtide.cli.main` adds these commands to the app.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ebbtide.cli.options import (
+    DbOption,
+    DebugOption,
+    ModelDirOption,
+    QuietOption,
+    after_last_event,
+    key_value_table,
+    load_model,
+    out,
+    parse_duration,
+    parse_instant,
+    require_store,
+    training_bar,
+    write_frame,
+)
+from ebbtide.errors import ConfigError
+from ebbtide.store import EventStore
+
+app = typer.Typer()
+
+
+@app.command()
+def train(
+    model_name: Annotated[
+        str, typer.Option("--model", "-m", help="Family: popular, btyd, gbdt, decay, neural.")
+    ],
+    out_dir: Annotated[Path, typer.Option("--out-dir", help="Folder to save the model in.")],
+    db: DbOption = Path("ebbtide.duckdb"),
+    cutoff: Annotated[
+        str | None,
+        typer.Option(
+            help="Fit on events strictly before this instant (ISO 8601; default: all), so"
+            " that `score --at` that instant is an honest forecast."
+        ),
+    ] = None,
+    device: Annotated[
+        str, typer.Option(help="neural only: cpu, cuda or cuda:N (mixed precision on CUDA).")
+    ] = "cpu",
+    seed: Annotated[int | None, typer.Option(help="Seed of the seeded families.")] = None,
+    max_seconds: Annotated[
+        float | None,
+        typer.Option(
+            help="neural only: wall-clock budget in seconds of each training stage (point"
+            " process, next-item head)."
+        ),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="neural only: continue the run whose checkpoint is in --out-dir (written"
+            " after every epoch) instead of starting over."
+        ),
+    ] = False,
+    quiet: QuietOption = False,
+    _debug: DebugOption = False,
+) -> None:
+    """Fit a model on the store's events before --cutoff and save it to --out-dir."""
+    from ebbtide.models.scoring import build_model
+
+    require_store(db)
+    settings: dict[str, Any] = {}
+    if device != "cpu":
+        settings["device"] = device
+    if max_seconds is not None:
+        settings["max_train_seconds"] = max_seconds
+        if model_name == "neural":
+            settings["item_max_seconds"] = max_seconds
+    if seed is not None:
+        settings["seed"] = seed
+    with EventStore(db, read_only=True) as store:
+        when = parse_instant(cutoff, "--cutoff") if cutoff else after_last_event(store)
+        model = build_model(model_name, **settings)
+        checkpoint = out_dir / "checkpoint.pt"
+        with training_bar(quiet, f"training {model_name}") as report:
+            model.fit(store, cutoff=when, progress=report, checkpoint=checkpoint, resume=resume)
+        model.save(out_dir)
+    metrics = getattr(model, "metrics_", {})
+    rows = [("family", model_name), ("trained on events before", when.isoformat())]
+    rows += [
+        (name, f"{value:,}" if isinstance(value, int) else _number(value))
+        for name, value in metrics.items()
+        if not isinstance(value, list)  # per-epoch curves: in the saved config.json
+    ]
+    rows.append(("saved to", str(out_dir)))
+    out().print(key_value_table("Trained", rows))
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+@app.command()
+def score(
+    model_dir: ModelDirOption,
+    at: Annotated[str, typer.Option(help="Score at this instant (ISO 8601; UTC by default).")],
+    db: DbOption = Path("ebbtide.duckdb"),
+    horizon: Annotated[str, typer.Option(help="Window after --at: 90m, 24h, 3d, 1w.")] = "1d",
+    k: Annotated[int, typer.Option(help="Items to recommend per user.")] = 10,
+    out_file: Annotated[
+        Path, typer.Option("--out", help="Per-user scores: .parquet, .csv or .json.")
+    ] = Path("scores.parquet"),
+    per_category_out: Annotated[
+        Path | None,
+        typer.Option(help="Also write one row per (user, category touched before --at)."),
+    ] = None,
+    _debug: DebugOption = False,
+) -> None:
+    """Score every user with history before --at: return, purchase, interests, items."""
+    from ebbtide.features.history import snapshot
+    from ebbtide.models.scoring import score_users
+
+    require_store(db)
+    when, window = parse_instant(at, "--at"), parse_duration(horizon, "--horizon")
+    model = load_model(model_dir)
+    with EventStore(db, read_only=True) as store:
+        history = snapshot(store, at=when)
+    users, categories = score_users(model, history, horizon=window, k=k)
+    if per_category_out is not None and categories is None:
+        raise ConfigError(
+            f"the {model.name} model has no per-category interest: leave out --per-category-out"
+        )
+    write_frame(users, out_file)
+    if per_category_out is not None:
+        write_frame(categories, per_category_out)
+    rows = [("users scored", f"{len(users):,}"), ("at", when.isoformat()), ("horizon", horizon)]
+    for column in ("p_return", "p_buy", "expected_return_days"):
+        if column in users:
+            rows.append((f"mean {column}", f"{users[column].mean():.3f}"))
+    out().print(key_value_table(f"Scores from {model_dir}", rows))

@@ -1,0 +1,371 @@
+"""`ebbtide ingest`, `stats`, `quarantine`, `forget` and `synth`: data into the store and back.
+
+Loading a log, looking at what was loaded and what was not, deleting a user, and writing
+a synthetic log with known truth to load. Like every command module, it only turns options
+into library calls; `ebbtide.cli.main` adds these commands to the app.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ebbtide.cli.options import (
+    DbOption,
+    DebugOption,
+    JsonOption,
+    NewDbOption,
+    QuietOption,
+    key_value_table,
+    out,
+    require_store,
+    stages,
+    write_json,
+    write_table,
+)
+from ebbtide.errors import ConfigError
+from ebbtide.ingest import REASONS, ColumnMapping, FormatName, Pseudonymiser, ingest_file
+from ebbtide.store import EventStore, IngestSummary, StoreStats
+
+app = typer.Typer()
+
+
+@app.command()
+def ingest(
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Log files: CSV, whitespace text, JSON Lines or Parquet; gzip is fine."
+            " Each loads in its own transaction, in the order given."
+        ),
+    ],
+    fmt: Annotated[
+        FormatName, typer.Option("--format", "-f", help="Source format.")
+    ] = FormatName.TAOBAO,
+    db: NewDbOption = Path("ebbtide.duckdb"),
+    user_col: Annotated[
+        str | None, typer.Option(rich_help_panel="Generic format", help="generic: user id column.")
+    ] = None,
+    item_col: Annotated[
+        str | None, typer.Option(rich_help_panel="Generic format", help="generic: item id column.")
+    ] = None,
+    category_col: Annotated[
+        str | None, typer.Option(rich_help_panel="Generic format", help="generic: category column.")
+    ] = None,
+    behavior_col: Annotated[
+        str | None,
+        typer.Option(rich_help_panel="Generic format", help="generic: behaviour column."),
+    ] = None,
+    behavior: Annotated[
+        str | None,
+        typer.Option(
+            rich_help_panel="Generic format",
+            help="generic: one behaviour for all rows (view|cart|fav|buy).",
+        ),
+    ] = None,
+    time_col: Annotated[
+        str | None, typer.Option(rich_help_panel="Generic format", help="generic: time column.")
+    ] = None,
+    time_format: Annotated[
+        str,
+        typer.Option(
+            rich_help_panel="Generic format",
+            help="generic: epoch_s | epoch_ms | iso | a strftime pattern.",
+        ),
+    ] = "iso",
+    behavior_map: Annotated[
+        str,
+        typer.Option(
+            rich_help_panel="Generic format",
+            help="generic: extra behaviour words, e.g. pv=view,addtocart=cart.",
+        ),
+    ] = "",
+    price_col: Annotated[
+        str | None,
+        typer.Option(rich_help_panel="Generic format", help="generic: unit price column."),
+    ] = None,
+    quantity_col: Annotated[
+        str | None, typer.Option(rich_help_panel="Generic format", help="generic: quantity column.")
+    ] = None,
+    brand_col: Annotated[
+        str | None, typer.Option(rich_help_panel="Generic format", help="generic: brand column.")
+    ] = None,
+    session_col: Annotated[
+        str | None,
+        typer.Option(rich_help_panel="Generic format", help="generic: session id column."),
+    ] = None,
+    delimiter: Annotated[
+        str, typer.Option(rich_help_panel="Generic format", help="generic CSV: field separator.")
+    ] = ",",
+    quote: Annotated[
+        str,
+        typer.Option(
+            rich_help_panel="Generic format",
+            help="generic CSV: quote character; '' if fields are never quoted.",
+        ),
+    ] = '"',
+    keep_repeats: Annotated[
+        bool, typer.Option(help="Keep identical rows of a file as separate events.")
+    ] = False,
+    pseudonymise: Annotated[
+        bool,
+        typer.Option(
+            help="Replace user ids by HMAC-SHA256 pseudonyms (key: EBBTIDE_PSEUDONYM_KEY)."
+        ),
+    ] = False,
+    key_file: Annotated[
+        Path | None, typer.Option(help="File holding the pseudonymisation key.")
+    ] = None,
+    json_out: JsonOption = None,
+    quiet: QuietOption = False,
+    _debug: DebugOption = False,
+) -> None:
+    """Load a behaviour log into the event store, accounting for every row.
+
+    Each row read is loaded, dropped as an exact duplicate, or quarantined with a reason
+    (see `ebbtide quarantine`). Loading the same file twice changes nothing.
+
+    Examples: `ebbtide ingest UserBehavior.csv.gz --format taobao --db shop.duckdb`;
+    `ebbtide ingest orders.parquet --format generic --user-col customer --item-col sku
+    --time-col ordered_at --behavior buy`.
+    """
+    mapping = None
+    if fmt is FormatName.GENERIC:
+        missing = [
+            flag
+            for flag, value in (
+                ("--user-col", user_col),
+                ("--item-col", item_col),
+                ("--time-col", time_col),
+            )
+            if value is None
+        ]
+        if missing:
+            raise ConfigError(f"--format generic needs {', '.join(missing)}")
+        mapping = ColumnMapping(
+            user_col=user_col,  # type: ignore[arg-type]
+            item_col=item_col,  # type: ignore[arg-type]
+            time_col=time_col,  # type: ignore[arg-type]
+            category_col=category_col,
+            behavior_col=behavior_col,
+            behavior=behavior,
+            behavior_map=behavior_map,
+            time_format=time_format,
+            price_col=price_col,
+            quantity_col=quantity_col,
+            brand_col=brand_col,
+            session_col=session_col,
+            delimiter=delimiter,
+            quote=quote,
+            keep_repeats=keep_repeats,
+        )
+    pseudonymiser = Pseudonymiser.from_env_or_file(key_file) if pseudonymise else None
+    summaries = []
+    with EventStore(db) as store:
+        for file in files:
+            with stages(quiet, f"ingesting {file.name}") as stage:
+                summary = ingest_file(
+                    store, file, fmt, mapping=mapping, pseudonymiser=pseudonymiser, progress=stage
+                )
+            _print_summary(summary, db)
+            summaries.append(summary.to_dict())
+    write_json(json_out, summaries[0] if len(summaries) == 1 else {"files": summaries})
+
+
+def _print_summary(summary: IngestSummary, db: Path) -> None:
+    rows = [
+        ("rows read", f"{summary.rows_read:,}"),
+        ("loaded", f"{summary.loaded:,}"),
+        ("duplicates", f"{summary.duplicates:,}"),
+        ("quarantined", f"{summary.quarantined:,}"),
+        *((f"  {reason}", f"{count:,}") for reason, count in summary.reasons.items()),
+        (
+            "new users / items / categories",
+            f"{summary.new_users:,} / {summary.new_items:,} / {summary.new_categories:,}",
+        ),
+        ("time", f"{summary.seconds:.2f} s"),
+    ]
+    console = out()
+    console.print(key_value_table(f"{Path(summary.source).name} -> {db}", rows))
+    if summary.already_ingested:
+        console.print("This file was already ingested with the same options: nothing changed.")
+    if summary.quarantined:
+        console.print(f"See the quarantined rows with: ebbtide quarantine --db {db}", markup=False)
+
+
+@app.command()
+def stats(
+    db: DbOption = Path("ebbtide.duckdb"),
+    tz: Annotated[
+        str, typer.Option(help="Time zone for per-day counts, e.g. Asia/Shanghai.")
+    ] = "UTC",
+    json_out: JsonOption = None,
+    _debug: DebugOption = False,
+) -> None:
+    """Users, items, categories, events per behaviour, time span, per user and per day."""
+    require_store(db)
+    with EventStore(db, read_only=True) as store:
+        result = store.stats(tz=tz)
+    _print_stats(result, db)
+    write_json(json_out, result.to_dict())
+
+
+def _print_stats(s: StoreStats, db: Path) -> None:
+    rows = [
+        ("users", f"{s.users:,}"),
+        ("items", f"{s.items:,}"),
+        ("categories", f"{s.categories:,}"),
+        ("events", f"{s.events:,}"),
+    ]
+    for behavior, count in s.events_by_behavior.items():
+        share = count / s.events if s.events else 0.0
+        rows.append((f"  {behavior}", f"{count:,} ({share:.1%})"))
+    if s.first_event is not None and s.last_event is not None:
+        span = (s.last_event - s.first_event).total_seconds() / 86400
+        rows += [
+            ("first event (UTC)", s.first_event.isoformat()),
+            ("last event (UTC)", s.last_event.isoformat()),
+            ("time span", f"{span:.1f} days"),
+        ]
+    if s.events_per_user:
+        q = s.events_per_user
+        quantiles = " · ".join(f"{k} {v:.0f}" for k, v in q.items() if k != "mean")
+        rows.append(("events per user", f"{quantiles} · mean {q['mean']:.1f}"))
+    rows += [
+        ("quarantined rows", f"{sum(s.quarantined.values()):,}"),
+        ("ingests", f"{s.ingests:,}"),
+        ("pseudonymised ids", {None: "not yet decided", True: "yes", False: "no"}[s.pseudonymised]),
+    ]
+    console = out()
+    console.print(key_value_table(f"Event store {db}", rows))
+    if s.events_per_day:
+        days = Table(title=f"Events per day ({s.timezone})")
+        days.add_column("day")
+        days.add_column("events", justify="right")
+        for day, count in s.events_per_day:
+            days.add_row(day, f"{count:,}")
+        console.print(days)
+
+
+@app.command()
+def quarantine(
+    db: DbOption = Path("ebbtide.duckdb"),
+    limit: Annotated[int, typer.Option(help="Rows to show.")] = 20,
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Write all quarantined rows (.csv or .parquet).")
+    ] = None,
+    _debug: DebugOption = False,
+) -> None:
+    """Show the rows that were not loaded, with their reason and raw text."""
+    require_store(db)
+    with EventStore(db, read_only=True) as store:
+        rows = store.quarantine()
+    if out_file is not None:
+        write_table(rows, out_file)
+    counts: dict[str, int] = {}
+    for reason in rows.column("reason").to_pylist():
+        counts[reason] = counts.get(reason, 0) + 1
+    summary = Table(title=f"Quarantine of {db}: {rows.num_rows:,} rows")
+    summary.add_column("reason")
+    summary.add_column("rows", justify="right")
+    summary.add_column("meaning")
+    for reason, count in sorted(counts.items()):
+        summary.add_row(reason, f"{count:,}", REASONS.get(reason, ""))
+    console = out()
+    console.print(summary)
+    shown = rows.slice(0, limit).to_pylist()
+    if shown:
+        detail = Table(title=f"First {len(shown)} rows")
+        for column in ("line", "reason", "detail", "raw"):
+            detail.add_column(column, overflow="fold")
+        for row in shown:
+            detail.add_row(
+                *(
+                    str(row[c]) if row[c] is not None else ""
+                    for c in ("line", "reason", "detail", "raw")
+                )
+            )
+        console.print(detail)
+
+
+@app.command()
+def forget(
+    user_id: Annotated[
+        str, typer.Argument(help="The user's id as it appears in your source files.")
+    ],
+    db: DbOption = Path("ebbtide.duckdb"),
+    key_file: Annotated[
+        Path | None, typer.Option(help="Pseudonymisation key file (pseudonymised stores).")
+    ] = None,
+    pseudonym: Annotated[
+        bool, typer.Option(help="USER_ID is already the stored pseudonym, not the raw id.")
+    ] = False,
+    _debug: DebugOption = False,
+) -> None:
+    """Delete one user's events, quarantined rows and id entry, and say what went."""
+    require_store(db)
+    with EventStore(db) as store:
+        stored_id = user_id
+        if store.pseudonymised and not pseudonym:
+            stored_id = Pseudonymiser.from_env_or_file(key_file)(user_id)
+        report = store.forget(stored_id)
+    if not report.user_entry and not report.quarantined_rows:
+        out().print(
+            f"No data for user {user_id!r} in {db}: nothing removed.", highlight=False, markup=False
+        )
+        return
+    out().print(
+        f"Forgot user {user_id!r}: {report.events:,} events, {report.quarantined_rows:,}"
+        f" quarantined rows and the id entry removed from {db}."
+        " Models and score files made before now still hold what they learnt: retrain them.",
+        highlight=False,
+        markup=False,
+    )
+
+
+@app.command()
+def synth(
+    out_file: Annotated[
+        Path, typer.Option("--out", help="Events file to write (Taobao format; .gz to compress).")
+    ] = Path("synthetic.csv"),
+    users: Annotated[int, typer.Option(help="Number of users.")] = 1000,
+    days: Annotated[float, typer.Option(help="Length of the log in days.")] = 9.0,
+    seed: Annotated[int, typer.Option(help="Random seed; same seed, same file.")] = 0,
+    truth_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--truth-dir", help="Folder for the ground-truth Parquet files (default: OUT.truth)."
+        ),
+    ] = None,
+    quiet: QuietOption = False,
+    _debug: DebugOption = False,
+) -> None:
+    """Write a synthetic log with known interest, excitation and decay rates."""
+    from ebbtide.synthetic import SynthConfig, generate, write_taobao_csv, write_truth
+
+    config = SynthConfig(users=users, days=days, seed=seed)
+    with stages(quiet, "synthesising") as stage:
+        stage("simulating")
+        log = generate(
+            config, progress=lambda done, total: stage(f"simulating users {done:,}/{total:,}")
+        )
+        stage(f"writing {out_file.name}")
+        rows = write_taobao_csv(log, out_file)
+        folder = truth_dir or out_file.with_name(out_file.name.split(".")[0] + ".truth")
+        stage("writing ground truth")
+        truth_files = write_truth(log, folder)
+    console = out()
+    console.print(
+        f"wrote {rows:,} events of {users:,} users over {days:g} days to {out_file}",
+        highlight=False,
+        markup=False,
+    )
+    console.print(
+        f"ground truth: {', '.join(str(p) for p in truth_files)}", highlight=False, markup=False
+    )
+    console.print(
+        f"load it with: ebbtide ingest {out_file} --format taobao", highlight=False, markup=False
+    )
