@@ -188,7 +188,7 @@ def test_cli_uplift_runs_on_a_log_without_ids(log_path: Path, tmp_path: Path) ->
     out, scores = tmp_path / "uplift.json", tmp_path / "scores.csv"
     result = _run(
         "campaign", "uplift", str(log_path), "--arm-col", "segment", "--control", CONTROL,
-        "--treatment", MENS, "--outcome", "visit", "--features", "recency,history,newbie",
+        "--treatments", MENS, "--outcomes", "visit", "--features", "recency,history,newbie",
         "--learners", "t,x", "--json", str(out), "--score-out", str(scores),
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -215,7 +215,7 @@ def test_store_join_without_ids_is_refused_with_what_to_add(log_path: Path, tmp_
     for extra in ([], ["--at", "2017-12-01"]):
         result = _run(
             "campaign", "uplift", str(log_path), "--arm-col", "segment", "--control", CONTROL,
-            "--treatment", MENS, "--outcome", "visit", "--db", str(tmp_path / "none.duckdb"),
+            "--treatments", MENS, "--outcomes", "visit", "--db", str(tmp_path / "none.duckdb"),
             *extra,
         )  # fmt: skip
         flat = " ".join(result.output.split())

@@ -27,8 +27,22 @@ def test_segments_with_early_warning(cli, tmp_path: Path) -> None:
     assert table.reason.notna().all()
     for name, count in table.segment.value_counts().items():
         assert name in result.output and f"{count:,}" in result.output
-    ranked = pd.read_csv(warning)
+    ranked = pd.read_csv(warning, dtype={"user_id": str})
     assert list(ranked["rank"]) == list(range(1, len(ranked) + 1)) and len(ranked) == 100
+    # --compare-at is before the saved model's cut-off: the earlier scores come from the
+    # family refitted there, never from parameters that saw what came after
+    from datetime import datetime, timedelta
+
+    from ebbtide.features.history import snapshot
+    from ebbtide.models.decay import DecayModel
+    from ebbtide.store import EventStore
+
+    then = datetime.fromisoformat("2017-11-30T00:00+08:00")
+    with EventStore(db, read_only=True) as store:
+        history = snapshot(store, at=then)
+        earlier = DecayModel().fit(history).p_return(history, horizon=timedelta(days=1))
+    expected = earlier.set_index("user_id").loc[ranked.user_id, "p_return"].to_numpy()
+    np.testing.assert_allclose(ranked.p_return_before.to_numpy(), expected, rtol=1e-12)
 
 
 def test_plan_writes_one_row_per_user_within_budget(cli, tmp_path: Path) -> None:
@@ -95,3 +109,16 @@ def test_learned_uplift_from_store_features_feeds_the_plan(cli, tmp_path: Path) 
          "--treatments", "push", "--outcomes", "conversion", "--features", "arm",
          "--effects-out", str(effects))  # fmt: skip
     assert bad.exit_code == 1 and "--db and --at" in bad.output
+    # features at a campaign start before the saved model's cut-off would encode the
+    # outcome: refused in one line; --model fits the family at the start instead
+    early = "2017-11-30T00:00+08:00"
+    base = [
+        "campaign", "uplift", str(path), "--arm-col", "arm", "--control", "control",
+        "--treatments", "push", "--outcomes", "conversion", "--db", str(db), "--at", early,
+        "--features", "store_p_return,store_events",
+    ]  # fmt: skip
+    leak = cli(*base, "--model-dir", str(model))
+    assert leak.exit_code == 1 and "earlier instant" in leak.stderr
+    assert len(leak.stderr.strip().splitlines()) == 1
+    fitted_there = cli.ok(*base, "--model", "decay")
+    assert "push vs control on conversion" in fitted_there.output

@@ -156,7 +156,9 @@ def _sections(data: ReportData) -> list[Section]:
     ]
     if data.campaign is not None:
         sections.append(_campaign(data.campaign))
-    sections.append(Section("notes", "Notes", {"items": [str(n) for n in data.notes]}))
+    shown = {str(n) for n in (data.plan_summary or {}).get("notes") or []}  # in the plan
+    items = [str(n) for n in data.notes if str(n) not in shown]
+    sections.append(Section("notes", "Notes", {"items": items}))
     return sections
 
 
