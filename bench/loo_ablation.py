@@ -8,6 +8,11 @@ not feed it) on the split of bench/loo_ours.py, once per variant and seed:
   the catalogue (GRU4Rec with time features);
 - ``no time``: every event's age and the time to the prediction held at 0, so the repeat
   weights only know how many steps back an event is;
+- ``no target time``: the head predicts as of the last event it has read, not as of the
+  held-out event's moment: the time to the prediction is 0 and the ages of the events it
+  repeats from are counted to the last one (in training and at test). RecBole's models do
+  not see when the held-out event happens; this variant does not either, but keeps the
+  times of the history;
 - ``no categories``: item vectors without their category's embedding.
 
 Test HR/NDCG@10 over all items, each user scored at the held-out event's moment from the
@@ -61,6 +66,15 @@ class _NoTime(next_item.NextItemNet):
         return super().repeat_logits(s, {**batch, "t": torch.zeros_like(batch["t"])}, 0 * t_pred)
 
 
+class _NoTargetTime(next_item.NextItemNet):
+    def query(self, h, lead):
+        return super().query(h, torch.zeros_like(lead))
+
+    def repeat_logits(self, s, batch, t_pred):
+        # position i predicts as of its own event: t_pred[:, i] := t[:, i]
+        return super().repeat_logits(s, batch, batch["t"].expand_as(t_pred))
+
+
 class _NoCategories(next_item.NextItemNet):
     def item_vectors(self):
         return self.item.weight
@@ -70,6 +84,7 @@ VARIANTS = {
     "full": next_item.NextItemNet,
     "no repeat": _NoRepeat,
     "no time": _NoTime,
+    "no target time": _NoTargetTime,
     "no categories": _NoCategories,
 }
 
