@@ -109,7 +109,9 @@ def _test_scores(net, settings, split, ids) -> dict[str, float]:
     }
 
 
-def run(name: str, variants: list[str], seeds: list[int]) -> list[dict]:
+def run(
+    name: str, variants: list[str], seeds: list[int], max_seconds: float | None = None
+) -> list[dict]:
     out = []
     with tempfile.TemporaryDirectory() as folder:
         db, _, _ = ingest_loo(name, Path(folder))
@@ -123,7 +125,8 @@ def run(name: str, variants: list[str], seeds: list[int]) -> list[dict]:
                 ids[kind] = dict(train.con.execute(query).fetchall())
         for variant in variants:
             for seed in seeds:
-                model = NeuralModel(NeuralConfig(seed=seed))
+                extra = {} if max_seconds is None else {"item_max_seconds": max_seconds}
+                model = NeuralModel(NeuralConfig(seed=seed, **extra))
                 settings = model._next_item_settings(events.n_items)
                 next_item.NextItemNet = VARIANTS[variant]
                 try:
@@ -142,6 +145,8 @@ def run(name: str, variants: list[str], seeds: list[int]) -> list[dict]:
                     **{f"test_{k}": v for k, v in test.items()},
                     "valid_ndcg@10": info["validation_ndcg@10"],
                     "best_epoch": info["best_epoch"],
+                    "epochs": info["epochs"],
+                    "stopped_by": info["stopped_by"],
                     "seconds_to_best": info["seconds_to_best"],
                     "seconds": seconds,
                 }
@@ -185,6 +190,12 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--item-max-seconds",
+        type=float,
+        help="the head's wall-clock budget (default NeuralConfig's 600 s); on a loaded"
+        " machine the default stops it by time long before early stopping would",
+    )
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument(
         "--append",
@@ -198,11 +209,17 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown variants {sorted(unknown)}; choose from {list(VARIANTS)}")
     seeds = [int(s) for s in args.seeds.split(",")]
-    rows = [row for name in args.datasets.split(",") for row in run(name, variants, seeds)]
+    rows = [
+        row
+        for name in args.datasets.split(",")
+        for row in run(name, variants, seeds, args.item_max_seconds)
+    ]
     command = (
         f"python bench/loo_ablation.py --datasets {args.datasets} --seeds {args.seeds}"
         f" --variants '{args.variants}' --threads {args.threads}"
     )
+    if args.item_max_seconds is not None:
+        command += f" --item-max-seconds {args.item_max_seconds:g}"
     commands = [command]
     if args.append and OUT.exists():
         old = json.loads(OUT.read_text())
