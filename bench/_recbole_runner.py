@@ -166,21 +166,27 @@ def _ranking(rank: np.ndarray, k: int = 10) -> dict:
 def masked_test(model, test_data, data, inter_file: Path) -> dict:
     """Test HR/NDCG/MRR@10 of `model` unmasked and with the user's seen items masked.
 
-    See the module docstring for the three rankings. The history is read from the atomic
-    file (the user's rows but the last), so it is the whole history, not the model's
-    50-item window; the last row must be RecBole's test target, which is checked.
+    See the module docstring for the three rankings. The history is every row of the
+    user in the atomic file but RecBole's test row, so it is the whole history, not the
+    model's 50-item window. RecBole's test row is its own (float32 timestamps merge
+    seconds at 1e9, and its sort does not keep the file order of ties, so for a few
+    users it is not the file's last row: counted in ``test_row_not_last``).
     """
     inter = pd.read_csv(inter_file, sep="\t", dtype=str)
     inter.columns = [c.split(":")[0] for c in inter.columns]
     uid = data.token2id("user_id", inter["user_id"].to_numpy())
     iid = data.token2id("item_id", inter["item_id"].to_numpy())
     last = np.r_[uid[1:] != uid[:-1], True]  # rows are grouped by user, in time order
-    seen = torch.zeros(data.user_num, data.item_num, dtype=torch.bool)
-    seen[torch.as_tensor(uid[~last]), torch.as_tensor(iid[~last])] = True
-    test_item = np.zeros(data.user_num, dtype=np.int64)
-    test_item[uid[last]] = iid[last]
+    count = torch.zeros(data.user_num, data.item_num, dtype=torch.int32)
+    count.index_put_(
+        (torch.as_tensor(uid), torch.as_tensor(iid)),
+        torch.tensor(1, dtype=torch.int32),
+        accumulate=True,
+    )
+    file_last = np.zeros(data.user_num, dtype=np.int64)
+    file_last[uid[last]] = iid[last]
     ranks: dict[str, list[np.ndarray]] = {"unmasked": [], "masked": [], "masked_target_kept": []}
-    new_target = []
+    new_target, not_last = [], 0
     model.eval()
     with torch.no_grad():
         for interaction, _, positive_u, positive_i in test_data:
@@ -189,26 +195,27 @@ def masked_test(model, test_data, data, inter_file: Path) -> dict:
             users = interaction["user_id"].long()
             target = torch.full((scores.shape[0],), -1, dtype=torch.long)
             target[positive_u] = positive_i
-            if (target < 0).any() or not np.array_equal(test_item[users], target.numpy()):
-                raise AssertionError("RecBole's test targets are not the users' last rows")
+            if (target < 0).any():
+                raise AssertionError("a test user without a RecBole test target")
+            not_last += int((file_last[users.numpy()] != target.numpy()).sum())
             rows = torch.arange(scores.shape[0])
-            hist = seen[users]
+            own = torch.nn.functional.one_hot(target, data.item_num).bool()
+            hist = (count[users] - own.int()) > 0  # the user's rows but the test row
             was_seen = hist[rows, target]
             new_target.append((~was_seen).numpy())
             for name, mask in (
                 ("unmasked", torch.zeros_like(hist)),
                 ("masked", hist),
-                ("masked_target_kept", hist & ~torch.nn.functional.one_hot(
-                    target, data.item_num).bool()),
-            ):  # fmt: skip
+                ("masked_target_kept", hist & ~own),
+            ):
                 s = scores.masked_fill(mask, -torch.inf)
-                own = s[rows, target]
+                own_score = s[rows, target]
                 # ties against the model; a masked target (-inf) ranks after every item
-                rank = (s >= own[:, None]).sum(1)
-                rank = torch.where(torch.isinf(own), data.item_num, rank)
+                rank = (s >= own_score[:, None]).sum(1)
+                rank = torch.where(torch.isinf(own_score), data.item_num, rank)
                 ranks[name].append(rank.numpy())
     new = np.concatenate(new_target)
-    out = {"share_target_in_history": float(1 - new.mean())}
+    out = {"share_target_in_history": float(1 - new.mean()), "test_row_not_last": not_last}
     for name, parts in ranks.items():
         rank = np.concatenate(parts)
         out[name] = _ranking(rank) | {"new_target": _ranking(rank[new])}
