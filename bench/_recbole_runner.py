@@ -10,6 +10,22 @@ venv. The data set must already be in RecBole's atomic format at
 Protocol: CE loss over all items (no negative sampling), leave-one-out by time (last
 interaction = test, the one before = validation), full ranking, early stopping on
 validation NDCG@10 (stopping_step 3), test metrics of the best-validation model.
+
+The best model's test ranking is scored three ways (`masked_test`), training untouched:
+
+- ``unmasked``: every item is a candidate (RecBole's own evaluator gives ``test``; this is
+  the same ranking re-scored here, as a check of the rank rule);
+- ``masked``: every item of the user's history before the test target (training and
+  validation interactions, all of them, not only the last 50 the model reads) is set to
+  −inf, the target included: a target the user had seen before (a repeat) becomes
+  unreachable and counts as a miss. This is what a recommender of unseen items only gets;
+- ``masked_target_kept``: the same, except that the target itself is never masked (the
+  convention of ``ebbtide.evaluate.metrics.rank_of_targets`` and of the popularity_unseen
+  baseline). It uses the answer to decide what to mask, so it is an upper bound, not a
+  deployable ranking.
+
+Each is also given on the users whose test target is not in their history (``new_target``),
+where ``masked`` and ``masked_target_kept`` coincide. Ties count against the model.
 """
 
 from __future__ import annotations
@@ -27,6 +43,7 @@ from pathlib import Path
 PROCESS_START = time.perf_counter()
 
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 # torch >= 2.6 loads with weights_only=True by default; RecBole 1.2.1 saves its best-model
@@ -135,6 +152,76 @@ class TimedTrainer(Trainer):
         return super()._save_checkpoint(epoch, verbose=verbose, **kwargs)
 
 
+def _ranking(rank: np.ndarray, k: int = 10) -> dict:
+    """HR, NDCG and MRR at `k` of 1-based ranks."""
+    inside = rank <= k
+    return {
+        f"hr@{k}": float(inside.mean()),
+        f"ndcg@{k}": float(np.where(inside, 1 / np.log2(rank + 1), 0).mean()),
+        f"mrr@{k}": float(np.where(inside, 1 / rank, 0).mean()),
+        "users": int(rank.size),
+    }
+
+
+def masked_test(model, test_data, data, inter_file: Path) -> dict:
+    """Test HR/NDCG/MRR@10 of `model` unmasked and with the user's seen items masked.
+
+    See the module docstring for the three rankings. The history is every row of the
+    user in the atomic file but RecBole's test row, so it is the whole history, not the
+    model's 50-item window. RecBole's test row is its own (float32 timestamps merge
+    seconds at 1e9, and its sort does not keep the file order of ties, so for a few
+    users it is not the file's last row: counted in ``test_row_not_last``).
+    """
+    inter = pd.read_csv(inter_file, sep="\t", dtype=str)
+    inter.columns = [c.split(":")[0] for c in inter.columns]
+    uid = data.token2id("user_id", inter["user_id"].to_numpy())
+    iid = data.token2id("item_id", inter["item_id"].to_numpy())
+    last = np.r_[uid[1:] != uid[:-1], True]  # rows are grouped by user, in time order
+    count = torch.zeros(data.user_num, data.item_num, dtype=torch.int32)
+    count.index_put_(
+        (torch.as_tensor(uid), torch.as_tensor(iid)),
+        torch.tensor(1, dtype=torch.int32),
+        accumulate=True,
+    )
+    file_last = np.zeros(data.user_num, dtype=np.int64)
+    file_last[uid[last]] = iid[last]
+    ranks: dict[str, list[np.ndarray]] = {"unmasked": [], "masked": [], "masked_target_kept": []}
+    new_target, not_last = [], 0
+    model.eval()
+    with torch.no_grad():
+        for interaction, _, positive_u, positive_i in test_data:
+            scores = model.full_sort_predict(interaction).view(-1, data.item_num).float()
+            scores[:, 0] = -torch.inf  # the padding item
+            users = interaction["user_id"].long()
+            target = torch.full((scores.shape[0],), -1, dtype=torch.long)
+            target[positive_u] = positive_i
+            if (target < 0).any():
+                raise AssertionError("a test user without a RecBole test target")
+            not_last += int((file_last[users.numpy()] != target.numpy()).sum())
+            rows = torch.arange(scores.shape[0])
+            own = torch.nn.functional.one_hot(target, data.item_num).bool()
+            hist = (count[users] - own.int()) > 0  # the user's rows but the test row
+            was_seen = hist[rows, target]
+            new_target.append((~was_seen).numpy())
+            for name, mask in (
+                ("unmasked", torch.zeros_like(hist)),
+                ("masked", hist),
+                ("masked_target_kept", hist & ~own),
+            ):
+                s = scores.masked_fill(mask, -torch.inf)
+                own_score = s[rows, target]
+                # ties against the model; a masked target (-inf) ranks after every item
+                rank = (s >= own_score[:, None]).sum(1)
+                rank = torch.where(torch.isinf(own_score), data.item_num, rank)
+                ranks[name].append(rank.numpy())
+    new = np.concatenate(new_target)
+    out = {"share_target_in_history": float(1 - new.mean()), "test_row_not_last": not_last}
+    for name, parts in ranks.items():
+        rank = np.concatenate(parts)
+        out[name] = _ranking(rank) | {"new_target": _ranking(rank[new])}
+    return out
+
+
 def run(
     dataset: str,
     model_name: str,
@@ -170,6 +257,9 @@ def run(
     t0 = time.perf_counter()
     test = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
     test_s = time.perf_counter() - t0
+    masked = masked_test(
+        trainer.model, test_data, data, Path(data_path) / dataset / f"{dataset}.inter"
+    )
     epochs_run = len(trainer.epoch_log)
     stopped_early = epochs_run < epochs
     train_times = [e["train_s"] for e in trainer.epoch_log]
@@ -201,6 +291,7 @@ def run(
             "ndcg@10": float(test["ndcg@10"]),
             "mrr@10": float(test["mrr@10"]),
         },
+        "test_masking": masked,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "epochs": trainer.epoch_log,
         "settings": recbole_config(model_name, data_path, epochs, work, seed, stopping_step)

@@ -141,14 +141,22 @@ def _section(payload: dict) -> str:
     lines = [
         "## Leave-one-out: ours and RecBole",
         "",
-        f"- date: {payload['date']}; machine: {payload['machine']}, CPU only",
-        f"- command: `{payload['command']}`; peers: `{peers.get('command', 'not run')}` "
-        f"({peers.get('date', '–')})",
+        f"- ours: {payload['date']}, machine: {payload['machine']}, CPU only, "
+        f"`{payload['command']}`",
+        *_peer_provenance(peers),
         "- protocol: bench/_loo_data.py (ml-100k all ratings; Taobao slice, all behaviours, "
         "user 100370 dropped, iterative 5-core); last interaction test, second to last "
         "validation; full ranking, seen items not excluded; ours scored at the moment of the "
         "held-out event; RecBole: CE loss, hidden 64, max length 50, early stopping on "
         "validation NDCG@10 (stopping step 3)",
+        "- RecBole, seen masked: the same trained model, its test ranking with every item of"
+        " the user's history before the target (training and validation rows) set to −inf,"
+        " the target too: a target the user had seen (a repeat) is unreachable and counts as"
+        " a miss, as for any recommender of unseen items. *Target kept*: the target is never"
+        " masked (the popularity_unseen baseline's rule); it uses the answer to choose what"
+        " to mask, so it is an upper bound, not a ranking one could serve. Ours is never"
+        " masked: its next-item head mixes a pointer over the user's own events with a"
+        " softmax over the items not among them",
         "- time: wall-clock seconds until the best validation epoch (RecBole: its trainer's"
         " epochs; ours: the whole fit until the next-item head's best epoch, point process"
         " included) and, for ours, the whole fit and scoring; torch threads as in the command",
@@ -177,6 +185,18 @@ def _section(payload: dict) -> str:
                     f"{capped}) | {test['hr@10']:.4f} | {test['ndcg@10']:.4f} | "
                     f"{test['mrr@10']:.4f} | {run['time_to_best_s']:.0f} s | – | same file |"
                 )
+                masking = run.get("test_masking", {})
+                for key, label in (
+                    ("masked", "seen masked"),
+                    ("masked_target_kept", "seen masked, target kept"),
+                ):
+                    if key in masking:
+                        m = masking[key]
+                        lines.append(
+                            f"| {name} | RecBole {run['model']}, {label} | {m['hr@10']:.4f} |"
+                            f" {m['ndcg@10']:.4f} | {m['mrr@10']:.4f} | same model | – |"
+                            " same file |"
+                        )
         for base in peers.get("baselines", []):
             if base["dataset"] == name:
                 test = base["test"]
@@ -184,7 +204,48 @@ def _section(payload: dict) -> str:
                     f"| {name} | baseline: {base['model']} | {test['hr@10']:.4f} | "
                     f"{test['ndcg@10']:.4f} | {test['mrr@10']:.4f} | – | – | same file |"
                 )
+    lines += _new_target_table(peers)
     return "\n".join(lines) + "\n"
+
+
+def _peer_provenance(peers: dict) -> list[str]:
+    """One line per RecBole command: the runs (data set, model) it made and when."""
+    if not peers.get("runs"):
+        return ["- peers: not run"]
+    by_command: dict[str, list[dict]] = {}
+    for run in peers["runs"]:
+        by_command.setdefault(run.get("command", "unknown"), []).append(run)
+    lines = []
+    for command, runs in by_command.items():
+        made = ", ".join(f"{r['dataset']} {r['model']} ({r['finished']})" for r in runs)
+        lines.append(f"- peers: `{command}` made {made}")
+    return lines
+
+
+def _new_target_table(peers: dict) -> list[str]:
+    """RecBole's test NDCG@10 on the users whose target is not in their history."""
+    runs = [r for r in peers.get("runs", []) if "test_masking" in r]
+    if not runs:
+        return []
+    lines = [
+        "",
+        "RecBole on the users whose test target is new to them (masking cannot hide it"
+        " there, so masked and target kept coincide), and the share of test targets that"
+        " are repeats:",
+        "",
+        "| data set | model | repeat targets | users with a new target | NDCG@10 unmasked |"
+        " NDCG@10 seen masked | HR@10 unmasked | HR@10 seen masked |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for run in runs:
+        m = run["test_masking"]
+        raw, masked = m["unmasked"]["new_target"], m["masked"]["new_target"]
+        lines.append(
+            f"| {run['dataset']} | RecBole {run['model']} | {m['share_target_in_history']:.1%}"
+            f" | {raw['users']} | {raw['ndcg@10']:.4f} | {masked['ndcg@10']:.4f} |"
+            f" {raw['hr@10']:.4f} | {masked['hr@10']:.4f} |"
+        )
+    return lines
 
 
 def _to_best(row: dict, training: dict) -> str:

@@ -20,6 +20,8 @@ For each data set of ``bench/_loo_data.py`` (``ml-100k``, ``taobao``) this scrip
 Protocol (both sides): the last interaction of each user is the test target, the one
 before the validation target, the rest is training; a target is ranked against every item
 (repeat consumption allowed, so seen items stay in RecBole's list); HR@10, NDCG@10, MRR@10.
+The best RecBole model's test ranking is also scored with the user's seen items masked
+(``test_masking`` of each run; what "masked" means is in bench/_recbole_runner.py).
 """
 
 from __future__ import annotations
@@ -220,7 +222,9 @@ def run_one(
     print(
         f"[{_now()}] {tag}: best epoch {result['best_epoch']}/{result['epochs_run']}"
         f" ({result['train_s_per_epoch']:.1f} s/epoch), test HR@10 {t['hr@10']:.4f}"
-        f" NDCG@10 {t['ndcg@10']:.4f} MRR@10 {t['mrr@10']:.4f}",
+        f" NDCG@10 {t['ndcg@10']:.4f} MRR@10 {t['mrr@10']:.4f}; seen masked: HR@10"
+        f" {result['test_masking']['masked']['hr@10']:.4f} NDCG@10"
+        f" {result['test_masking']['masked']['ndcg@10']:.4f}",
         flush=True,
     )
     return result
@@ -352,7 +356,11 @@ def main(argv: list[str] | None = None) -> int:
             " before = validation, the rest = training (RecBole eval_args split LS"
             " valid_and_test, order TO, group_by user)",
             "ranking": "full ranking over every item of the data set; items the user has"
-            " seen stay candidates for RecBole (repeat consumption allowed)",
+            " seen stay candidates for RecBole (repeat consumption allowed); test_masking"
+            " re-scores the best model's test ranking with every item of the user's history"
+            " before the target set to -inf (masked: the target too, so a repeat target is"
+            " a miss; masked_target_kept: never the target, an upper bound that uses the"
+            " answer), training and early stopping unchanged",
             "metrics": "HR@10, NDCG@10, MRR@10 of the test target; RecBole rounds to 4"
             " decimals and lets torch.topk break ties, the baselines break ties against"
             " themselves (ebbtide.evaluate.metrics)",

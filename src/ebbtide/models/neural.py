@@ -78,6 +78,7 @@ _KEY = np.int64(2**31)
 _GRID = np.concatenate([[0.0], np.geomspace(1e-4, 365.0, 400)])  # days, for return time
 _BUY = Behavior.BUY.code
 _LOG_FLOOR = 1e-12
+PRECISIONS = ("auto", "32", "bf16", "fp16")
 _N_BEH = len(Behavior)
 _POINT_PROCESS_SHARE = 0.6  # of the progress bar; the next-item head takes the rest
 
@@ -101,6 +102,12 @@ class NeuralConfig:
         stops on `epochs` or `patience` (a wall-clock stop depends on the machine).
     device : str
         ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    precision : str
+        Arithmetic of the training steps (point process and next-item head): ``"32"``
+        (float32), ``"bf16"`` or ``"fp16"`` (`torch.autocast`: matrix products and the GRU
+        on CUDA in that type, fp16 with a gradient scaler; CUDA only), or ``"auto"``: bf16
+        on a GPU that supports it, else fp16, and float32 on CPU. The likelihood's exp,
+        log and integrals stay in float32; validation and queries run in float32.
     max_train_seconds : float
         Wall-clock budget of the point-process training (`item_max_seconds`: the head's).
     validation_days : float
@@ -136,6 +143,7 @@ class NeuralConfig:
     rate_lr_scale: float = 1.0
     seed: int = 0
     device: str = "cpu"
+    precision: str = "auto"
     max_train_seconds: float = 150.0
     validation_days: float = 1.0
     patience: int = 2
@@ -199,6 +207,27 @@ class NeuralConfig:
             raise ConfigError(f"NeuralConfig.item_dropout={self.item_dropout!r}: use [0, 1)")
         if not isinstance(self.device, str) or self.device.split(":")[0] not in ("cpu", "cuda"):
             raise ConfigError(f"NeuralConfig.device={self.device!r}: use 'cpu' or 'cuda[:N]'")
+        if self.precision not in PRECISIONS:
+            allowed = ", ".join(repr(p) for p in PRECISIONS)
+            raise ConfigError(f"NeuralConfig.precision={self.precision!r}: use one of {allowed}")
+        if self.precision == "fp16" and self.device == "cpu":
+            raise ConfigError(
+                "NeuralConfig.precision='fp16' needs device='cuda'; on CPU use 'bf16' or '32'"
+            )
+
+
+def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast type of the training steps on `device`; None: float32 throughout."""
+    if precision == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """`torch.autocast` to `dtype` on `device`'s type; a no-op context for None."""
+    return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
 
 def _later_stage(progress: Progress | None) -> Progress | None:
@@ -400,10 +429,10 @@ class _Net(nn.Module):
         return DELTA_MIN + torch.exp(self.log_delta[1:])
 
     def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """GRU states (B, L, H): h_i has read events up to and including i.
+        """GRU states (B, L, H), float32: h_i has read events up to and including i.
 
-        On CUDA the GRU runs in bfloat16 (mixed precision); the point-process maths after
-        it stays in float32.
+        Under autocast (`NeuralConfig.precision`) the layers run in lower precision; every
+        output that feeds the point-process maths is cast back to float32, here and below.
         """
         x = torch.cat(
             [
@@ -414,13 +443,11 @@ class _Net(nn.Module):
             ],
             dim=-1,
         )
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=x.is_cuda):
-            states = self.gru(x)[0]
-        return states.float()
+        return self.gru(x)[0].float()
 
     def background(self, h: torch.Tensor) -> torch.Tensor:
         """m, n, ν_b (…, 3) from states."""
-        return F.softplus(self.rates(h))
+        return F.softplus(self.rates(h).float())
 
     def conversion_share(self, h: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """ρ (B, L): the share of the user's coming category activity that ends in a buy.
@@ -430,11 +457,11 @@ class _Net(nn.Module):
         valid = batch["valid"][:, :, None].float()
         counts = F.one_hot(batch["beh"], _N_BEH).float() * valid
         counts = torch.log1p(torch.cat([counts, valid], -1).cumsum(1))
-        return torch.sigmoid(self.conversion(torch.cat([h, counts], -1))[..., 0])
+        return torch.sigmoid(self.conversion(torch.cat([h, counts], -1))[..., 0].float())
 
     def log_mix(self, h: torch.Tensor) -> torch.Tensor:
         """log π (N, C): the background's choice of category."""
-        logits = self.mix(h) @ self.category.weight[1:].T + self.mix_bias
+        logits = (self.mix(h) @ self.category.weight[1:].T).float() + self.mix_bias
         return F.log_softmax(logits, dim=-1)
 
     def excitation(self, h: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict:
@@ -456,10 +483,10 @@ class _Net(nn.Module):
         slow, buy = self.shared_delta()
         query = self.scale_query(h).view(b, length, 2, -1)
         keys = self.scale_keys[:, cat_j]  # (2, B, L, r)
-        log_scale = torch.einsum("bikr,kbjr->kbij", query, keys)
+        log_scale = torch.einsum("bikr,kbjr->kbij", query, keys).float()
         log_scale = (log_scale + self.scale_bias[:, cat_j][:, :, None, :]).clamp(max=_EXP_MAX)
         log_w = self.log_weight[:, beh]  # (3, B, L)
-        buy_scale = self.buy_scale(h).clamp(max=_EXP_MAX)  # (B, L, 1)
+        buy_scale = self.buy_scale(h).float().clamp(max=_EXP_MAX)  # (B, L, 1)
         zero = torch.zeros((), device=h.device)
 
         def kernel(log_size: torch.Tensor, delta: torch.Tensor, mask: torch.Tensor):
@@ -479,7 +506,7 @@ class _Net(nn.Module):
 
     def item_logits(self, h: torch.Tensor, cat: torch.Tensor) -> torch.Tensor:
         """Item logits (N, n_items) over every fitted item."""
-        return self.item_vector(h, cat) @ self.item.weight[1:].T + self.item_bias
+        return (self.item_vector(h, cat) @ self.item.weight[1:].T).float() + self.item_bias
 
 
 def _batch(
@@ -582,7 +609,7 @@ def _item_nll(net, h, target, next_cat, item_chunk, negatives) -> torch.Tensor:
     if negatives is not None and has.numel():
         cand = torch.unique(torch.cat([target[has], negatives]))
         q = net.item_vector(h[has], next_cat[has])
-        logits = q @ net.item.weight[cand + 1].T + net.item_bias[cand]
+        logits = (q @ net.item.weight[cand + 1].T).float() + net.item_bias[cand]
         return F.cross_entropy(logits, torch.searchsorted(cand, target[has]), reduction="sum")
     for lo in range(0, int(has.numel()), item_chunk):
         part = has[lo : lo + item_chunk]
@@ -593,7 +620,7 @@ def _item_nll(net, h, target, next_cat, item_chunk, negatives) -> torch.Tensor:
 
 #: Settings a resumed run may change (the rest must match the checkpoint).
 _RESUMABLE = frozenset(
-    {"epochs", "max_train_seconds", "patience", "device"}
+    {"epochs", "max_train_seconds", "patience", "device", "precision"}
     | {"item_epochs", "item_max_seconds", "item_patience"}  # the head trains after the resume
 )
 
@@ -710,6 +737,8 @@ class NeuralModel(Model):
             run.stop = "epochs"
         clock = time.monotonic() - run.elapsed
         batches = -(-starts.size // cfg.batch_size)
+        amp = amp_dtype(cfg.precision, device)
+        scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
         for epoch in range(run.epoch + 1, cfg.epochs + 1):
             net.train()
             order = torch.randperm(starts.size, generator=generator).numpy()
@@ -722,14 +751,17 @@ class NeuralModel(Model):
                     negatives = torch.randint(
                         n_items, (cfg.item_negatives,), generator=generator
                     ).to(device)
-                loss, n = _batch_loss(net, batch, cfg.item_weight, cfg.item_chunk, negatives)
+                with autocast(device, amp):
+                    loss, n = _batch_loss(net, batch, cfg.item_weight, cfg.item_chunk, negatives)
                 if n == 0:
                     continue
                 prior = cfg.delta_prior * net.log_delta_offset.square().sum() / n_intervals
                 optimiser.zero_grad()
-                (loss / n + prior).backward()
+                scaler.scale(loss / n + prior).backward()
+                scaler.unscale_(optimiser)  # clip the true gradients
                 nn.utils.clip_grad_norm_(net.parameters(), 5.0)
-                optimiser.step()
+                scaler.step(optimiser)  # skipped when an fp16 gradient overflowed
+                scaler.update()
                 total, count, seen = total + float(loss.detach()), count + n, seen + n
                 if progress is not None and (b % 10 == 0 or b == batches - 1):
                     progress(
@@ -775,6 +807,7 @@ class NeuralModel(Model):
         self.metrics_ = {
             "epochs": run.epoch,
             "stopped_by": run.stop,
+            "precision": str(amp or torch.float32).removeprefix("torch."),
             "train_nll_per_interval": run.train_nll,
             "best_epoch": run.best_epoch if has_val else run.epoch,
             "validation_nll_per_interval": run.best_nll if has_val else None,
@@ -800,6 +833,7 @@ class NeuralModel(Model):
             item_chunk=cfg.item_chunk,
             seed=cfg.seed,
             negatives=cfg.item_negatives if n_items > cfg.full_softmax_items else 0,
+            autocast=amp_dtype(cfg.precision, self._device()),
         )
 
     def _progress_line(self, epoch, batch, batches, loss, seen, epoch_clock, clock) -> str:

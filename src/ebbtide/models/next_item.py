@@ -63,6 +63,7 @@ class NextItemSettings:
     item_chunk: int
     seed: int
     negatives: int = 0  # uniformly drawn items of a sampled explore softmax; 0: full softmax
+    autocast: torch.dtype | None = None  # training steps' autocast type (neural.amp_dtype)
 
 
 class NextItemNet(nn.Module):
@@ -104,7 +105,7 @@ class NextItemNet(nn.Module):
         """GRU states (B, L, H): position i has read events up to and including i."""
         x = self.item_vectors()[batch["item"]] + self.behavior(batch["beh"])
         x = x + self.gap(batch["gap"])
-        return self.gru(self.drop(x))[0]
+        return self.gru(self.drop(x))[0].float()  # float32 also under autocast
 
     def query(self, h: torch.Tensor, lead: torch.Tensor) -> torch.Tensor:
         """The states that choose (…, H): GRU state plus the time to the prediction."""
@@ -124,7 +125,7 @@ class NextItemNet(nn.Module):
         w = torch.sigmoid(self.kernel_mix)
         kernel = torch.logaddexp(torch.log(w) - delta[0] * age, torch.log1p(-w) - delta[1] * age)
         keys = self.item_vectors()[batch["item"]]  # (B, L, H)
-        affinity = self.repeat_query(s) @ keys.transpose(1, 2) / math.sqrt(s.shape[-1])
+        affinity = (self.repeat_query(s) @ keys.transpose(1, 2)).float() / math.sqrt(s.shape[-1])
         logits = affinity + kernel + self.repeat_behavior[batch["beh"]][:, None, :]
         logits = logits - F.softplus(self.step_decay) * steps
         return torch.where(_readable(batch), logits, torch.full_like(logits, _MASKED))
@@ -139,10 +140,11 @@ class NextItemNet(nn.Module):
         """Logits (N, n_items) over the catalogue, or (N, K) over sorted `candidates`
         (item ids), with the window's readable items masked out."""
         if candidates is None:
-            logits = s @ self.item_vectors()[1:].T + self.explore_bias
+            logits = (s @ self.item_vectors()[1:].T).float() + self.explore_bias
             col = items - 1
         else:
-            logits = s @ self.item_vectors()[candidates + 1].T + self.explore_bias[candidates]
+            logits = (s @ self.item_vectors()[candidates + 1].T).float()
+            logits = logits + self.explore_bias[candidates]
             col = torch.searchsorted(candidates, items - 1).clamp_max(candidates.numel() - 1)
             mask = mask & (candidates[col] == items - 1)
         logits = F.pad(logits, (0, 1))  # a spare column takes the unreadable positions
@@ -150,7 +152,7 @@ class NextItemNet(nn.Module):
         return logits.scatter(1, cols, _MASKED)[:, :-1]
 
     def log_gate(self, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z = self.gate(s)[:, 0]
+        z = self.gate(s)[:, 0].float()
         return F.logsigmoid(z), F.logsigmoid(-z)
 
 
@@ -306,6 +308,8 @@ def fit_next_item(
     best = {"ndcg": -1.0, "epoch": 0, "seconds": 0.0, "state": None}
     history, stale, stop, epoch = [], 0, "epochs", 0
     batches = max(-(-start.size // settings.batch_size), 1)
+    amp = settings.autocast
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     for epoch in range(1, settings.epochs + 1):
         net.train()
         order = torch.randperm(start.size, generator=generator).numpy()
@@ -329,19 +333,22 @@ def fit_next_item(
             negatives = None
             if settings.negatives:
                 negatives = torch.randint(n_items, (settings.negatives,), generator=generator)
-            loss = -_log_likelihood(
-                net,
-                batch,
-                torch.as_tensor(rows_np, device=device),
-                torch.as_tensor(pos_np, device=device),
-                torch.as_tensor(t_pred, dtype=torch.float32, device=device),
-                torch.as_tensor(target[rows_np, pos_np], device=device),
-                None if negatives is None else negatives.to(device),
-            )
+            with torch.autocast(device.type, amp or torch.bfloat16, enabled=amp is not None):
+                loss = -_log_likelihood(
+                    net,
+                    batch,
+                    torch.as_tensor(rows_np, device=device),
+                    torch.as_tensor(pos_np, device=device),
+                    torch.as_tensor(t_pred, dtype=torch.float32, device=device),
+                    torch.as_tensor(target[rows_np, pos_np], device=device),
+                    None if negatives is None else negatives.to(device),
+                )
             optimiser.zero_grad()
-            (loss / rows_np.size).backward()
+            scaler.scale(loss / rows_np.size).backward()
+            scaler.unscale_(optimiser)
             nn.utils.clip_grad_norm_(net.parameters(), 5.0)
-            optimiser.step()
+            scaler.step(optimiser)
+            scaler.update()
             total, count = total + float(loss.detach()), count + rows_np.size
             if progress is not None and (b % 10 == 0 or b == batches - 1):
                 shown = max(best["ndcg"], 0.0)
