@@ -65,7 +65,7 @@ def segments(
     """
     from ebbtide.activate.segments import assign_segments, early_warning
     from ebbtide.features.history import snapshot
-    from ebbtide.models.scoring import build_model, score_users
+    from ebbtide.models.scoring import score_users
 
     require_store(db)
     when, window = parse_instant(at, "--at"), parse_duration(horizon, "--horizon")
@@ -78,9 +78,8 @@ def segments(
         if before is not None:
             then = snapshot(store, at=before)
             earlier_model = model
-            if before < model.cutoff_:
-                settings = {f: getattr(model.config, f) for f in model.config.__dataclass_fields__}
-                earlier_model = build_model(model.name, **settings).fit(then)
+            if before < model.cutoff_:  # same family and config, fitted at --compare-at
+                earlier_model = type(model)(model.config).fit(then)
             earlier = score_users(earlier_model, then, horizon=window, k=1)
             warning = early_warning(
                 None, None, before=before, at=when, horizon=window, top=k,
