@@ -156,6 +156,11 @@ class SynthConfig:
     keep_lineage : bool
         Add a ``parent_row`` column (row index of the event that triggered it, null for
         immigrants); for tests of the excitation kernel.
+    basket_size_mean : float
+        Rows per event: each simulated event is written as ``1 + Poisson(basket − 1)``
+        rows at the same second (an order's lines), the extra rows drawing items of the
+        same category with the same behaviour. The process and its truth are unchanged:
+        a basket is one occurrence. 1 (the default) writes one row per event.
     """
 
     users: int = 1000
@@ -178,6 +183,7 @@ class SynthConfig:
     repeat_prob: float = 0.3
     behavior_shares: tuple[float, float, float, float] = (0.90, 0.05, 0.03, 0.02)
     keep_lineage: bool = False
+    basket_size_mean: float = 1.0
 
     def __post_init__(self) -> None:
         """Check every field, naming the field, the value and the allowed range."""
@@ -220,6 +226,9 @@ class SynthConfig:
             )
         if not isinstance(self.keep_lineage, bool):
             raise _fail("keep_lineage", self.keep_lineage, "True or False")
+        _check_real("basket_size_mean", self.basket_size_mean, 1.0, 1e3)
+        if self.keep_lineage and self.basket_size_mean > 1:
+            raise _fail("keep_lineage", True, "False when basket_size_mean > 1")
 
     @property
     def expected_events(self) -> float:
@@ -588,6 +597,13 @@ def _simulate(
     cum = np.cumsum(cfg.behavior_shares)
     cum[-1] = 1.0
     code = np.minimum(np.searchsorted(cum, rng_marks.random(pair.size), side="right"), 3)
+    if cfg.basket_size_mean > 1:  # an order's further lines: same second, same category
+        extra = rng_marks.poisson(cfg.basket_size_mean - 1, pair.size)
+        rows = np.concatenate([np.arange(pair.size), np.repeat(np.arange(pair.size), extra)])
+        lines = _draw_items(rng_marks, pair_cat[pair[rows[pair.size :]]], catalog, cfg.item_zipf)
+        item = np.concatenate([item, lines])
+        pair, sec, code = pair[rows], sec[rows], code[rows]
+        parent = np.where(np.arange(rows.size) < parent.size, parent[rows], -1)
     return {"pair": pair, "sec": sec, "item": item, "code": code.astype(np.int8), "parent": parent}
 
 

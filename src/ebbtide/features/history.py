@@ -19,7 +19,11 @@ from ebbtide.errors import EbbtideError
 from ebbtide.features.sequences import EventArrays, load_events, to_days, user_event_ranges
 from ebbtide.store import EventStore
 
-__all__ = ["Catalogue", "History", "IdMaps", "Localised", "snapshot"]
+__all__ = ["UNCATEGORISED", "Catalogue", "History", "IdMaps", "Localised", "snapshot"]
+
+#: The category of events the log gives none: a log without categories is modelled at
+#: user level, as one implicit category, rather than not at all.
+UNCATEGORISED = "(uncategorised)"
 
 
 @dataclass(frozen=True)
@@ -148,10 +152,8 @@ class Catalogue:
         present_users = np.flatnonzero(lengths > 0)
         user_codes, user_ids = _codes(self.user_ids, history.ids.user_ids, present_users)
         item_codes, item_ids = _codes(self.item_ids, history.ids.item_ids, np.unique(ev.item_idx))
-        cats = ev.category_idx
-        cat_codes, category_ids = _codes(
-            self.category_ids, history.ids.category_ids, np.unique(cats[cats >= 0])
-        )
+        cats, dictionary = _implicit_category(ev.category_idx, history.ids.category_ids)
+        cat_codes, category_ids = _codes(self.category_ids, dictionary, np.unique(cats))
         n_users = user_ids.size
         dense_of_code = np.full(n_users, -1, dtype=np.int64)
         dense_of_code[user_codes[present_users]] = present_users
@@ -162,7 +164,7 @@ class Catalogue:
         events = EventArrays(
             user_idx=np.flatnonzero(has)[q].astype(np.int32),
             item_idx=item_codes[ev.item_idx[idx]].astype(np.int32),
-            category_idx=_lookup(cat_codes, cats[idx]),
+            category_idx=cat_codes[cats[idx]].astype(np.int32),
             behavior=ev.behavior[idx],
             t=ev.t[idx],
             offsets=np.concatenate([[0], np.cumsum(run)]).astype(np.int64),
@@ -228,9 +230,16 @@ def _codes(
     return codes, np.concatenate([fitted, ids[new]]).astype(object)
 
 
-def _lookup(codes: np.ndarray, dense: np.ndarray) -> np.ndarray:
-    """``codes[dense]`` as int32, keeping -1 (no category) as -1."""
-    out = np.full(dense.size, -1, dtype=np.int32)
-    has = dense >= 0
-    out[has] = codes[dense[has]]
-    return out
+def _implicit_category(
+    categories: np.ndarray, category_ids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Dense categories with events that have none moved to `UNCATEGORISED`, added to the
+    dictionary at the end (only when some event needs it)."""
+    missing = categories < 0
+    if not missing.any():
+        return categories, category_ids
+    implicit = category_ids.size
+    return (
+        np.where(missing, implicit, categories),
+        np.append(category_ids, np.asarray([UNCATEGORISED], dtype=object)),
+    )

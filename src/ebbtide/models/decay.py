@@ -25,18 +25,35 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import timedelta
 
 import numpy as np
+from scipy.integrate import cumulative_trapezoid
+from scipy.optimize import minimize_scalar
 
 from ebbtide.errors import ConfigError
 from ebbtide.features.sequences import EventArrays, to_days, user_event_ranges
+from ebbtide.metrics_core import log_loss
 from ebbtide.models.base import Model, Progress
 from ebbtide.schema import Behavior
 
 _DELTA_MIN, _DELTA_MAX = 1e-4, 1e3
 _KEY = np.int64(2**31)  # pair key = user * 2**31 + category
 _GRID = np.concatenate([[0.0], np.geomspace(1e-4, 365.0, 400)])  # days, for return time
+_FRACTIONS = np.concatenate([[0.0], np.geomspace(1e-6, 1.0, 63)])  # of a span, for dropout
+
+
+def _quiet_chance(theta: float, curve: np.ndarray, span: np.ndarray) -> np.ndarray:
+    """P(no event within `span` | active at its start, leaving at rate θ)::
+
+        e^{−θS − Λ(S)} + ∫_0^S θ e^{−θs − Λ(s)} ds
+
+    with ``Λ`` given on ``s = span · _FRACTIONS`` (rows of `curve`); trapezoid rule.
+    """
+    s = span[:, None] * _FRACTIONS
+    quiet = np.exp(-theta * s - curve)
+    return quiet[:, -1] + theta * np.trapezoid(quiet, s, axis=1)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -60,6 +77,15 @@ class DecayConfig:
         Stop when the relative change of the log-likelihood falls below it.
     initial_half_life_days : float
         Starting half-life of every category.
+    dropout : {"auto", "fit", "off"}
+        Whether users may leave for good at a rate θ (fitted by maximum likelihood):
+        "fit" always, "off" never, "auto" when it predicts returns better on a validation
+        window, the last `validation_days` before the cut-off, with the model refitted on
+        the events before it. A log whose silences are nights, not departures (a few
+        busy days), is better off without; a year of orders is not.
+    validation_days : float or None
+        Length of that window; None: a tenth of the log before the cut-off, within
+        [1, 30] days.
     """
 
     behavior_weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
@@ -70,8 +96,15 @@ class DecayConfig:
     max_iter: int = 100
     tol: float = 1e-6
     initial_half_life_days: float = 1.0
+    dropout: str = "auto"
+    validation_days: float | None = None
 
     def __post_init__(self) -> None:
+        if self.dropout not in ("auto", "fit", "off"):
+            raise ConfigError(f"DecayConfig.dropout={self.dropout!r}: use 'auto', 'fit' or 'off'")
+        v = self.validation_days
+        if v is not None and not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
+            raise ConfigError(f"DecayConfig.validation_days={v!r} must be > 0 (or None)")
         weights = tuple(float(w) for w in self.behavior_weights)
         if len(weights) != len(Behavior) or min(weights) < 0 or max(weights) <= 0:
             raise ConfigError(
@@ -90,6 +123,21 @@ class DecayConfig:
         h = self.initial_half_life_days
         if not (isinstance(h, int | float) and math.isfinite(h) and h > 0):
             raise ConfigError(f"DecayConfig.initial_half_life_days={h!r} must be > 0")
+
+
+def _occurrences(
+    key: np.ndarray, t: np.ndarray, w: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows of one pair at one instant as one occurrence, weighted by its strongest row.
+
+    An order's lines (or a burst logged in one second) are one decision, not a cascade
+    of events a minute apart: counted separately they would drive the half-life to its
+    floor. `key`, `t` are sorted by (key, t); returns the occurrences' key, t and weight.
+    """
+    if t.size == 0:
+        return key, t, w
+    first = np.flatnonzero(np.r_[True, (key[1:] != key[:-1]) | (t[1:] != t[:-1])])
+    return key[first], t[first], np.maximum.reduceat(w, first)
 
 
 def _pad(values: np.ndarray, size: int, fill: float) -> np.ndarray:
@@ -118,6 +166,7 @@ class DecayModel(Model):
         "nu_global_",
         "rho_",
         "rho_global_",
+        "dropout_",
     )
 
     # -- fitting -----------------------------------------------------------------------
@@ -130,14 +179,10 @@ class DecayModel(Model):
         span = max(t_end - start, 1e-6)
         n_cat = max(events.n_categories, 1)
 
-        has_cat = events.category_idx >= 0
-        user = events.user_idx[has_cat].astype(np.int64)
-        cat = events.category_idx[has_cat].astype(np.int64)
-        t = events.t[has_cat]
-        w = w_b[events.behavior[has_cat]]
-        key = user * _KEY + cat
+        key = events.user_idx.astype(np.int64) * _KEY + events.category_idx
         order = np.argsort(key, kind="stable")  # events are time-sorted within a user
-        user, cat, t, w, key = user[order], cat[order], t[order], w[order], key[order]
+        key, t, w = _occurrences(key[order], events.t[order], w_b[events.behavior[order]])
+        user, cat = key // _KEY, key % _KEY
         n = t.size
         new_pair = np.r_[True, key[1:] != key[:-1]] if n else np.zeros(0, dtype=bool)
         pair_start = np.flatnonzero(new_pair)
@@ -223,21 +268,28 @@ class DecayModel(Model):
         self.pair_mu_ = mu
         self.default_mu_ = np.asarray(first_mu)
         self._fit_users(events, t_end)
+        fitted = self._fit_dropout(events, t_end) if cfg.dropout != "off" else 0.0
+        self.dropout_ = np.asarray(fitted)
+        choice = self._validate_dropout(events, t_end, start) if cfg.dropout == "auto" else {}
+        if choice and not choice["dropout_chosen"]:
+            self.dropout_ = np.asarray(0.0)
         self.metrics_ = {
             "loglik_per_event": loglik / max(n, 1),
             "iterations": iterations,
             "events": int(n),
             "pairs": int(n_pairs),
             "median_half_life_days": float(np.median(math.log(2.0) / delta)),
+            "dropout_per_day": float(self.dropout_),
+            **choice,
         }
 
     def _fit_users(self, events: EventArrays, t_end: float) -> None:
-        """ν_u: rate of first touches of new categories; ρ_u: shrunk buy share."""
+        """ν_u: rate of first touches of new categories; ρ_u: shrunk share of a user's
+        occurrences (instants, so a basket counts once) that include a buy."""
         cfg = self.config
         n_users = events.n_users
         counts = events.lengths()
-        has_cat = events.category_idx >= 0
-        key = events.user_idx[has_cat].astype(np.int64) * _KEY + events.category_idx[has_cat]
+        key = events.user_idx.astype(np.int64) * _KEY + events.category_idx
         distinct = np.bincount(np.unique(key) // _KEY, minlength=n_users)
         first_t = np.where(
             counts > 0, events.t[np.minimum(events.offsets[:-1], events.t.size - 1)], t_end
@@ -249,12 +301,13 @@ class DecayModel(Model):
         c = cfg.nu_prior_days
         self.nu_ = (new + c * nu_global) / (span + c) if c > 0 else new / np.maximum(span, 1e-9)
         self.nu_global_ = np.asarray(nu_global)
-        buys = np.bincount(
-            events.user_idx[events.behavior == Behavior.BUY.code], minlength=n_users
-        ).astype(np.float64)
-        share = buys.sum() / max(events.n_events, 1)
+        bought = (events.behavior == Behavior.BUY.code).astype(np.float64)
+        user, _, has_buy = _occurrences(events.user_idx.astype(np.int64), events.t, bought)
+        instants = np.bincount(user, minlength=n_users).astype(np.float64)
+        buys = np.bincount(user, has_buy, minlength=n_users)
+        share = buys.sum() / max(instants.sum(), 1.0)
         a = cfg.buy_prior_events
-        self.rho_ = (buys + a * share) / np.maximum(counts + a, 1e-9)
+        self.rho_ = (buys + a * share) / np.maximum(instants + a, 1e-9)
         self.rho_global_ = np.asarray(share)
 
     # -- shared query machinery --------------------------------------------------------
@@ -285,16 +338,18 @@ class DecayModel(Model):
         return pairs
 
     def _compute_pairs(
-        self, events: EventArrays, users: np.ndarray, at: float
+        self, events: EventArrays, users: np.ndarray, at: float | np.ndarray
     ) -> dict[str, np.ndarray]:
         idx, q = user_event_ranges(events.offsets, users)
-        cat = events.category_idx[idx].astype(np.int64)
-        keep = cat >= 0
-        idx, q, cat = idx[keep], q[keep], cat[keep]
-        delta, alpha = self._params(max(events.n_categories, int(cat.max(initial=-1)) + 1))
+        row_key = q * _KEY + events.category_idx[idx]
+        order = np.argsort(row_key, kind="stable")  # time-sorted within each pair
+        idx = idx[order]
         w = np.asarray(self.config.behavior_weights)[events.behavior[idx]]
-        contrib = w * np.exp(-delta[cat] * np.maximum(at - events.t[idx], 0.0))
-        row_key = q * _KEY + cat
+        row_key, t, w = _occurrences(row_key[order], events.t[idx], w)
+        cat = row_key % _KEY
+        delta, alpha = self._params(max(events.n_categories, int(cat.max(initial=-1)) + 1))
+        at_row = at[row_key // _KEY] if isinstance(at, np.ndarray) else at
+        contrib = w * np.exp(-delta[cat] * np.maximum(at_row - t, 0.0))
         keys, inverse = np.unique(row_key, return_inverse=True)
         pq_, pc = keys // _KEY, keys % _KEY
         excitation = alpha[pc] * np.bincount(inverse, contrib, minlength=keys.size)
@@ -312,16 +367,118 @@ class DecayModel(Model):
         """``∫_at^{at+H} λ = μH + E (1 − e^{−δH}) / δ`` per pair."""
         return p["mu"] * horizon + p["excitation"] * -np.expm1(-p["delta"] * horizon) / p["delta"]
 
-    def _total(self, events: EventArrays, users: np.ndarray, at: float, horizon: float):
+    # -- dropout: a user may leave for good ----------------------------------------------
+    def _fit_dropout(self, events: EventArrays, t_end: float) -> float:
+        """θ by maximum likelihood, the Hawkes parameters held fixed.
+
+        A user seen at first and last occurrences ``t_1 ≤ t_n`` was alive over
+        ``[t_1, t_n]`` (``e^{−θ(t_n − t_1)}``); after ``t_n`` the silence up to the
+        cut-off is either a quiet life or a departure, `_quiet_chance`. One scalar, so a
+        bounded search on log θ is enough.
+        """
+        users = np.flatnonzero(events.lengths() > 0)
+        if users.size == 0:
+            return 0.0
+        first = events.t[events.offsets[users]]
+        last = events.t[events.offsets[users + 1] - 1]
+        silence = self._silence_curve(events, users, last, t_end - last)
+        lived = float(np.sum(last - first))
+
+        def negative_loglik(log_theta: float) -> float:
+            theta = math.exp(log_theta)
+            quiet = _quiet_chance(theta, silence, t_end - last)
+            return theta * lived - float(np.sum(np.log(np.maximum(quiet, 1e-300))))
+
+        found = minimize_scalar(
+            negative_loglik,
+            bounds=(math.log(1e-6), math.log(10.0)),
+            method="bounded",
+            options={"xatol": 1e-3},
+        )
+        return math.exp(float(found.x))
+
+    def _validate_dropout(self, events: EventArrays, t_end: float, start: float) -> dict:
+        """Refit before the validation window and compare the log-loss of P(return within
+        it) with and without dropout; ties and windows without both outcomes keep it off."""
+        days = self.config.validation_days
+        if days is None:
+            days = float(np.clip((t_end - start) / 10.0, 1.0, 30.0))
+        t_val = t_end - days
+        before = events.select(events.t < t_val)
+        users = np.flatnonzero(before.lengths() > 0)
+        if users.size == 0:
+            return {"dropout_chosen": False, "validation_days": days}
+        returned = (events.lengths() - before.lengths())[users] > 0
+        if returned.all() or not returned.any():
+            return {"dropout_chosen": False, "validation_days": days}
+        probe = DecayModel(replace(self.config, dropout="fit"))
+        probe.cutoff_ = self.cutoff_ - timedelta(days=days)
+        probe._fit(before, None)
+        losses = {}
+        for label, theta in (("with", probe.dropout_), ("without", 0.0)):
+            probe.dropout_ = np.asarray(theta)
+            p = probe._p_any(before, users, t_val, days, np.ones(users.size))
+            losses[label] = log_loss(returned, np.clip(p, 1e-9, 1 - 1e-9))
+        return {
+            "dropout_chosen": bool(losses["with"] < losses["without"]),
+            "validation_days": days,
+            "validation_log_loss_with_dropout": losses["with"],
+            "validation_log_loss_without_dropout": losses["without"],
+        }
+
+    def _silence_curve(
+        self, events: EventArrays, users: np.ndarray, start: np.ndarray, span: np.ndarray
+    ) -> np.ndarray:
+        """``Λ_u(s)`` (all categories and new ones) on ``s = span_u · _FRACTIONS`` after
+        ``start_u``: (users, grid)."""
+        p = self._compute_pairs(events, users, start)
+        return self._cumulative(p, users, span)
+
+    def _cumulative(self, p: dict[str, np.ndarray], users: np.ndarray, span: np.ndarray):
+        s_pairs = span[p["q"]]
+        out = np.empty((users.size, _FRACTIONS.size))
+        rate = np.bincount(p["q"], p["mu"], minlength=users.size) + self._user_param("nu_", users)
+        for j, fraction in enumerate(_FRACTIONS):
+            d = p["delta"]
+            jump = p["excitation"] * -np.expm1(-d * s_pairs * fraction) / d
+            out[:, j] = rate * span * fraction + np.bincount(p["q"], jump, minlength=users.size)
+        return out
+
+    def _p_alive(self, events: EventArrays, users: np.ndarray, at: float) -> np.ndarray:
+        """P(still active at `at` | the silence since the user's last occurrence)."""
+        theta = float(self.dropout_)
+        alive = np.ones(users.size)
+        seen = events.lengths()[users] > 0
+        if theta <= 0 or not seen.any():
+            return alive
+        who = users[seen]
+        last = events.t[events.offsets[who + 1] - 1]
+        gap = np.maximum(at - last, 0.0)
+        silence = self._silence_curve(events, who, last, gap)
+        quiet_alive = np.exp(-theta * gap - silence[:, -1])
+        alive[seen] = quiet_alive / np.maximum(_quiet_chance(theta, silence, gap), 1e-300)
+        return alive
+
+    def _p_any(
+        self, events: EventArrays, users: np.ndarray, at: float, horizon: float, thin: np.ndarray
+    ) -> np.ndarray:
+        """P(an event, each kept with chance `thin`, within `horizon`), dropout included."""
         p = self._pairs(events, users, at)
-        per_user = np.bincount(p["q"], self._integrated(p, horizon), minlength=users.size)
-        return per_user + self._user_param("nu_", users) * horizon
+        span = np.full(users.size, horizon)
+        curve = self._cumulative(p, users, span) * thin[:, None]
+        quiet = _quiet_chance(float(self.dropout_), curve, span)
+        return self._p_alive(events, users, at) * (1.0 - quiet)
 
     # -- queries -----------------------------------------------------------------------
     def _interest(
         self, events: EventArrays, users: np.ndarray, at: float, horizon: float
     ) -> dict[str, np.ndarray]:
-        """p_engage = 1 − exp(−∫λ) over the horizon, per (user, touched category)."""
+        """p_engage = 1 − exp(−∫λ) over the horizon, per (user, touched category).
+
+        Leaving for good (θ) is a user-level matter (return, purchase, return time): on
+        Taobao, scaling each pair by the user's P(alive) ranked next-day re-engagement
+        worse (AUC 0.66 against 0.70 without), so categories keep the plain intensity.
+        """
         p = self._pairs(events, users, at)
         p_engage = -np.expm1(-self._integrated(p, horizon))
         order = np.lexsort((p["category"], -p_engage, p["q"]))
@@ -338,25 +495,27 @@ class DecayModel(Model):
     def _p_return(
         self, events: EventArrays, users: np.ndarray, at: float, horizon: float
     ) -> np.ndarray:
-        """``1 − exp(−(Σ_c ∫λ_c + ν_u H))``."""
-        return -np.expm1(-self._total(events, users, at, horizon))
+        """P(alive) · (1 − P(no event within H | alive now, may leave at rate θ))."""
+        return self._p_any(events, users, at, horizon, np.ones(users.size))
 
     def _p_buy(
         self, events: EventArrays, users: np.ndarray, at: float, horizon: float
     ) -> np.ndarray:
-        """``1 − exp(−ρ_u (Σ_c ∫λ_c + ν_u H))``: each action is a buy with chance ρ_u."""
-        total = self._total(events, users, at, horizon)
-        return -np.expm1(-self._user_param("rho_", users) * total)
+        """As `_p_return`, each action a buy with chance ρ_u."""
+        return self._p_any(events, users, at, horizon, self._user_param("rho_", users))
 
     def _expected_return_days(
         self, events: EventArrays, users: np.ndarray, at: float
     ) -> np.ndarray:
-        """``∫_0^365 exp(−Λ(τ)) dτ``, ``Λ(τ) = (Σμ + ν)τ + Σ_c E_c (1 − e^{−δ_c τ})/δ_c``.
+        """``∫_0^365 P(no event by τ) dτ``: a user who left never returns; one still active
+        is silent through τ with chance ``e^{−θτ−Λ(τ)}`` or leaves silently before it,
+        ``Λ(τ) = (Σμ + ν)τ + Σ_c E_c (1 − e^{−δ_c τ})/δ_c``.
 
         Trapezoid rule on a log-spaced grid; the integral is capped at 365 days (a user
         with no activity left returns 365, a restricted mean).
         """
         p = self._pairs(events, users, at)
+        theta = float(self.dropout_)
         rate = np.bincount(p["q"], p["mu"], minlength=users.size)
         rate = rate + self._user_param("nu_", users)
         out = np.empty(users.size)
@@ -369,8 +528,11 @@ class DecayModel(Model):
             excited = np.zeros((hi - lo, _GRID.size))
             np.add.at(excited, p["q"][s] - lo, p["excitation"][s, None] * jump)
             cum = rate[lo:hi, None] * _GRID + excited
-            out[lo:hi] = np.trapezoid(np.exp(-cum), _GRID, axis=1)
-        return out
+            quiet = np.exp(-theta * _GRID - cum)  # active and silent through s
+            left = theta * cumulative_trapezoid(quiet, _GRID, axis=1, initial=0.0)
+            out[lo:hi] = np.trapezoid(quiet + left, _GRID, axis=1)
+        alive = self._p_alive(events, users, at)
+        return alive * out + (1.0 - alive) * _GRID[-1]
 
     def _recommend(
         self, events: EventArrays, users: np.ndarray, at: float, k: int, exclude_bought: bool
@@ -449,7 +611,7 @@ class DecayModel(Model):
         )
         score = score + np.where(ccat >= 0, p_cat * share[ci], p_nu * global_share[ci])
 
-        order = np.lexsort((ci, -score, cq))
+        order = np.lexsort((ci, -pop[ci], -score, cq))  # ties: the more popular first
         cq, ci, score = cq[order], ci[order], score[order]
         first = np.searchsorted(cq, np.arange(users.size))
         take = first[:, None] + np.arange(k)

@@ -81,7 +81,9 @@ def score_users(
     if "interest" in model.answers:
         categories = model.interest(history, horizon=horizon)
         answers.append(
-            categories.sort_values(["user_id", "p_engage"], ascending=[True, False])
+            categories.sort_values(  # ties: in the order the model ranked them
+                ["user_id", "p_engage"], ascending=[True, False], kind="stable"
+            )
             .groupby("user_id", sort=False)
             .head(top_categories)
             .groupby("user_id", sort=False)
