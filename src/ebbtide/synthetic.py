@@ -75,6 +75,8 @@ __all__ = [
     "SynthConfig",
     "SyntheticLog",
     "generate",
+    "order_log_config",
+    "write_order_csv",
     "write_taobao_csv",
     "write_truth",
 ]
@@ -740,6 +742,48 @@ def write_taobao_csv(log: SyntheticLog, path: Path) -> int:
             pacsv.write_csv(table, sink, options)
     else:
         pacsv.write_csv(table, str(path), options)
+    return table.num_rows
+
+
+def order_log_config(users: int = 400, seed: int = 3) -> SynthConfig:
+    """A shop's order log: a year of purchases only, several lines per order, people who
+    stop buying for good; written without categories by `write_order_csv`."""
+    return SynthConfig(
+        users=users,
+        days=365.0,
+        categories=20,
+        items_per_category=50,
+        events_per_user_day=0.05,
+        half_life_days=(3.0, 30.0),
+        branching_range=(0.3, 0.7),
+        dormant_share=0.6,
+        dormancy_mean_days=150.0,
+        behavior_shares=(0.0, 0.0, 0.0, 1.0),
+        basket_size_mean=2.5,
+        start=datetime(2023, 1, 1, tzinfo=UTC),
+        seed=seed,
+    )
+
+
+def write_order_csv(log: SyntheticLog, path: Path) -> int:
+    """Write the events as an order export: ``order_id,user_id,product_id,ordered_at``
+    (ISO 8601 UTC), one line per product, the lines of an order sharing its second; no
+    category or behaviour column. Returns the rows written."""
+    events = log.events
+    seconds = events.column("ts").to_numpy()
+    users = events.column("user_id").to_numpy(zero_copy_only=False).astype(str)
+    order_ids = np.char.add(np.char.add(users, "-"), seconds.astype(str))
+    table = pa.table(
+        {
+            "order_id": pa.array(order_ids),
+            "user_id": events.column("user_id"),
+            "product_id": events.column("item_id"),
+            "ordered_at": pa.array(seconds * 1_000_000, pa.timestamp("us", tz="UTC")),
+        }
+    )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pacsv.write_csv(table, str(path))
     return table.num_rows
 
 

@@ -16,7 +16,6 @@ Only events before ``at`` are read: scores, segments, order values and item cate
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,9 +27,9 @@ from ebbtide.activate.actions import NONE, ActionCatalogue, default_actions
 from ebbtide.activate.planner import Plan, build_candidates, plan_campaign
 from ebbtide.activate.response import prior_effects
 from ebbtide.activate.segments import SegmentRules, assign_segments
-from ebbtide.errors import ConfigError, DataQualityWarning
+from ebbtide.errors import ConfigError
 from ebbtide.features.catalog import item_categories, mean_order_value
-from ebbtide.features.history import History, snapshot
+from ebbtide.features.history import UNCATEGORISED, History, snapshot
 from ebbtide.models.base import Model
 from ebbtide.store import EventStore
 
@@ -334,19 +333,14 @@ def _attach_items(
         return
     recs = model.recommend(history, list(contacted), k=k)
     item_category = item_categories(store, before=history.at).set_index("item_id")["category_id"]
-    recs["category_id"] = recs["item_id"].map(item_category)
+    # Items the log gives no category belong to the models' implicit one.
+    recs["category_id"] = recs["item_id"].map(item_category).astype(object)
+    recs["category_id"] = recs["category_id"].where(recs["category_id"].notna(), UNCATEGORISED)
     if categories is not None:
         interest = categories[["user_id", "category_id", "p_engage"]]
         recs = recs.merge(interest, on=["user_id", "category_id"], how="left")
     else:
         recs["p_engage"] = np.nan
-    if recs["category_id"].isna().any():
-        warnings.warn(
-            "some recommended items have no category before the plan time; their category "
-            "and interest are left empty",
-            DataQualityWarning,
-            stacklevel=3,
-        )
     # `recommend` gives every user the same number of rows, in rank order: one reshape
     # turns the columns into per-user lists without a Python-level group-by.
     recs = recs.sort_values(["user_id", "rank"], kind="stable")

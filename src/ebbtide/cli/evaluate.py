@@ -36,6 +36,7 @@ app = typer.Typer()
 #: Columns shown in the terminal; JSON and Markdown carry every metric.
 _SHOWN = (
     ("return_auc", "return AUC"),
+    ("return_brier", "return Brier"),
     ("return_ece", "return ECE"),
     ("return_c_index", "return C"),
     ("buy_auc", "buy AUC"),
@@ -147,6 +148,12 @@ def _print_evaluation(result) -> None:
                 cells.append(f"{value:.1f}" if column.endswith("seconds") else f"{value:.3f}")
         table.add_row(label.replace("K", str(result.k)), *cells)
     out().print(table)
+    out().print(
+        f"To beat on return: days since the last event ranks at AUC"
+        f" {split['recency_return_auc']:.3f}; the base rate for everyone has Brier"
+        f" {split['base_rate_return_brier']:.4f}.",
+        highlight=False,
+    )
     out().print("–: the model does not answer that query. Every metric: --json or --markdown.")
 
 

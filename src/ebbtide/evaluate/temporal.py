@@ -79,7 +79,8 @@ class HoldoutTargets:
     Attributes
     ----------
     users : DataFrame
-        user_id, returned, bought, days_to_return (the horizon when censored).
+        user_id, returned, bought, days_to_return (the horizon when censored),
+        days_since_last (from the user's last event before the cut).
     pairs : DataFrame
         user_id, category_id, dormant (untouched for `dormant_days` before the cut),
         engaged.
@@ -109,6 +110,19 @@ class HoldoutTargets:
             "pairs": len(self.pairs),
             "dormant_pairs": int(self.pairs["dormant"].sum()),
             "engaged_pairs": float(self.pairs["engaged"].mean()),
+            **self.reference(),
+        }
+
+    def reference(self) -> dict[str, float]:
+        """What a model must beat on return: ranking by days since the last event
+        (ROC-AUC) and predicting the base rate for everyone (Brier = rate · (1 − rate))."""
+        returned = self.users["returned"].to_numpy()
+        rate = float(returned.mean())
+        return {
+            "recency_return_auc": metrics.roc_auc(
+                returned, -self.users["days_since_last"].to_numpy()
+            ),
+            "base_rate_return_brier": rate * (1.0 - rate),
         }
 
 
@@ -128,17 +142,18 @@ def holdout_targets(
     if counts[0] == 0:
         raise ConfigError(f"no events before {cutoff.isoformat()}: choose a later cut-off")
     users = con.execute(
-        """WITH history AS (SELECT DISTINCT user_idx FROM events WHERE ts < ?),
+        """WITH history AS (SELECT user_idx, max(ts) AS last FROM events WHERE ts < ? GROUP BY ALL),
         in_window AS (
             SELECT user_idx, min(ts) AS first, bool_or(behavior = ?) AS bought
             FROM events WHERE ts >= ? AND ts < ? GROUP BY user_idx
         )
         SELECT u.user_id, w.user_idx IS NOT NULL AS returned,
                coalesce(w.bought, false) AS bought,
-               coalesce(epoch(w.first - ?::TIMESTAMPTZ) / 86400, ?) AS days_to_return
+               coalesce(epoch(w.first - ?::TIMESTAMPTZ) / 86400, ?) AS days_to_return,
+               epoch(?::TIMESTAMPTZ - h.last) / 86400 AS days_since_last
         FROM history h JOIN users u USING (user_idx) LEFT JOIN in_window w USING (user_idx)
         ORDER BY u.user_id""",
-        [cutoff, Behavior.BUY.code, cutoff, end, cutoff, horizon / timedelta(days=1)],
+        [cutoff, Behavior.BUY.code, cutoff, end, cutoff, horizon / timedelta(days=1), cutoff],
     ).df()
     pairs = con.execute(
         """WITH touched AS (
@@ -290,7 +305,9 @@ class HoldoutEvaluation(Comparison):
             f"{split['history_events']:,} history events, {split['window_events']:,} in the "
             f"window; {split['pairs']:,} (user, category) pairs ({split['dormant_pairs']:,} "
             f"dormant for {split['dormant_days']:g} days). Items: top-{self.k} over the whole "
-            "catalogue."
+            "catalogue. Return references: days since the last event ranks at ROC-AUC "
+            f"{split['recency_return_auc']:.3f}; the base rate for everyone has Brier "
+            f"{split['base_rate_return_brier']:.4f}."
         )
 
 

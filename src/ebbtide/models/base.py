@@ -141,17 +141,39 @@ class Model(ABC):
                 " cutoff at or before that instant (or ask for an in-sample curve with"
                 " in_sample=True)"
             )
+        if history.events.n_events == 0:
+            raise ConfigError(
+                f"no events before {history.at.isoformat()}: there is nothing to answer"
+                " about; choose an instant after the log's first event (`ebbtide stats`"
+                " shows its time range)"
+            )
         cached = getattr(self, "_local", None)
         if cached is not None and cached[0] is history:
             local = cached[1]
         else:
             local = self.catalogue_.localise(history)
+            self._check_belongs(local)
             self._local = (history, local)
         marked = history.at < self.cutoff_
         if users is None:
             return local, np.flatnonzero(local.events.lengths() > 0), marked
         local, codes = local.user_codes(users)
         return local, codes, marked
+
+    def _check_belongs(self, local: Localised) -> None:
+        """Refuse a history that shares no user and no item with the fit: its answers
+        would be every family's prior for strangers, all alike, with nothing wrong said."""
+        fitted = self.catalogue_
+        events = local.events
+        known_users = np.count_nonzero(events.lengths()[: fitted.user_ids.size])
+        known_items = np.count_nonzero(events.item_idx < fitted.item_ids.size)
+        if known_users == 0 and known_items == 0:
+            raise ConfigError(
+                f"this {self.name} model was fitted on another log: none of its"
+                f" {fitted.user_ids.size:,} users and {fitted.item_ids.size:,} items is in"
+                " this store. Score it on the store it was trained on, or train one here"
+                " (`ebbtide train --db THIS_STORE ...`)"
+            )
 
     def _frame(
         self, local: Localised, index: np.ndarray, marked: bool, **columns: np.ndarray

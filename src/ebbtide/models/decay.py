@@ -585,8 +585,9 @@ class DecayModel(Model):
         top = np.argsort(-global_share, kind="stable")[:m]
         glob_key = (np.arange(users.size, dtype=np.int64)[:, None] * n_items + top).ravel()
         cand = np.unique(np.concatenate([own_key, cat_key, glob_key]))
-        if exclude_bought:
-            cand = cand[~np.isin(cand, bought)]
+        # Bought items go last rather than out: a shop of few items (CDNOW has one)
+        # still fills every list, with repeat purchases after everything else.
+        last = np.isin(cand, bought)
         cq, ci = cand // n_items, cand % n_items
 
         # Repeat term, then the category term (touched: p_engage; untouched: new-category).
@@ -611,7 +612,7 @@ class DecayModel(Model):
         )
         score = score + np.where(ccat >= 0, p_cat * share[ci], p_nu * global_share[ci])
 
-        order = np.lexsort((ci, -pop[ci], -score, cq))  # ties: the more popular first
+        order = np.lexsort((ci, -pop[ci], -score, last, cq))  # ties: the more popular first
         cq, ci, score = cq[order], ci[order], score[order]
         first = np.searchsorted(cq, np.arange(users.size))
         take = first[:, None] + np.arange(k)
