@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from ebbtide.datasets import taobao_sample_path
-from ebbtide.errors import PrivacyError, StoreError
+from ebbtide.errors import ConfigError, PrivacyError, StoreError
 from ebbtide.ingest import Pseudonymiser, ingest_file
-from ebbtide.store import EventStore
+from ebbtide.store import EventStore, check_time_zone
 from ebbtide.synthetic import SynthConfig, generate, write_taobao_csv
 
 ROWS = "1,10,100,pv,1511544070\n1,11,100,cart,1511544080\n2,10,100,buy,1511544090\n"
@@ -245,3 +245,12 @@ def test_load_is_fast_enough_to_be_usable(store: EventStore) -> None:
     started = time.perf_counter()
     ingest_file(store, taobao_sample_path(), "taobao")
     assert time.perf_counter() - started < 30
+
+
+def test_unknown_time_zone_is_refused_with_what_to_use(store: EventStore) -> None:
+    with pytest.raises(ConfigError, match=r"unknown time zone 'Mars/Olympus'.*Europe/Berlin"):
+        store.stats(tz="Mars/Olympus")
+    with pytest.raises(ConfigError, match=r"did you mean Europe/Berlin\?"):
+        check_time_zone("Europe/Berln")
+    assert check_time_zone("Asia/Shanghai") == "Asia/Shanghai"
+    assert store.stats(tz="Europe/Berlin").timezone == "Europe/Berlin"

@@ -15,6 +15,7 @@ Examples
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -26,7 +27,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from ebbtide.errors import InputFormatError, PrivacyError, StoreError
+from ebbtide.errors import ConfigError, InputFormatError, PrivacyError, StoreError
 from ebbtide.schema import BEHAVIORS
 from ebbtide.sql import bind
 
@@ -85,6 +86,40 @@ _IDENTITY = (
 )
 
 Progress = Callable[[str], None]
+
+
+def check_time_zone(tz: str, con: duckdb.DuckDBPyConnection | None = None) -> str:
+    """Return `tz` if DuckDB knows it as a time zone, else raise `ConfigError`.
+
+    DuckDB (ICU) is the judge, not `zoneinfo`: it is DuckDB that converts the times, and
+    the two do not know exactly the same names.
+
+    Raises
+    ------
+    ConfigError
+        Naming the value, a close known name if there is one, and the kind of name to use.
+
+    Examples
+    --------
+    >>> check_time_zone("Europe/Berlin")
+    'Europe/Berlin'
+    """
+    owned = con is None
+    con = con if con is not None else duckdb.connect()
+    try:
+        con.execute("SELECT timezone(?, TIMESTAMPTZ '2000-01-01 00:00:00+00')", [tz]).fetchone()
+        return tz
+    except duckdb.Error:
+        known = [r[0] for r in con.execute("SELECT name FROM pg_timezone_names()").fetchall()]
+    finally:
+        if owned:
+            con.close()
+    close = difflib.get_close_matches(tz, known, n=1, cutoff=0.8)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    raise ConfigError(
+        f"unknown time zone {tz!r}{hint}; use an IANA time zone name such as Europe/Berlin,"
+        " Asia/Shanghai or America/New_York, or UTC"
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -538,8 +573,15 @@ class EventStore:
         return cursor
 
     def stats(self, tz: str = "UTC") -> StoreStats:
-        """Counts, time span, events per user (quantiles) and per day (in time zone `tz`)."""
+        """Counts, time span, events per user (quantiles) and per day (in time zone `tz`).
+
+        Raises
+        ------
+        ConfigError
+            When `tz` is not a time zone DuckDB knows.
+        """
         con = self.con
+        check_time_zone(tz, con)
         users, items, categories = (
             con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
             for t in ("users", "items", "categories")

@@ -19,6 +19,7 @@ from ebbtide.cli.options import (
     JsonOption,
     NewDbOption,
     QuietOption,
+    TimeZoneOption,
     key_value_table,
     out,
     require_store,
@@ -199,9 +200,7 @@ def _print_summary(summary: IngestSummary, db: Path) -> None:
 @app.command()
 def stats(
     db: DbOption = Path("ebbtide.duckdb"),
-    tz: Annotated[
-        str, typer.Option(help="Time zone for per-day counts, e.g. Asia/Shanghai.")
-    ] = "UTC",
+    tz: TimeZoneOption = "UTC",
     json_out: JsonOption = None,
     _debug: DebugOption = False,
 ) -> None:
