@@ -7,6 +7,7 @@ into library calls; `ebbtide.cli.main` adds these commands to the app.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Annotated
 
@@ -127,7 +128,9 @@ def ingest(
     """Load a behaviour log into the event store, accounting for every row.
 
     Each row read is loaded, dropped as an exact duplicate, or quarantined with a reason
-    (see `ebbtide quarantine`). Loading the same file twice changes nothing.
+    (see `ebbtide quarantine`). Loading the same file twice changes nothing. A file that is
+    refused (not in the stated format) writes nothing: a store this command would have
+    created is not left behind.
 
     Examples: `ebbtide ingest UserBehavior.csv.gz --format taobao --db shop.duckdb`;
     `ebbtide ingest orders.parquet --format generic --user-col customer --item-col sku
@@ -165,15 +168,41 @@ def ingest(
         )
     pseudonymiser = Pseudonymiser.from_env_or_file(key_file) if pseudonymise else None
     summaries = []
-    with EventStore(db) as store:
-        for file in files:
-            with stages(quiet, f"ingesting {file.name}") as stage:
-                summary = ingest_file(
-                    store, file, fmt, mapping=mapping, pseudonymiser=pseudonymiser, progress=stage
-                )
-            _print_summary(summary, db)
-            summaries.append(summary.to_dict())
+    created = _store_files_absent(db)
+    try:
+        with EventStore(db) as store:
+            for file in files:
+                with stages(quiet, f"ingesting {file.name}") as stage:
+                    summary = ingest_file(
+                        store,
+                        file,
+                        fmt,
+                        mapping=mapping,
+                        pseudonymiser=pseudonymiser,
+                        progress=stage,
+                    )
+                _print_summary(summary, db)
+                summaries.append(summary.to_dict())
+    except BaseException:
+        if not summaries:  # nothing was committed: a store this command made goes again
+            _remove(created)
+        raise
     write_json(json_out, summaries[0] if len(summaries) == 1 else {"files": summaries})
+
+
+def _store_files_absent(db: Path) -> list[Path]:
+    """The store file, its write-ahead log and its spill folder, those that do not exist yet."""
+    paths = [db, db.with_name(db.name + ".wal"), db.with_name(db.name + ".tmp")]
+    return [] if db.exists() else [p for p in paths if not p.exists()]
+
+
+def _remove(paths: list[Path]) -> None:
+    """Delete files and folders this command created (never one that existed before)."""
+    for path in paths:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _print_summary(summary: IngestSummary, db: Path) -> None:
