@@ -28,7 +28,7 @@ import duckdb
 import pyarrow as pa
 
 from ebbtide.errors import ConfigError, InputFormatError, PrivacyError, StoreError
-from ebbtide.schema import BEHAVIORS
+from ebbtide.schema import BEHAVIORS, Behavior
 from ebbtide.sql import bind
 
 #: Bumped whenever the tables change shape; a store written by another version is refused.
@@ -152,7 +152,15 @@ class LoadRequest:
 
 @dataclass(frozen=True, slots=True)
 class IngestSummary:
-    """How every row read was accounted for: ``rows_read = loaded + duplicates + quarantined``."""
+    """How every row read was accounted for: ``rows_read = loaded + duplicates + quarantined``.
+
+    ``duplicates`` counts valid rows not loaded because an identical event is already
+    stored or came earlier in the same file; ``duplicates_in_file`` is the second kind and
+    ``duplicate_buys_in_file`` the purchases among them (both 0 when the file was already
+    ingested). Identical means equal on every field the source fills: purchase lines of
+    *different* orders with the same user, item and second collapse unless the order id
+    is loaded as ``session_id``; ``notes`` then says so and how to keep them.
+    """
 
     source: str
     rows_read: int
@@ -165,13 +173,30 @@ class IngestSummary:
     new_categories: int
     already_ingested: bool = False
     seconds: float = 0.0
+    duplicates_in_file: int = 0
+    duplicate_buys_in_file: int = 0
+    notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.rows_read != self.loaded + self.duplicates + self.quarantined:
+        if (
+            self.rows_read != self.loaded + self.duplicates + self.quarantined
+            or not 0 <= self.duplicate_buys_in_file <= self.duplicates_in_file <= self.duplicates
+        ):
             raise StoreError(f"ingest accounting broke: {self}; please report this bug")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class _InsertCounts:
+    """Valid staged rows, distinct ones among them (of all, of purchases) and rows loaded."""
+
+    valid: int
+    valid_buys: int
+    distinct: int
+    distinct_buys: int
+    loaded: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,7 +424,7 @@ class EventStore:
         report("indexing users, items and categories")
         new_ids = self._extend_dictionaries()
         report("removing duplicates and writing events")
-        loaded, valid = self._insert_events(request, ingest_id)
+        counts = self._insert_events(request, ingest_id)
 
         report("quarantining rejected rows")
         # Raw text would carry raw user ids past the pseudonymiser: withheld in that mode.
@@ -425,13 +450,15 @@ class EventStore:
         quarantined = sum(reasons.values())
         summary = IngestSummary(
             request.source,
-            valid + quarantined,
-            loaded,
-            valid - loaded,
+            counts.valid + quarantined,
+            counts.loaded,
+            counts.valid - counts.loaded,
             quarantined,
             reasons,
             *new_ids,
             seconds=_elapsed(started),
+            duplicates_in_file=counts.valid - counts.distinct,
+            duplicate_buys_in_file=counts.valid_buys - counts.distinct_buys,
         )
         con.execute(
             "INSERT INTO ingests VALUES (?, ?, ?, ?, ?, now(), ?, ?, ?, ?, ?)",
@@ -507,8 +534,8 @@ class EventStore:
         )
         return added[0], added[1], added[2]
 
-    def _insert_events(self, request: LoadRequest, ingest_id: int) -> tuple[int, int]:
-        """Insert the valid staged rows that are not already stored; return (loaded, valid)."""
+    def _insert_events(self, request: LoadRequest, ingest_id: int) -> _InsertCounts:
+        """Insert the valid staged rows that are not already stored, and count them."""
         occurrence = (
             "(row_number() OVER (PARTITION BY s.user_id, s.item_id, s.category_id, s.behavior,"
             " s.ts, s.price, s.quantity, s.brand, s.session_id) - 1)::INTEGER"
@@ -524,9 +551,15 @@ class EventStore:
         if request.keep_repeats:
             varying.append("occurrence")
         con = self.con
-        valid = con.execute("SELECT count(*) FROM ebbtide_stage WHERE reason IS NULL").fetchone()[0]
+        buy = Behavior.BUY.code
+        valid, valid_buys = con.execute(
+            "SELECT count(*), count(*) FILTER (behavior = ?) FROM ebbtide_stage"
+            " WHERE reason IS NULL",
+            [buy],
+        ).fetchone()
         # DISTINCT drops exact copies (over the columns this source fills; the rest are
-        # NULL on every row); NOT EXISTS drops rows already stored, comparing
+        # NULL on every row) into ebbtide_distinct, so copies within the file can be
+        # counted; NOT EXISTS drops rows already stored, comparing
         # every identity column (NULLs equal) within the file's time span, which DuckDB's
         # min/max zone maps narrow to the few row groups of that period.
         staged = {
@@ -545,24 +578,35 @@ class EventStore:
         first, last = con.execute(
             "SELECT min(ts), max(ts) FROM ebbtide_stage WHERE reason IS NULL"
         ).fetchone()
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE ebbtide_distinct AS
+            SELECT {row} FROM (
+                SELECT DISTINCT {inner}
+                FROM ebbtide_stage s
+                JOIN users u ON u.user_id = s.user_id
+                JOIN items i ON i.item_id = s.item_id
+                LEFT JOIN categories c ON c.category_id = s.category_id
+                WHERE s.reason IS NULL)"""
+        )
+        distinct, distinct_buys = con.execute(
+            "SELECT count(*), count(*) FILTER (behavior = ?) FROM ebbtide_distinct", [buy]
+        ).fetchone()
         loaded = con.execute(
             f"""INSERT INTO events
-            SELECT *, {ingest_id} FROM (
-                SELECT {row} FROM (
-                    SELECT DISTINCT {inner}
-                    FROM ebbtide_stage s
-                    JOIN users u ON u.user_id = s.user_id
-                    JOIN items i ON i.item_id = s.item_id
-                    LEFT JOIN categories c ON c.category_id = s.category_id
-                    WHERE s.reason IS NULL)) x
+            SELECT *, {ingest_id} FROM ebbtide_distinct x
             WHERE NOT EXISTS (
                 SELECT 1 FROM events e WHERE e.ts BETWEEN $first AND $last AND {same})""",
             {"first": first, "last": last},
         ).fetchone()[0]
-        return loaded, valid
+        return _InsertCounts(valid, valid_buys, distinct, distinct_buys, loaded)
 
     def _drop_temp(self, request: LoadRequest) -> None:
-        for table in ("ebbtide_stage", "ebbtide_rejected", *request.temp_tables):
+        for table in (
+            "ebbtide_stage",
+            "ebbtide_rejected",
+            "ebbtide_distinct",
+            *request.temp_tables,
+        ):
             self.con.execute(f"DROP TABLE IF EXISTS {table}")
 
     # -- reading ------------------------------------------------------------------

@@ -8,6 +8,7 @@ into library calls; `ebbtide.cli.main` adds these commands to the app.
 from __future__ import annotations
 
 import shutil
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -21,6 +22,7 @@ from ebbtide.cli.options import (
     NewDbOption,
     QuietOption,
     TimeZoneOption,
+    err,
     key_value_table,
     out,
     require_store,
@@ -28,7 +30,7 @@ from ebbtide.cli.options import (
     write_json,
     write_table,
 )
-from ebbtide.errors import ConfigError
+from ebbtide.errors import ConfigError, DataQualityWarning
 from ebbtide.ingest import REASONS, ColumnMapping, FormatName, Pseudonymiser, ingest_file
 from ebbtide.store import EventStore, IngestSummary, StoreStats
 
@@ -99,6 +101,14 @@ def ingest(
         str | None,
         typer.Option(rich_help_panel="Generic format", help="generic: session id column."),
     ] = None,
+    order_col: Annotated[
+        str | None,
+        typer.Option(
+            rich_help_panel="Generic format",
+            help="generic: order id column (fills the session id; same as --session-col)."
+            " Keeps lines of different orders with the same user, item and time apart.",
+        ),
+    ] = None,
     delimiter: Annotated[
         str, typer.Option(rich_help_panel="Generic format", help="generic CSV: field separator.")
     ] = ",",
@@ -128,13 +138,16 @@ def ingest(
     """Load a behaviour log into the event store, accounting for every row.
 
     Each row read is loaded, dropped as an exact duplicate, or quarantined with a reason
-    (see `ebbtide quarantine`). Loading the same file twice changes nothing. A file that is
+    (see `ebbtide quarantine`). Loading the same file twice changes nothing. Rows are
+    duplicates when equal on every mapped column: for an order log (several lines per
+    order, all with the order's time) map the order id with --order-col, or lines of
+    different orders with the same user, item and second collapse into one. A file that is
     refused (not in the stated format) writes nothing: a store this command would have
     created is not left behind.
 
     Examples: `ebbtide ingest UserBehavior.csv.gz --format taobao --db shop.duckdb`;
     `ebbtide ingest orders.parquet --format generic --user-col customer --item-col sku
-    --time-col ordered_at --behavior buy`.
+    --time-col ordered_at --order-col order_id --behavior buy`.
     """
     mapping = None
     if fmt is FormatName.GENERIC:
@@ -162,6 +175,7 @@ def ingest(
             quantity_col=quantity_col,
             brand_col=brand_col,
             session_col=session_col,
+            order_col=order_col,
             delimiter=delimiter,
             quote=quote,
             keep_repeats=keep_repeats,
@@ -172,7 +186,8 @@ def ingest(
     try:
         with EventStore(db) as store:
             for file in files:
-                with stages(quiet, f"ingesting {file.name}") as stage:
+                with stages(quiet, f"ingesting {file.name}") as stage, warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DataQualityWarning)  # shown as notes
                     summary = ingest_file(
                         store,
                         file,
@@ -210,6 +225,7 @@ def _print_summary(summary: IngestSummary, db: Path) -> None:
         ("rows read", f"{summary.rows_read:,}"),
         ("loaded", f"{summary.loaded:,}"),
         ("duplicates", f"{summary.duplicates:,}"),
+        *_duplicate_rows(summary),
         ("quarantined", f"{summary.quarantined:,}"),
         *((f"  {reason}", f"{count:,}") for reason, count in summary.reasons.items()),
         (
@@ -224,6 +240,21 @@ def _print_summary(summary: IngestSummary, db: Path) -> None:
         console.print("This file was already ingested with the same options: nothing changed.")
     if summary.quarantined:
         console.print(f"See the quarantined rows with: ebbtide quarantine --db {db}", markup=False)
+    for note in summary.notes:
+        err().print(f"Note: {note}", highlight=False, markup=False)
+
+
+def _duplicate_rows(summary: IngestSummary) -> list[tuple[str, str]]:
+    """Where the duplicates were: earlier in the same file (purchases among them), or stored."""
+    if not summary.duplicates or summary.already_ingested:
+        return []
+    rows = [
+        ("  repeats within the file", f"{summary.duplicates_in_file:,}"),
+        ("  already in the store", f"{summary.duplicates - summary.duplicates_in_file:,}"),
+    ]
+    if summary.duplicate_buys_in_file:
+        rows.insert(1, ("    of them purchases", f"{summary.duplicate_buys_in_file:,}"))
+    return rows
 
 
 @app.command()
