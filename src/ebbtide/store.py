@@ -21,6 +21,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -199,9 +200,48 @@ class _InsertCounts:
     loaded: int
 
 
+class Period(StrEnum):
+    """How finely `EventStore.event_counts` and `stats` count events over time."""
+
+    DAY = "day"
+    WEEK = "week"  # weeks start on Monday (ISO 8601)
+    MONTH = "month"
+
+
+#: Most rows of a time table counted per day, then per week, when the period is chosen
+#: from the log: about two months of days, a year of weeks, then months.
+DAYS_UP_TO = 62
+WEEKS_UP_TO = 56
+#: How a period's first day is labelled: the date (a week by its Monday), or year-month.
+_PERIOD_LABEL = {Period.DAY: "%Y-%m-%d", Period.WEEK: "%Y-%m-%d", Period.MONTH: "%Y-%m"}
+
+
+def period_for(days: int, weeks: int) -> Period:
+    """The finest period that keeps a time table short, from the days and weeks with events.
+
+    Counting the days and weeks that hold events, not the span from first to last event,
+    keeps a few stray early events from folding a nine-day log into weeks.
+
+    Examples
+    --------
+    >>> period_for(9, 2), period_for(364, 52), period_for(546, 79)
+    (<Period.DAY: 'day'>, <Period.WEEK: 'week'>, <Period.MONTH: 'month'>)
+    """
+    if days <= DAYS_UP_TO:
+        return Period.DAY
+    return Period.WEEK if weeks <= WEEKS_UP_TO else Period.MONTH
+
+
 @dataclass(frozen=True, slots=True)
 class StoreStats:
-    """What a store holds, for `ebbtide stats` and the report."""
+    """What a store holds, for `ebbtide stats` and the report.
+
+    ``events_per_period`` counts events per ``period`` (``day``, ``week`` from Monday or
+    ``month``, labelled by its first day, or year-month) in time zone ``timezone``; the
+    first and last periods may be partial. ``period_chosen`` is True when the period was
+    chosen (`period_for`) rather than asked for; ``days_with_events`` counts the days
+    (in ``timezone``) that hold an event.
+    """
 
     users: int
     items: int
@@ -211,11 +251,14 @@ class StoreStats:
     first_event: datetime | None
     last_event: datetime | None
     events_per_user: dict[str, float]
-    events_per_day: list[tuple[str, int]]
+    events_per_period: list[tuple[str, int]]
     quarantined: dict[str, int]
     ingests: int
     pseudonymised: bool | None
     timezone: str = "UTC"
+    period: str = "day"
+    period_chosen: bool = False
+    days_with_events: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -616,16 +659,47 @@ class EventStore:
         cursor.execute("SET TimeZone = 'UTC'")
         return cursor
 
-    def stats(self, tz: str = "UTC") -> StoreStats:
-        """Counts, time span, events per user (quantiles) and per day (in time zone `tz`).
+    def event_counts(
+        self, per: Period | str = Period.DAY, tz: str = "UTC"
+    ) -> list[tuple[str, int]]:
+        """Events per day, week (from Monday) or month of local time in `tz`, in time order.
+
+        Each period is labelled by its first day (``2024-01-01``), a month by year-month
+        (``2024-01``); periods without events are left out.
 
         Raises
         ------
         ConfigError
-            When `tz` is not a time zone DuckDB knows.
+            When `per` is not day, week or month, or `tz` is not a time zone DuckDB knows.
+        """
+        period = _period(per)
+        check_time_zone(tz, self.con)
+        rows = self.con.execute(
+            """SELECT strftime(date_trunc($period, timezone($tz, ts)), $label) AS p, count(*)
+            FROM events GROUP BY p ORDER BY p""",
+            {"period": period.value, "tz": tz, "label": _PERIOD_LABEL[period]},
+        ).fetchall()
+        return [(label, int(n)) for label, n in rows]
+
+    def stats(self, tz: str = "UTC", per: Period | str | None = None) -> StoreStats:
+        """Counts, time span, events per user (quantiles) and per period (in time zone `tz`).
+
+        Parameters
+        ----------
+        tz : str
+            IANA time zone in which days, weeks and months begin.
+        per : {"day", "week", "month"}, optional
+            Period of the time table; default: the finest that keeps it short
+            (`period_for`), so a year-long log gives 52 weeks rather than 365 days.
+
+        Raises
+        ------
+        ConfigError
+            When `tz` is not a time zone DuckDB knows, or `per` is not a period.
         """
         con = self.con
         check_time_zone(tz, con)
+        asked = None if per is None else _period(per)
         users, items, categories = (
             con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
             for t in ("users", "items", "categories")
@@ -639,11 +713,12 @@ class EventStore:
             FROM (SELECT count(*) AS n FROM events GROUP BY user_idx)"""
         ).fetchone()
         labels = ("min", "p25", "median", "p75", "p90", "max", "mean")
-        per_day = con.execute(
-            "SELECT strftime(timezone(?, ts), '%Y-%m-%d') AS day, count(*) FROM events"
-            " GROUP BY day ORDER BY day",
+        days, weeks = con.execute(
+            """SELECT count(DISTINCT local::DATE), count(DISTINCT date_trunc('week', local))
+            FROM (SELECT timezone(?, ts) AS local FROM events)""",
             [tz],
-        ).fetchall()
+        ).fetchone()
+        period = asked or period_for(days, weeks)
         quarantined = dict(
             con.execute(
                 "SELECT reason, count(*) FROM quarantine GROUP BY reason ORDER BY reason"
@@ -661,11 +736,14 @@ class EventStore:
             events_per_user={
                 k: float(v) for k, v in zip(labels, per_user, strict=True) if v is not None
             },
-            events_per_day=[(d, int(n)) for d, n in per_day],
+            events_per_period=self.event_counts(period, tz),
             quarantined=quarantined,
             ingests=ingests,
             pseudonymised=self.pseudonymised,
             timezone=tz,
+            period=period.value,
+            period_chosen=asked is None,
+            days_with_events=days,
         )
 
     def last_event(self) -> datetime | None:
@@ -736,6 +814,14 @@ class EventStore:
                 " --key-file) so the raw id can be matched, or --pseudonym with the stored id"
             )
         return pseudonymise(raw_user_id)
+
+
+def _period(per: Period | str) -> Period:
+    try:
+        return Period(per)
+    except ValueError:
+        allowed = ", ".join(p.value for p in Period)
+        raise ConfigError(f"unknown period {per!r}; use one of {allowed}") from None
 
 
 def _elapsed(started: datetime) -> float:

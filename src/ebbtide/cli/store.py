@@ -32,7 +32,7 @@ from ebbtide.cli.options import (
 )
 from ebbtide.errors import ConfigError, DataQualityWarning
 from ebbtide.ingest import REASONS, ColumnMapping, FormatName, Pseudonymiser, ingest_file
-from ebbtide.store import EventStore, IngestSummary, StoreStats
+from ebbtide.store import DAYS_UP_TO, WEEKS_UP_TO, EventStore, IngestSummary, Period, StoreStats
 
 app = typer.Typer()
 
@@ -261,13 +261,25 @@ def _duplicate_rows(summary: IngestSummary) -> list[tuple[str, str]]:
 def stats(
     db: DbOption = Path("ebbtide.duckdb"),
     tz: TimeZoneOption = "UTC",
+    per: Annotated[
+        Period | None,
+        typer.Option(
+            help="Count events per day, week (from Monday) or month. Default: per day up to"
+            f" {DAYS_UP_TO} days with events, per week up to {WEEKS_UP_TO} weeks, else per"
+            " month.",
+        ),
+    ] = None,
     json_out: JsonOption = None,
     _debug: DebugOption = False,
 ) -> None:
-    """Users, items, categories, events per behaviour, time span, per user and per day."""
+    """Users, items, categories, events per behaviour, time span, per user and over time.
+
+    The time table counts events per day for short logs, per week for logs up to a year
+    and per month beyond (--per chooses); --json writes the same rows.
+    """
     require_store(db)
     with EventStore(db, read_only=True) as store:
-        result = store.stats(tz=tz)
+        result = store.stats(tz=tz, per=per)
     _print_stats(result, db)
     write_json(json_out, result.to_dict())
 
@@ -300,13 +312,22 @@ def _print_stats(s: StoreStats, db: Path) -> None:
     ]
     console = out()
     console.print(key_value_table(f"Event store {db}", rows))
-    if s.events_per_day:
-        days = Table(title=f"Events per day ({s.timezone})")
-        days.add_column("day")
-        days.add_column("events", justify="right")
-        for day, count in s.events_per_day:
-            days.add_row(day, f"{count:,}")
-        console.print(days)
+    if s.events_per_period:
+        console.print(_period_table(s))
+
+
+def _period_table(s: StoreStats) -> Table:
+    """Events per day, week or month; the title says which and, if chosen, why."""
+    period = Period(s.period)
+    title = f"Events per {period.value} ({s.timezone})"
+    if s.period_chosen and period is not Period.DAY:
+        title += f", folded from {s.days_with_events:,} days (--per day for daily counts)"
+    table = Table(title=title)
+    table.add_column({Period.WEEK: "week from (Monday)"}.get(period, period.value))
+    table.add_column("events", justify="right")
+    for label, count in s.events_per_period:
+        table.add_row(label, f"{count:,}")
+    return table
 
 
 @app.command()
