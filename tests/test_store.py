@@ -8,14 +8,15 @@ import subprocess
 import sys
 import textwrap
 import time
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from ebbtide.datasets import taobao_sample_path
-from ebbtide.errors import PrivacyError, StoreError
+from ebbtide.errors import ConfigError, PrivacyError, StoreError
 from ebbtide.ingest import Pseudonymiser, ingest_file
-from ebbtide.store import EventStore
+from ebbtide.store import EventStore, Period, check_time_zone
 from ebbtide.synthetic import SynthConfig, generate, write_taobao_csv
 
 ROWS = "1,10,100,pv,1511544070\n1,11,100,cart,1511544080\n2,10,100,buy,1511544090\n"
@@ -245,3 +246,78 @@ def test_load_is_fast_enough_to_be_usable(store: EventStore) -> None:
     started = time.perf_counter()
     ingest_file(store, taobao_sample_path(), "taobao")
     assert time.perf_counter() - started < 30
+
+
+def test_unknown_time_zone_is_refused_with_what_to_use(store: EventStore) -> None:
+    with pytest.raises(ConfigError, match=r"unknown time zone 'Mars/Olympus'.*Europe/Berlin"):
+        store.stats(tz="Mars/Olympus")
+    with pytest.raises(ConfigError, match=r"did you mean Europe/Berlin\?"):
+        check_time_zone("Europe/Berln")
+    assert check_time_zone("Asia/Shanghai") == "Asia/Shanghai"
+    assert store.stats(tz="Europe/Berlin").timezone == "Europe/Berlin"
+
+
+def _daily_log(path: Path, start: datetime, days: int) -> Path:
+    """One purchase a day at 12:00 UTC (user = the day's weekday), Taobao layout."""
+    stamps = (start + timedelta(days=d, hours=12) for d in range(days))
+    path.write_text("".join(f"{t.weekday()},1,1,buy,{int(t.timestamp())}\n" for t in stamps))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("days", "period", "rows"),
+    [(9, "day", 9), (60, "day", 60), (364, "week", 52), (545, "month", 18)],
+)
+def test_stats_fold_long_logs_into_weeks_or_months(
+    store: EventStore, tmp_path: Path, days: int, period: str, rows: int
+) -> None:
+    ingest_file(
+        store, _daily_log(tmp_path / "log.csv", datetime(2024, 1, 1, tzinfo=UTC), days), "taobao"
+    )
+    stats = store.stats()
+    assert (stats.period, stats.period_chosen, len(stats.events_per_period)) == (period, True, rows)
+    assert sum(n for _, n in stats.events_per_period) == stats.events == days
+    assert stats.to_dict()["events_per_period"] == stats.events_per_period
+    forced = store.stats(per="day")
+    assert (forced.period, forced.period_chosen, len(forced.events_per_period)) == (
+        "day",
+        False,
+        days,
+    )
+
+
+def test_event_counts_label_weeks_by_monday_and_months_by_year_month(
+    store: EventStore, tmp_path: Path
+) -> None:
+    ingest_file(
+        store, _daily_log(tmp_path / "log.csv", datetime(2024, 1, 1, tzinfo=UTC), 40), "taobao"
+    )
+    weeks = store.event_counts("week")
+    assert weeks[:2] == [("2024-01-01", 7), ("2024-01-08", 7)] and weeks[-1] == ("2024-02-05", 5)
+    assert all(date.fromisoformat(w).weekday() == 0 for w, _ in weeks)
+    assert store.event_counts(Period.MONTH) == [("2024-01", 31), ("2024-02", 9)]
+    with pytest.raises(ConfigError, match="unknown period 'year'; use one of day, week, month"):
+        store.event_counts("year")
+
+
+def test_periods_begin_in_the_asked_time_zone(store: EventStore, tmp_path: Path) -> None:
+    # Sunday 2024-03-31 20:00 UTC is Monday 04:00 in Shanghai: another week and month there.
+    path = tmp_path / "log.csv"
+    path.write_text(f"1,1,1,buy,{int(datetime(2024, 3, 31, 20, tzinfo=UTC).timestamp())}\n")
+    ingest_file(store, path, "taobao")
+    assert store.event_counts("week") == [("2024-03-25", 1)]
+    assert store.event_counts("week", tz="Asia/Shanghai") == [("2024-04-01", 1)]
+    assert store.event_counts("month", tz="Asia/Shanghai") == [("2024-04", 1)]
+    assert store.event_counts("day", tz="America/New_York") == [("2024-03-31", 1)]
+
+
+def test_a_few_stray_early_events_do_not_fold_a_short_log(
+    store: EventStore, tmp_path: Path
+) -> None:
+    log = _daily_log(tmp_path / "log.csv", datetime(2024, 6, 3, tzinfo=UTC), 9)
+    stray = int(datetime(2023, 9, 11, 8, tzinfo=UTC).timestamp())
+    log.write_text(log.read_text() + f"9,1,1,buy,{stray}\n")
+    assert ingest_file(store, log, "taobao").loaded == 10
+    stats = store.stats()
+    assert (stats.period, stats.days_with_events) == ("day", 10)
+    assert stats.events_per_period[0] == ("2023-09-11", 1)

@@ -15,19 +15,21 @@ Examples
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 
-from ebbtide.errors import InputFormatError, PrivacyError, StoreError
-from ebbtide.schema import BEHAVIORS
+from ebbtide.errors import ConfigError, InputFormatError, PrivacyError, StoreError
+from ebbtide.schema import BEHAVIORS, Behavior
 from ebbtide.sql import bind
 
 #: Bumped whenever the tables change shape; a store written by another version is refused.
@@ -87,6 +89,40 @@ _IDENTITY = (
 Progress = Callable[[str], None]
 
 
+def check_time_zone(tz: str, con: duckdb.DuckDBPyConnection | None = None) -> str:
+    """Return `tz` if DuckDB knows it as a time zone, else raise `ConfigError`.
+
+    DuckDB (ICU) is the judge, not `zoneinfo`: it is DuckDB that converts the times, and
+    the two do not know exactly the same names.
+
+    Raises
+    ------
+    ConfigError
+        Naming the value, a close known name if there is one, and the kind of name to use.
+
+    Examples
+    --------
+    >>> check_time_zone("Europe/Berlin")
+    'Europe/Berlin'
+    """
+    owned = con is None
+    con = con if con is not None else duckdb.connect()
+    try:
+        con.execute("SELECT timezone(?, TIMESTAMPTZ '2000-01-01 00:00:00+00')", [tz]).fetchone()
+        return tz
+    except duckdb.Error:
+        known = [r[0] for r in con.execute("SELECT name FROM pg_timezone_names()").fetchall()]
+    finally:
+        if owned:
+            con.close()
+    close = difflib.get_close_matches(tz, known, n=1, cutoff=0.8)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    raise ConfigError(
+        f"unknown time zone {tz!r}{hint}; use an IANA time zone name such as Europe/Berlin,"
+        " Asia/Shanghai or America/New_York, or UTC"
+    )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LoadRequest:
     """Everything `EventStore.load` needs to load one source, prepared by `ebbtide.ingest`.
@@ -117,7 +153,15 @@ class LoadRequest:
 
 @dataclass(frozen=True, slots=True)
 class IngestSummary:
-    """How every row read was accounted for: ``rows_read = loaded + duplicates + quarantined``."""
+    """How every row read was accounted for: ``rows_read = loaded + duplicates + quarantined``.
+
+    ``duplicates`` counts valid rows not loaded because an identical event is already
+    stored or came earlier in the same file; ``duplicates_in_file`` is the second kind and
+    ``duplicate_buys_in_file`` the purchases among them (both 0 when the file was already
+    ingested). Identical means equal on every field the source fills: purchase lines of
+    *different* orders with the same user, item and second collapse unless the order id
+    is loaded as ``session_id``; ``notes`` then says so and how to keep them.
+    """
 
     source: str
     rows_read: int
@@ -130,9 +174,15 @@ class IngestSummary:
     new_categories: int
     already_ingested: bool = False
     seconds: float = 0.0
+    duplicates_in_file: int = 0
+    duplicate_buys_in_file: int = 0
+    notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.rows_read != self.loaded + self.duplicates + self.quarantined:
+        if (
+            self.rows_read != self.loaded + self.duplicates + self.quarantined
+            or not 0 <= self.duplicate_buys_in_file <= self.duplicates_in_file <= self.duplicates
+        ):
             raise StoreError(f"ingest accounting broke: {self}; please report this bug")
 
     def to_dict(self) -> dict[str, Any]:
@@ -140,8 +190,58 @@ class IngestSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class _InsertCounts:
+    """Valid staged rows, distinct ones among them (of all, of purchases) and rows loaded."""
+
+    valid: int
+    valid_buys: int
+    distinct: int
+    distinct_buys: int
+    loaded: int
+
+
+class Period(StrEnum):
+    """How finely `EventStore.event_counts` and `stats` count events over time."""
+
+    DAY = "day"
+    WEEK = "week"  # weeks start on Monday (ISO 8601)
+    MONTH = "month"
+
+
+#: Most rows of a time table counted per day, then per week, when the period is chosen
+#: from the log: about two months of days, a year of weeks, then months.
+DAYS_UP_TO = 62
+WEEKS_UP_TO = 56
+#: How a period's first day is labelled: the date (a week by its Monday), or year-month.
+_PERIOD_LABEL = {Period.DAY: "%Y-%m-%d", Period.WEEK: "%Y-%m-%d", Period.MONTH: "%Y-%m"}
+
+
+def period_for(days: int, weeks: int) -> Period:
+    """The finest period that keeps a time table short, from the days and weeks with events.
+
+    Counting the days and weeks that hold events, not the span from first to last event,
+    keeps a few stray early events from folding a nine-day log into weeks.
+
+    Examples
+    --------
+    >>> period_for(9, 2), period_for(364, 52), period_for(546, 79)
+    (<Period.DAY: 'day'>, <Period.WEEK: 'week'>, <Period.MONTH: 'month'>)
+    """
+    if days <= DAYS_UP_TO:
+        return Period.DAY
+    return Period.WEEK if weeks <= WEEKS_UP_TO else Period.MONTH
+
+
+@dataclass(frozen=True, slots=True)
 class StoreStats:
-    """What a store holds, for `ebbtide stats` and the report."""
+    """What a store holds, for `ebbtide stats` and the report.
+
+    ``events_per_period`` counts events per ``period`` (``day``, ``week`` from Monday or
+    ``month``, labelled by its first day, or year-month) in time zone ``timezone``; the
+    first and last periods may be partial. ``period_chosen`` is True when the period was
+    chosen (`period_for`) rather than asked for; ``days_with_events`` counts the days
+    (in ``timezone``) that hold an event.
+    """
 
     users: int
     items: int
@@ -151,11 +251,14 @@ class StoreStats:
     first_event: datetime | None
     last_event: datetime | None
     events_per_user: dict[str, float]
-    events_per_day: list[tuple[str, int]]
+    events_per_period: list[tuple[str, int]]
     quarantined: dict[str, int]
     ingests: int
     pseudonymised: bool | None
     timezone: str = "UTC"
+    period: str = "day"
+    period_chosen: bool = False
+    days_with_events: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -364,7 +467,7 @@ class EventStore:
         report("indexing users, items and categories")
         new_ids = self._extend_dictionaries()
         report("removing duplicates and writing events")
-        loaded, valid = self._insert_events(request, ingest_id)
+        counts = self._insert_events(request, ingest_id)
 
         report("quarantining rejected rows")
         # Raw text would carry raw user ids past the pseudonymiser: withheld in that mode.
@@ -390,13 +493,15 @@ class EventStore:
         quarantined = sum(reasons.values())
         summary = IngestSummary(
             request.source,
-            valid + quarantined,
-            loaded,
-            valid - loaded,
+            counts.valid + quarantined,
+            counts.loaded,
+            counts.valid - counts.loaded,
             quarantined,
             reasons,
             *new_ids,
             seconds=_elapsed(started),
+            duplicates_in_file=counts.valid - counts.distinct,
+            duplicate_buys_in_file=counts.valid_buys - counts.distinct_buys,
         )
         con.execute(
             "INSERT INTO ingests VALUES (?, ?, ?, ?, ?, now(), ?, ?, ?, ?, ?)",
@@ -472,8 +577,8 @@ class EventStore:
         )
         return added[0], added[1], added[2]
 
-    def _insert_events(self, request: LoadRequest, ingest_id: int) -> tuple[int, int]:
-        """Insert the valid staged rows that are not already stored; return (loaded, valid)."""
+    def _insert_events(self, request: LoadRequest, ingest_id: int) -> _InsertCounts:
+        """Insert the valid staged rows that are not already stored, and count them."""
         occurrence = (
             "(row_number() OVER (PARTITION BY s.user_id, s.item_id, s.category_id, s.behavior,"
             " s.ts, s.price, s.quantity, s.brand, s.session_id) - 1)::INTEGER"
@@ -489,9 +594,15 @@ class EventStore:
         if request.keep_repeats:
             varying.append("occurrence")
         con = self.con
-        valid = con.execute("SELECT count(*) FROM ebbtide_stage WHERE reason IS NULL").fetchone()[0]
+        buy = Behavior.BUY.code
+        valid, valid_buys = con.execute(
+            "SELECT count(*), count(*) FILTER (behavior = ?) FROM ebbtide_stage"
+            " WHERE reason IS NULL",
+            [buy],
+        ).fetchone()
         # DISTINCT drops exact copies (over the columns this source fills; the rest are
-        # NULL on every row); NOT EXISTS drops rows already stored, comparing
+        # NULL on every row) into ebbtide_distinct, so copies within the file can be
+        # counted; NOT EXISTS drops rows already stored, comparing
         # every identity column (NULLs equal) within the file's time span, which DuckDB's
         # min/max zone maps narrow to the few row groups of that period.
         staged = {
@@ -510,24 +621,35 @@ class EventStore:
         first, last = con.execute(
             "SELECT min(ts), max(ts) FROM ebbtide_stage WHERE reason IS NULL"
         ).fetchone()
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE ebbtide_distinct AS
+            SELECT {row} FROM (
+                SELECT DISTINCT {inner}
+                FROM ebbtide_stage s
+                JOIN users u ON u.user_id = s.user_id
+                JOIN items i ON i.item_id = s.item_id
+                LEFT JOIN categories c ON c.category_id = s.category_id
+                WHERE s.reason IS NULL)"""
+        )
+        distinct, distinct_buys = con.execute(
+            "SELECT count(*), count(*) FILTER (behavior = ?) FROM ebbtide_distinct", [buy]
+        ).fetchone()
         loaded = con.execute(
             f"""INSERT INTO events
-            SELECT *, {ingest_id} FROM (
-                SELECT {row} FROM (
-                    SELECT DISTINCT {inner}
-                    FROM ebbtide_stage s
-                    JOIN users u ON u.user_id = s.user_id
-                    JOIN items i ON i.item_id = s.item_id
-                    LEFT JOIN categories c ON c.category_id = s.category_id
-                    WHERE s.reason IS NULL)) x
+            SELECT *, {ingest_id} FROM ebbtide_distinct x
             WHERE NOT EXISTS (
                 SELECT 1 FROM events e WHERE e.ts BETWEEN $first AND $last AND {same})""",
             {"first": first, "last": last},
         ).fetchone()[0]
-        return loaded, valid
+        return _InsertCounts(valid, valid_buys, distinct, distinct_buys, loaded)
 
     def _drop_temp(self, request: LoadRequest) -> None:
-        for table in ("ebbtide_stage", "ebbtide_rejected", *request.temp_tables):
+        for table in (
+            "ebbtide_stage",
+            "ebbtide_rejected",
+            "ebbtide_distinct",
+            *request.temp_tables,
+        ):
             self.con.execute(f"DROP TABLE IF EXISTS {table}")
 
     # -- reading ------------------------------------------------------------------
@@ -537,9 +659,47 @@ class EventStore:
         cursor.execute("SET TimeZone = 'UTC'")
         return cursor
 
-    def stats(self, tz: str = "UTC") -> StoreStats:
-        """Counts, time span, events per user (quantiles) and per day (in time zone `tz`)."""
+    def event_counts(
+        self, per: Period | str = Period.DAY, tz: str = "UTC"
+    ) -> list[tuple[str, int]]:
+        """Events per day, week (from Monday) or month of local time in `tz`, in time order.
+
+        Each period is labelled by its first day (``2024-01-01``), a month by year-month
+        (``2024-01``); periods without events are left out.
+
+        Raises
+        ------
+        ConfigError
+            When `per` is not day, week or month, or `tz` is not a time zone DuckDB knows.
+        """
+        period = _period(per)
+        check_time_zone(tz, self.con)
+        rows = self.con.execute(
+            """SELECT strftime(date_trunc($period, timezone($tz, ts)), $label) AS p, count(*)
+            FROM events GROUP BY p ORDER BY p""",
+            {"period": period.value, "tz": tz, "label": _PERIOD_LABEL[period]},
+        ).fetchall()
+        return [(label, int(n)) for label, n in rows]
+
+    def stats(self, tz: str = "UTC", per: Period | str | None = None) -> StoreStats:
+        """Counts, time span, events per user (quantiles) and per period (in time zone `tz`).
+
+        Parameters
+        ----------
+        tz : str
+            IANA time zone in which days, weeks and months begin.
+        per : {"day", "week", "month"}, optional
+            Period of the time table; default: the finest that keeps it short
+            (`period_for`), so a year-long log gives 52 weeks rather than 365 days.
+
+        Raises
+        ------
+        ConfigError
+            When `tz` is not a time zone DuckDB knows, or `per` is not a period.
+        """
         con = self.con
+        check_time_zone(tz, con)
+        asked = None if per is None else _period(per)
         users, items, categories = (
             con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
             for t in ("users", "items", "categories")
@@ -553,11 +713,12 @@ class EventStore:
             FROM (SELECT count(*) AS n FROM events GROUP BY user_idx)"""
         ).fetchone()
         labels = ("min", "p25", "median", "p75", "p90", "max", "mean")
-        per_day = con.execute(
-            "SELECT strftime(timezone(?, ts), '%Y-%m-%d') AS day, count(*) FROM events"
-            " GROUP BY day ORDER BY day",
+        days, weeks = con.execute(
+            """SELECT count(DISTINCT local::DATE), count(DISTINCT date_trunc('week', local))
+            FROM (SELECT timezone(?, ts) AS local FROM events)""",
             [tz],
-        ).fetchall()
+        ).fetchone()
+        period = asked or period_for(days, weeks)
         quarantined = dict(
             con.execute(
                 "SELECT reason, count(*) FROM quarantine GROUP BY reason ORDER BY reason"
@@ -575,11 +736,14 @@ class EventStore:
             events_per_user={
                 k: float(v) for k, v in zip(labels, per_user, strict=True) if v is not None
             },
-            events_per_day=[(d, int(n)) for d, n in per_day],
+            events_per_period=self.event_counts(period, tz),
             quarantined=quarantined,
             ingests=ingests,
             pseudonymised=self.pseudonymised,
             timezone=tz,
+            period=period.value,
+            period_chosen=asked is None,
+            days_with_events=days,
         )
 
     def last_event(self) -> datetime | None:
@@ -650,6 +814,14 @@ class EventStore:
                 " --key-file) so the raw id can be matched, or --pseudonym with the stored id"
             )
         return pseudonymise(raw_user_id)
+
+
+def _period(per: Period | str) -> Period:
+    try:
+        return Period(per)
+    except ValueError:
+        allowed = ", ".join(p.value for p in Period)
+        raise ConfigError(f"unknown period {per!r}; use one of {allowed}") from None
 
 
 def _elapsed(started: datetime) -> float:

@@ -32,7 +32,8 @@ def test_taobao_slice_reproduces_provenance_counts(store: EventStore) -> None:
     stats = store.stats(tz="Asia/Shanghai")
     assert (stats.users, stats.items, stats.categories) == (815, 55_368, 2_914)
     assert stats.events_by_behavior == facts["behaviors"]
-    per_day = dict(stats.events_per_day)
+    assert (stats.period, stats.period_chosen) == ("day", True)  # a 9-day log: per day
+    per_day = dict(stats.events_per_period)
     assert per_day["2017-11-25"] == 8_697
     assert per_day["2017-12-02"] == 11_520
     assert per_day["2017-12-03"] == 11_377

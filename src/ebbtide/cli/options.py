@@ -102,6 +102,34 @@ CatalogueOption = Annotated[
     typer.Option("--catalogue", help="Action catalogue (TOML file); default: the shipped one."),
 ]
 ArmColOption = Annotated[str, typer.Option(help="Column holding each row's arm.")]
+
+
+def parse_time_zone(text: str, flag: str = "--tz") -> str:
+    """An IANA time zone name (Europe/Berlin, Asia/Shanghai, UTC), else a `ConfigError`.
+
+    DuckDB, which converts the times, decides which names exist; the error names `flag`.
+    """
+    from ebbtide.store import check_time_zone
+
+    try:
+        return check_time_zone(text)
+    except ConfigError as exc:
+        raise ConfigError(f"{flag}: {exc}") from None
+
+
+def _time_zone_callback(value: str) -> str:
+    return parse_time_zone(value, "--tz")
+
+
+#: A time zone option, checked while the options are parsed (before any work starts).
+TimeZoneOption = Annotated[
+    str,
+    typer.Option(
+        "--tz",
+        help="IANA time zone of the dates shown, e.g. Europe/Berlin or Asia/Shanghai.",
+        callback=_time_zone_callback,
+    ),
+]
 ControlOption = Annotated[str, typer.Option(help="Arm value of the control group.")]
 
 

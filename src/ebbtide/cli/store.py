@@ -7,6 +7,8 @@ into library calls; `ebbtide.cli.main` adds these commands to the app.
 
 from __future__ import annotations
 
+import shutil
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -19,6 +21,8 @@ from ebbtide.cli.options import (
     JsonOption,
     NewDbOption,
     QuietOption,
+    TimeZoneOption,
+    err,
     key_value_table,
     out,
     require_store,
@@ -26,9 +30,9 @@ from ebbtide.cli.options import (
     write_json,
     write_table,
 )
-from ebbtide.errors import ConfigError
+from ebbtide.errors import ConfigError, DataQualityWarning
 from ebbtide.ingest import REASONS, ColumnMapping, FormatName, Pseudonymiser, ingest_file
-from ebbtide.store import EventStore, IngestSummary, StoreStats
+from ebbtide.store import DAYS_UP_TO, WEEKS_UP_TO, EventStore, IngestSummary, Period, StoreStats
 
 app = typer.Typer()
 
@@ -97,6 +101,14 @@ def ingest(
         str | None,
         typer.Option(rich_help_panel="Generic format", help="generic: session id column."),
     ] = None,
+    order_col: Annotated[
+        str | None,
+        typer.Option(
+            rich_help_panel="Generic format",
+            help="generic: order id column (fills the session id; same as --session-col)."
+            " Keeps lines of different orders with the same user, item and time apart.",
+        ),
+    ] = None,
     delimiter: Annotated[
         str, typer.Option(rich_help_panel="Generic format", help="generic CSV: field separator.")
     ] = ",",
@@ -126,11 +138,16 @@ def ingest(
     """Load a behaviour log into the event store, accounting for every row.
 
     Each row read is loaded, dropped as an exact duplicate, or quarantined with a reason
-    (see `ebbtide quarantine`). Loading the same file twice changes nothing.
+    (see `ebbtide quarantine`). Loading the same file twice changes nothing. Rows are
+    duplicates when equal on every mapped column: for an order log (several lines per
+    order, all with the order's time) map the order id with --order-col, or lines of
+    different orders with the same user, item and second collapse into one. A file that is
+    refused (not in the stated format) writes nothing: a store this command would have
+    created is not left behind.
 
     Examples: `ebbtide ingest UserBehavior.csv.gz --format taobao --db shop.duckdb`;
     `ebbtide ingest orders.parquet --format generic --user-col customer --item-col sku
-    --time-col ordered_at --behavior buy`.
+    --time-col ordered_at --order-col order_id --behavior buy`.
     """
     mapping = None
     if fmt is FormatName.GENERIC:
@@ -158,21 +175,49 @@ def ingest(
             quantity_col=quantity_col,
             brand_col=brand_col,
             session_col=session_col,
+            order_col=order_col,
             delimiter=delimiter,
             quote=quote,
             keep_repeats=keep_repeats,
         )
     pseudonymiser = Pseudonymiser.from_env_or_file(key_file) if pseudonymise else None
     summaries = []
-    with EventStore(db) as store:
-        for file in files:
-            with stages(quiet, f"ingesting {file.name}") as stage:
-                summary = ingest_file(
-                    store, file, fmt, mapping=mapping, pseudonymiser=pseudonymiser, progress=stage
-                )
-            _print_summary(summary, db)
-            summaries.append(summary.to_dict())
+    created = _store_files_absent(db)
+    try:
+        with EventStore(db) as store:
+            for file in files:
+                with stages(quiet, f"ingesting {file.name}") as stage, warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DataQualityWarning)  # shown as notes
+                    summary = ingest_file(
+                        store,
+                        file,
+                        fmt,
+                        mapping=mapping,
+                        pseudonymiser=pseudonymiser,
+                        progress=stage,
+                    )
+                _print_summary(summary, db)
+                summaries.append(summary.to_dict())
+    except BaseException:
+        if not summaries:  # nothing was committed: a store this command made goes again
+            _remove(created)
+        raise
     write_json(json_out, summaries[0] if len(summaries) == 1 else {"files": summaries})
+
+
+def _store_files_absent(db: Path) -> list[Path]:
+    """The store file, its write-ahead log and its spill folder, those that do not exist yet."""
+    paths = [db, db.with_name(db.name + ".wal"), db.with_name(db.name + ".tmp")]
+    return [] if db.exists() else [p for p in paths if not p.exists()]
+
+
+def _remove(paths: list[Path]) -> None:
+    """Delete files and folders this command created (never one that existed before)."""
+    for path in paths:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _print_summary(summary: IngestSummary, db: Path) -> None:
@@ -180,6 +225,7 @@ def _print_summary(summary: IngestSummary, db: Path) -> None:
         ("rows read", f"{summary.rows_read:,}"),
         ("loaded", f"{summary.loaded:,}"),
         ("duplicates", f"{summary.duplicates:,}"),
+        *_duplicate_rows(summary),
         ("quarantined", f"{summary.quarantined:,}"),
         *((f"  {reason}", f"{count:,}") for reason, count in summary.reasons.items()),
         (
@@ -194,21 +240,46 @@ def _print_summary(summary: IngestSummary, db: Path) -> None:
         console.print("This file was already ingested with the same options: nothing changed.")
     if summary.quarantined:
         console.print(f"See the quarantined rows with: ebbtide quarantine --db {db}", markup=False)
+    for note in summary.notes:
+        err().print(f"Note: {note}", highlight=False, markup=False)
+
+
+def _duplicate_rows(summary: IngestSummary) -> list[tuple[str, str]]:
+    """Where the duplicates were: earlier in the same file (purchases among them), or stored."""
+    if not summary.duplicates or summary.already_ingested:
+        return []
+    rows = [
+        ("  repeats within the file", f"{summary.duplicates_in_file:,}"),
+        ("  already in the store", f"{summary.duplicates - summary.duplicates_in_file:,}"),
+    ]
+    if summary.duplicate_buys_in_file:
+        rows.insert(1, ("    of them purchases", f"{summary.duplicate_buys_in_file:,}"))
+    return rows
 
 
 @app.command()
 def stats(
     db: DbOption = Path("ebbtide.duckdb"),
-    tz: Annotated[
-        str, typer.Option(help="Time zone for per-day counts, e.g. Asia/Shanghai.")
-    ] = "UTC",
+    tz: TimeZoneOption = "UTC",
+    per: Annotated[
+        Period | None,
+        typer.Option(
+            help="Count events per day, week (from Monday) or month. Default: per day up to"
+            f" {DAYS_UP_TO} days with events, per week up to {WEEKS_UP_TO} weeks, else per"
+            " month.",
+        ),
+    ] = None,
     json_out: JsonOption = None,
     _debug: DebugOption = False,
 ) -> None:
-    """Users, items, categories, events per behaviour, time span, per user and per day."""
+    """Users, items, categories, events per behaviour, time span, per user and over time.
+
+    The time table counts events per day for short logs, per week for logs up to a year
+    and per month beyond (--per chooses); --json writes the same rows.
+    """
     require_store(db)
     with EventStore(db, read_only=True) as store:
-        result = store.stats(tz=tz)
+        result = store.stats(tz=tz, per=per)
     _print_stats(result, db)
     write_json(json_out, result.to_dict())
 
@@ -241,13 +312,22 @@ def _print_stats(s: StoreStats, db: Path) -> None:
     ]
     console = out()
     console.print(key_value_table(f"Event store {db}", rows))
-    if s.events_per_day:
-        days = Table(title=f"Events per day ({s.timezone})")
-        days.add_column("day")
-        days.add_column("events", justify="right")
-        for day, count in s.events_per_day:
-            days.add_row(day, f"{count:,}")
-        console.print(days)
+    if s.events_per_period:
+        console.print(_period_table(s))
+
+
+def _period_table(s: StoreStats) -> Table:
+    """Events per day, week or month; the title says which and, if chosen, why."""
+    period = Period(s.period)
+    title = f"Events per {period.value} ({s.timezone})"
+    if s.period_chosen and period is not Period.DAY:
+        title += f", folded from {s.days_with_events:,} days (--per day for daily counts)"
+    table = Table(title=title)
+    table.add_column({Period.WEEK: "week from (Monday)"}.get(period, period.value))
+    table.add_column("events", justify="right")
+    for label, count in s.events_per_period:
+        table.add_row(label, f"{count:,}")
+    return table
 
 
 @app.command()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import tempfile
 import uuid
+import warnings
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import Literal
 
 import duckdb
 
-from ebbtide.errors import ConfigError, InputFormatError, StoreError
+from ebbtide.errors import ConfigError, DataQualityWarning, InputFormatError, StoreError
 from ebbtide.ingest.formats import (
     NAMED_FORMATS,
     EventFormat,
@@ -73,6 +74,10 @@ class ColumnMapping:
         Required source columns.
     category_col, behavior_col, price_col, quantity_col, brand_col, session_col : str, optional
         Optional source columns.
+    order_col : str, optional
+        The order id column of an order log; another name for `session_col` (give one of
+        the two). It keeps apart lines of different orders that share user, item and
+        second, which otherwise count as one event and the rest as duplicates.
     behavior : str, optional
         Fixed behaviour for files without a behaviour column (e.g. ``"buy"`` for orders).
     behavior_map : str
@@ -96,6 +101,7 @@ class ColumnMapping:
     quantity_col: str | None = None
     brand_col: str | None = None
     session_col: str | None = None
+    order_col: str | None = None
     behavior: str | None = None
     behavior_map: str = ""
     time_format: str = "iso"
@@ -109,6 +115,11 @@ class ColumnMapping:
             raise ConfigError(
                 "give exactly one of --behavior-col (a column) or --behavior (one fixed"
                 " behaviour for every row, e.g. 'buy')"
+            )
+        if self.session_col is not None and self.order_col is not None:
+            raise ConfigError(
+                f"give --order-col ({self.order_col!r}) or --session-col"
+                f" ({self.session_col!r}), not both: both fill the session id"
             )
         check_time_format(self.time_format)
         if len(self.delimiter) != 1:
@@ -136,7 +147,7 @@ class ColumnMapping:
             "price": self.price_col,
             "quantity": self.quantity_col,
             "brand": self.brand_col,
-            "session_id": self.session_col,
+            "session_id": self.session_col or self.order_col,
         }
         return EventFormat(
             name="generic",
@@ -221,7 +232,8 @@ def ingest_file(
     Returns
     -------
     IngestSummary
-        rows read = loaded + duplicates + quarantined, with counts per reason.
+        rows read = loaded + duplicates + quarantined, with counts per reason; `notes`
+        (also issued as `DataQualityWarning`) when purchases were dropped as duplicates.
 
     Raises
     ------
@@ -246,7 +258,7 @@ def ingest_file(
             source = normalise_line_endings(source, Path(tmp))
         request = _load_request(event_format, source, rules, now, pseudonymiser, origin=path)
         try:
-            return store.load(request, progress)
+            summary = store.load(request, progress)
         except StoreError as exc:
             if "state machine reached an invalid state" in str(exc.__cause__):
                 raise InputFormatError(
@@ -255,6 +267,47 @@ def ingest_file(
                     f" (e.g. `sed -i 's/\\r$//' {path.name}`) and ingest again. Nothing was stored."
                 ) from None
             raise
+    notes = _duplicate_notes(summary, event_format)
+    for note in notes:
+        warnings.warn(f"{path.name}: {note}", DataQualityWarning, stacklevel=2)
+    return replace(summary, notes=notes) if notes else summary
+
+
+def _duplicate_notes(summary: IngestSummary, fmt: EventFormat) -> tuple[str, ...]:
+    """Say so when purchases were dropped as copies of another row of the same file.
+
+    Views logged twice in one second are copies; purchases rarely are: an order log
+    stamps every line of an order with the order's time, so two orders of one user with
+    the same product in the same second look identical unless the order id is loaded.
+    """
+    n = summary.duplicate_buys_in_file
+    if n == 0:
+        return ()
+    dropped = (
+        "1 purchase row was dropped as a duplicate: it repeats"
+        if n == 1
+        else f"{n:,} purchase rows were dropped as duplicates: each repeats"
+    )
+    if "session_id" in fmt.fields:
+        return (
+            f"{dropped} another row of this file exactly, session/order id included (same"
+            " user, item, second and order). If an order lists one product on several"
+            " lines, ingest with --keep-repeats (ColumnMapping(keep_repeats=True)) to keep"
+            " every line.",
+        )
+    if fmt.name == FormatName.GENERIC.value:
+        return (
+            f"{dropped} the user, item and second of another purchase row of this file."
+            " Lines of different orders stamped with the same time look like that: map the"
+            " order id column, e.g. --order-col order_id (or --session-col;"
+            " ColumnMapping(order_col=...)), and ingest into a new store (the rows loaded"
+            " now have no order id, so they would not match).",
+        )
+    return (
+        f"{dropped} another purchase row of this file exactly (same user, item and"
+        f" second); the {fmt.name} format has no order id to tell such rows apart, so"
+        " they count as copies.",
+    )
 
 
 def _load_request(
