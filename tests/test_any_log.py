@@ -11,14 +11,17 @@ beats the base rate's Brier score.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from ebbtide.cli.options import after_last_event
+from ebbtide.errors import ConfigError
 from ebbtide.evaluate.temporal import temporal_holdout
+from ebbtide.features.history import snapshot
+from ebbtide.models.base import Model
 from ebbtide.models.scoring import FAMILIES, build_model
 from ebbtide.store import EventStore
 from ebbtide.synthetic import generate, order_log_config, write_order_csv
@@ -154,3 +157,22 @@ def test_return_at_30_days_ranks_like_recency_and_beats_the_base_rate(
     report = table[["return_auc", "return_brier"]].to_string()
     assert (answered >= floor).all(), f"recency AUC {floor + 0.01:.3f}\n{report}"
     assert (table.loc[answered.index, "return_brier"] < ceiling).all(), f"{ceiling}\n{report}"
+
+
+def test_a_model_refuses_another_store_and_an_instant_before_any_data(
+    cli, logs: dict[str, Path], tmp_path: Path
+) -> None:
+    model_dir = str(tmp_path / "model")
+    cdnow, movielens = str(logs["cdnow"]), str(logs["movielens"])
+    cli.ok("train", "--model", "decay", "--db", cdnow, "--out-dir", model_dir, "--quiet")
+    out = str(tmp_path / "scores.parquet")
+    late = "1999-01-01T00:00:00Z"
+    wrong = cli("score", "--model-dir", model_dir, "--db", movielens, "--at", late, "--out", out)
+    assert wrong.exit_code == 1 and "fitted on another log" in wrong.output, wrong.output
+    early = cli("score", "--model-dir", model_dir, "--db", cdnow, "--at", late, "--out", out,
+                "--horizon", "1d")  # fmt: skip
+    assert early.exit_code == 0, early.output
+    with EventStore(logs["cdnow"], read_only=True) as store:
+        empty = snapshot(store, at=datetime(1990, 1, 1, tzinfo=UTC))
+    with pytest.raises(ConfigError, match="no events before 1990-01-01"):
+        Model.load(model_dir).p_return(empty, horizon=MONTH, in_sample=True)

@@ -53,7 +53,7 @@ def _quiet_chance(theta: float, curve: np.ndarray, span: np.ndarray) -> np.ndarr
     """
     s = span[:, None] * _FRACTIONS
     quiet = np.exp(-theta * s - curve)
-    return quiet[:, -1] + theta * np.trapezoid(quiet, s, axis=1)
+    return np.clip(quiet[:, -1] + theta * np.trapezoid(quiet, s, axis=1), 0.0, 1.0)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -268,6 +268,7 @@ class DecayModel(Model):
         self.pair_mu_ = mu
         self.default_mu_ = np.asarray(first_mu)
         self._fit_users(events, t_end)
+        self._restrict_answers()
         fitted = self._fit_dropout(events, t_end) if cfg.dropout != "off" else 0.0
         self.dropout_ = np.asarray(fitted)
         choice = self._validate_dropout(events, t_end, start) if cfg.dropout == "auto" else {}
@@ -366,6 +367,16 @@ class DecayModel(Model):
     def _integrated(p: dict[str, np.ndarray], horizon: float) -> np.ndarray:
         """``∫_at^{at+H} λ = μH + E (1 − e^{−δH}) / δ`` per pair."""
         return p["mu"] * horizon + p["excitation"] * -np.expm1(-p["delta"] * horizon) / p["delta"]
+
+    def _restrict_answers(self) -> None:
+        """No purchases before the cut-off (ratings, page views): no purchase forecast,
+        rather than a zero for everyone."""
+        no_buys = float(self.rho_global_) == 0.0
+        self.answers = type(self).answers - {"p_buy"} if no_buys else type(self).answers
+
+    def _set_state(self, state: dict[str, np.ndarray]) -> None:
+        super()._set_state(state)
+        self._restrict_answers()
 
     # -- dropout: a user may leave for good ----------------------------------------------
     def _fit_dropout(self, events: EventArrays, t_end: float) -> float:
