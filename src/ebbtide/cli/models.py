@@ -120,7 +120,7 @@ def score(
     _debug: DebugOption = False,
 ) -> None:
     """Score every user with history before --at: return, purchase, interests, items."""
-    from ebbtide.features.history import snapshot
+    from ebbtide.features.history import UNCATEGORISED, snapshot
     from ebbtide.models.scoring import score_users
 
     require_store(db)
@@ -140,4 +140,8 @@ def score(
     for column in ("p_return", "p_buy", "expected_return_days"):
         if column in users:
             rows.append((f"mean {column}", f"{users[column].mean():.3f}"))
+    if categories is not None and categories["category_id"].eq(UNCATEGORISED).all():
+        rows.append(
+            ("categories", f"none in the log: interest is per user, as category {UNCATEGORISED}")
+        )
     out().print(key_value_table(f"Scores from {model_dir}", rows))

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup
 
+from ebbtide.features.history import UNCATEGORISED
 from ebbtide.report import figures
 from ebbtide.report.data import ReportData, UserDrilldown
 from ebbtide.schema import BEHAVIORS
@@ -222,7 +223,18 @@ def _decay(data: ReportData) -> Section:
             Column("users", "users", _integer),
         ],
     )
-    extra = {"figures": drawings, "table": table, "empty": "No category half-lives to show."}
+    notes = []
+    if data.overview.get("categories") == 0:
+        notes.append(
+            f"This log has no categories: interest is modelled per user, as one implicit"
+            f" category {UNCATEGORISED!r}."
+        )
+    extra = {
+        "figures": drawings,
+        "table": table,
+        "empty": "No category half-lives to show.",
+        "notes": notes,
+    }
     return Section("decay", "Interest decay", extra)
 
 
