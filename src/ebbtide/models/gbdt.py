@@ -55,6 +55,8 @@ _LADDER_DAYS = (
 _MAX_HORIZON_DAYS = 365.0
 _SPAN_SHARE = 0.5
 _BULK_START_QUANTILE = 0.01
+#: Share of users whose rows early stopping validates on (and the trees do not see).
+_VALIDATION_SHARE = 0.1
 #: The log-horizon input, the last column of every classifier's inputs.
 HORIZON_FEATURE = "log_horizon_days"
 
@@ -155,6 +157,9 @@ class GBDTModel(Model):
         n_blocks = sum(len(horizons) for horizons in plan.values())
         share = max(1, self.config.max_rows // n_blocks)
         rng = np.random.default_rng(self.config.seed)
+        # Early stopping validates on whole users: a user's rows at other horizons and
+        # anchors nearly give its labels away, so a row-level split would never stop.
+        validation_users = rng.random(events.n_users) < _VALIDATION_SHARE
         rows: dict[str, list[tuple[dict[str, np.ndarray], np.ndarray]]] = {t: [] for t in _TARGETS}
         offered = dict.fromkeys(_TARGETS, 0)
         for m in sorted(plan):
@@ -162,7 +167,7 @@ class GBDTModel(Model):
             history = events.select(events.t < anchor)
             users = np.flatnonzero(history.lengths() > 0)
             later = events.select(events.t >= anchor)
-            features = user_features(history, users, anchor)
+            features = user_features(history, users, anchor) | {"user_idx": users}
             next_any = _first_time(later.user_idx, later.t, events.n_users)[users] - anchor
             buy = later.behavior == Behavior.BUY.code
             next_buy = (
@@ -191,7 +196,7 @@ class GBDTModel(Model):
                 # e.g. a log without categories has no (user, category) pairs: the target
                 # is left out and its query answers "unsupported" rather than guessing.
                 continue
-            x, y = _stack(rows[target])
+            x, y, row_users = _stack(rows[target])
             fewest = int(np.bincount(y, minlength=2).min())
             if fewest < _MIN_CLASS_ROWS:
                 if fewest > 0:
@@ -206,7 +211,7 @@ class GBDTModel(Model):
                     )
                 self.classifiers_[target] = BaseRates.fit(x[:, -1], y)
             else:
-                self.classifiers_[target] = self._classifier(x.shape[1]).fit(x, y)
+                self.classifiers_[target] = self._boost(x, y, validation_users[row_users])
             if progress is not None:
                 progress(f"fitted {target}", math.nan)
         self._restrict_answers()
@@ -262,17 +267,24 @@ class GBDTModel(Model):
         """Answer only what there were training rows for (no categories: no interest)."""
         self.answers = frozenset(q for q, t in _QUERY_TARGET.items() if t in self.classifiers_)
 
-    def _classifier(self, n_features: int) -> HistGradientBoostingClassifier:
+    def _boost(self, x: np.ndarray, y: np.ndarray, held_out: np.ndarray) -> object:
+        """Boosted trees, early-stopped on the held-out users' rows (all rows when too
+        few of them, or of one outcome, are held out)."""
         c = self.config
-        return HistGradientBoostingClassifier(
+        validate = bool(held_out.any()) and np.unique(y[held_out]).size == 2
+        validate = validate and np.unique(y[~held_out]).size == 2
+        trees = HistGradientBoostingClassifier(
             max_iter=c.max_iter,
             learning_rate=c.learning_rate,
             max_leaf_nodes=c.max_leaf_nodes,
             l2_regularization=c.l2_regularization,
-            monotonic_cst=[0] * (n_features - 1) + [1],  # non-decreasing in log(horizon)
-            early_stopping=True,
+            monotonic_cst=[0] * (x.shape[1] - 1) + [1],  # non-decreasing in log(horizon)
+            early_stopping=validate,
             random_state=c.seed,
         )
+        if not validate:
+            return trees.fit(x, y)
+        return trees.fit(x[~held_out], y[~held_out], X_val=x[held_out], y_val=y[held_out])
 
     def _predict(self, target: str, features: dict[str, np.ndarray], horizon: float) -> np.ndarray:
         if target not in self.classifiers_:
@@ -392,9 +404,12 @@ def _block(
     return rows, until < horizon
 
 
-def _stack(rows: list[tuple[dict[str, np.ndarray], np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    """Features (sorted names, then the log horizon last) and labels of every block."""
+def _stack(
+    rows: list[tuple[dict[str, np.ndarray], np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Features (sorted names, then the log horizon last), labels and user of every row."""
     names = [n for n in _feature_names(rows[0][0]) if n != HORIZON_FEATURE] + [HORIZON_FEATURE]
     x = np.concatenate([np.column_stack([f[name] for name in names]) for f, _ in rows])
     y = np.concatenate([labels for _, labels in rows]).astype(np.int64)
-    return x, y
+    users = np.concatenate([f["user_idx"] for f, _ in rows])
+    return x, y, users
