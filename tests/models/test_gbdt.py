@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from ebbtide.errors import ConfigError
+from ebbtide.errors import ConfigError, EbbtideError
 from ebbtide.evaluate import engagement_labels, purchase_labels
 from ebbtide.features.history import snapshot
 from ebbtide.models.base import Model
@@ -48,11 +48,25 @@ def test_save_load_same_seed_same_numbers(taobao: EventStore, model: GBDTModel, 
     )
 
 
-def test_horizon_must_match_training(model: GBDTModel, taobao: EventStore) -> None:
-    with pytest.raises(ConfigError, match="1-day horizon"):
-        model.p_return(snapshot(taobao, at=CUT), ["1"], horizon=timedelta(days=3))
-    with pytest.raises(ConfigError):
+def test_any_horizon_is_answered_and_old_saves_are_refused(
+    model: GBDTModel, taobao: EventStore, tmp_path: Path
+) -> None:
+    history = snapshot(taobao, at=CUT)
+    grid = model.horizons_days_
+    assert grid[0] == pytest.approx(1 / 24) and 2 <= grid[-1] <= 4  # ~7 days of log: 1 h..3 d
+    beyond = model.p_return(history, ["1", "100"], horizon=timedelta(days=300))
+    at_top = model.p_return(history, ["1", "100"], horizon=timedelta(days=float(grid[-1])))
+    pd.testing.assert_frame_equal(beyond, at_top)  # constant past the grid, as documented
+    saved = model.save(tmp_path / "m")
+    meta = saved / "config.json"
+    meta.write_text(meta.read_text().replace('"format_version": 3', '"format_version": 2'))
+    with pytest.raises(EbbtideError, match="gbdt format 2; this ebbtide reads format 3"):
+        Model.load(saved)
+    with pytest.raises(ConfigError, match="anchors"):
         GBDTConfig(anchors=0)
+    with pytest.raises(ConfigError, match="horizons_days"):
+        GBDTConfig(horizons_days=(1.0, -2.0))
+    assert GBDTConfig(horizons_days=[1, 7]).horizons_days == (1.0, 7.0)  # JSON gives lists
 
 
 def test_a_log_without_categories_fits_and_says_what_it_cannot_answer(
@@ -65,7 +79,7 @@ def test_a_log_without_categories_fits_and_says_what_it_cannot_answer(
     cut, quarter = datetime(1997, 10, 1, tzinfo=UTC), timedelta(weeks=13)
     with EventStore(tmp_path / "cdnow.duckdb") as store:
         ingest_file(store, datasets / "cdnow/CDNOW_sample.txt", "cdnow")
-        model = GBDTModel(GBDTConfig(horizon_days=91)).fit(store, cutoff=cut)
+        model = GBDTModel(GBDTConfig(max_iter=50)).fit(store, cutoff=cut)
         p_buy = model.p_buy(snapshot(store, at=cut), horizon=quarter)
         assert len(p_buy) == 2357 and p_buy.p_buy.between(0, 1).all()
         assert model.answers == {"p_return", "p_buy"}  # no (user, category) rows to learn

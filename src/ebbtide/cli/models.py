@@ -7,6 +7,7 @@ it only turns options into library calls; `ebbtide.cli.main` adds these commands
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,6 +21,7 @@ from ebbtide.cli.options import (
     after_last_event,
     key_value_table,
     load_model,
+    names,
     out,
     parse_duration,
     parse_instant,
@@ -65,6 +67,22 @@ def train(
             " after every epoch) instead of starting over."
         ),
     ] = False,
+    horizons: Annotated[
+        str | None,
+        typer.Option(
+            help="gbdt only: horizons to train on, comma-separated (e.g. 1h,1d,7d,30d;"
+            " default: 1 h up to half the log's span, at most a year). Any horizon can be"
+            " asked later; beyond the longest the answer is the longest's."
+        ),
+    ] = None,
+    penalizer: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="btyd only: L2 penalty on the log-parameters (e.g. 0.001) for small or"
+            " doubtful fits; 0 (default) reproduces the published estimates.",
+        ),
+    ] = None,
     quiet: QuietOption = False,
     _debug: DebugOption = False,
 ) -> None:
@@ -81,6 +99,12 @@ def train(
             settings["item_max_seconds"] = max_seconds
     if seed is not None:
         settings["seed"] = seed
+    if horizons is not None:
+        _only_for(model_name, "gbdt", "--horizons")
+        settings["horizons_days"] = _horizons_days(horizons)
+    if penalizer is not None:
+        _only_for(model_name, "btyd", "--penalizer")
+        settings["penalizer"] = penalizer
     with EventStore(db, read_only=True) as store:
         when = parse_instant(cutoff, "--cutoff") if cutoff else after_last_event(store)
         model = build_model(model_name, **settings)
@@ -95,8 +119,26 @@ def train(
         for name, value in metrics.items()
         if not isinstance(value, list)  # per-epoch curves: in the saved config.json
     ]
+    if "horizons_days" in metrics:  # gbdt's training grid
+        rows.append(("horizons (days)", ", ".join(f"{h:.3g}" for h in metrics["horizons_days"])))
     rows.append(("saved to", str(out_dir)))
     out().print(key_value_table("Trained", rows))
+
+
+def _only_for(model_name: str, family: str, flag: str) -> None:
+    if model_name != family:
+        raise ConfigError(
+            f"{flag} applies to the {family} model only, not {model_name!r}:"
+            f" leave it out or train --model {family}"
+        )
+
+
+def _horizons_days(text: str) -> tuple[float, ...]:
+    """``1h,1d,7d`` as days."""
+    parts = names(text)
+    if not parts:
+        raise ConfigError(f"--horizons {text!r} names no horizon; use e.g. 1h,1d,7d,30d")
+    return tuple(parse_duration(part, "--horizons") / timedelta(days=1) for part in parts)
 
 
 def _number(value: Any) -> str:

@@ -5,20 +5,26 @@ transaction (for `p_return`), one on purchases only (for `p_buy`). Customers are
 summarised per UTC day, as the BTYD papers do (several actions on one day are one
 transaction), and every query re-summarises the history before its `at`, so a model
 fitted in spring answers honestly in summer.
+
+A log with (almost) no purchases, such as MovieLens ratings, gets the return model only:
+with fewer than `MIN_BUYERS` buyers before the cut-off the purchase model is not fitted,
+the model says why (a `DataQualityWarning` and ``metrics_["buy_model"]``) and leaves
+``p_buy`` (and `expected_purchases`) out of `answers`.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, fields
 from datetime import timedelta
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 
-from ebbtide.errors import ConfigError
+from ebbtide.errors import ConfigError, ConvergenceError, DataQualityWarning
 from ebbtide.features.history import History
 from ebbtide.features.sequences import EventArrays, to_days
 from ebbtide.models import btyd_math as bm
@@ -28,6 +34,11 @@ from ebbtide.schema import Behavior
 #: Restricted-mean horizon: expected return times are E[min(time to return, this)].
 RETURN_TIME_CAP_DAYS = 365.0
 _GRID = np.concatenate([[0.0], np.geomspace(1 / 24, RETURN_TIME_CAP_DAYS, 24)])
+#: Fewer customers with a purchase than this: no purchase model (nothing to fit a
+#: purchase rate and a dropout process on), so no p_buy.
+MIN_BUYERS = 10
+#: How to set the penalty the fitting code's messages suggest, from Python and the CLI.
+_PENALIZER_HINT = "penalizer=0.001 (BTYDConfig(penalizer=0.001), `ebbtide train --penalizer 0.001`)"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -60,29 +71,61 @@ class BTYDModel(Model):
 
     def _fit(self, events: EventArrays, progress: Progress | None) -> None:
         end = _last_day(self.cutoff_.timestamp() / 86_400)
-        fitted = []
-        for label, mask in (("return", None), ("buy", events.behavior == Behavior.BUY.code)):
+        buy = events.behavior == Behavior.BUY.code
+        buyers = int(np.unique(events.user_idx[buy]).size)
+        self.metrics_ = {"customers": int(np.count_nonzero(events.lengths())), "buyers": buyers}
+        for label, mask in (("return", None), ("buy", buy)):
+            if label == "buy" and buyers < MIN_BUYERS:
+                why = (
+                    f"not fitted: {buyers} customer(s) bought before the cut-off, fewer than"
+                    f" {MIN_BUYERS}"
+                )
+                warnings.warn(
+                    f"btyd purchase model {why}, so the model answers return questions only"
+                    " (no p_buy, no expected_purchases); the return model counts every action",
+                    DataQualityWarning,
+                    stacklevel=3,
+                )
+                self.buy_params_ = np.full(len(fields(self._params_class())), np.nan)
+                self.metrics_["buy_model"] = why
+                continue
             _, rfm = self._summarise(events, mask, end)
             params, loglik = self._fit_params(rfm)
-            fitted.append(np.array(astuple(params), dtype=np.float64))
+            setattr(self, f"{label}_params_", np.array(astuple(params), dtype=np.float64))
+            setattr(self, f"{label}_loglik_", loglik)
+            self.metrics_[f"{label}_loglik"] = loglik
             if progress is not None:
                 progress(f"fitted {label} model, log-likelihood {loglik:.1f}", math.nan)
-            setattr(self, f"{label}_loglik_", loglik)
-        self.return_params_, self.buy_params_ = fitted
-        self.metrics_ = {
-            "return_loglik": self.return_loglik_,
-            "buy_loglik": self.buy_loglik_,
-            "customers": int(np.count_nonzero(events.lengths())),
-        }
+        self._restrict_answers()
+
+    def _restrict_answers(self) -> None:
+        """No purchase model (too few buyers): no purchase questions."""
+        fitted = bool(np.all(np.isfinite(self.buy_params_)))
+        self.answers = type(self).answers - (set() if fitted else {"p_buy"})
+
+    def _set_state(self, state: dict[str, np.ndarray]) -> None:
+        super()._set_state(state)
+        self._restrict_answers()
 
     def _fit_params(self, rfm: bm.RFM) -> tuple[bm.BGNBDParams | bm.ParetoNBDParams, float]:
+        """Fit one model; messages that suggest a penalizer say how to pass one."""
         fit = bm.fit_pareto_nbd if self.config.kind == "pareto_nbd" else bm.fit_bgnbd
-        return fit(rfm, penalizer=self.config.penalizer)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                result = fit(rfm, penalizer=self.config.penalizer)
+            except ConvergenceError as exc:
+                raise ConvergenceError(_name_the_flag(str(exc))) from None
+        for warning in caught:
+            # stack: here, _fit, Model.fit, the caller
+            warnings.warn(_name_the_flag(str(warning.message)), warning.category, stacklevel=4)
+        return result
 
     def _params(self, which: str) -> bm.BGNBDParams | bm.ParetoNBDParams:
-        values = getattr(self, f"{which}_params_")
-        cls = bm.ParetoNBDParams if self.config.kind == "pareto_nbd" else bm.BGNBDParams
-        return cls(*map(float, values))
+        return self._params_class()(*map(float, getattr(self, f"{which}_params_")))
+
+    def _params_class(self) -> type[bm.BGNBDParams | bm.ParetoNBDParams]:
+        return bm.ParetoNBDParams if self.config.kind == "pareto_nbd" else bm.BGNBDParams
 
     @staticmethod
     def _summarise(
@@ -159,6 +202,11 @@ class BTYDModel(Model):
         return self._frame(
             local, index, marked, expected_purchases=expected(self._params("buy"), rfm, days)
         )
+
+
+def _name_the_flag(message: str) -> str:
+    """The fitting code's advice to pass ``penalizer=0.001``, with where to pass it."""
+    return message.replace("penalizer=0.001", _PENALIZER_HINT)
 
 
 def _last_day(at_days: float) -> int:
