@@ -191,10 +191,11 @@ class GBDTModel(Model):
                 progress(f"training windows from {m:g} days before the cut-off", math.nan)
         self.horizons_days_ = np.array(sorted({h for hs in plan.values() for h in hs}))
         self.classifiers_ = {}
+        no_buys = not np.any(events.behavior == Behavior.BUY.code)
         for target in _TARGETS:
-            if not rows[target]:
-                # e.g. a log without categories has no (user, category) pairs: the target
-                # is left out and its query answers "unsupported" rather than guessing.
+            if not rows[target] or (target == "buy" and no_buys):
+                # e.g. a log without purchases (ratings, views): the target is left out
+                # and its query answers "unsupported" rather than 0 for everyone.
                 continue
             x, y, row_users = _stack(rows[target])
             fewest = int(np.bincount(y, minlength=2).min())

@@ -121,7 +121,7 @@ def build_report_data(
             " pass a shorter holdout or a longer log"
         )
     chosen_settings = {name: dict((settings or {}).get(name, {})) for name in names}
-    if "gbdt" in chosen_settings:  # it learns one horizon: the one it is checked on
+    if "gbdt" in chosen_settings:  # the horizon it is checked on joins its training grid
         chosen_settings["gbdt"].setdefault("horizon_days", holdout / timedelta(days=1))
     fitted = {name: build_model(name, **chosen_settings[name]) for name in names}
     with warnings.catch_warnings(record=True) as caught:
