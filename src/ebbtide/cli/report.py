@@ -43,7 +43,10 @@ DEMO_SECONDS = 180.0
 
 ModelsOption = Annotated[
     str,
-    typer.Option(help="Families compared on the holdout, comma-separated; the last is drawn."),
+    typer.Option(
+        help="Families compared on the holdout, comma-separated; the last that forecasts"
+        " returns is drawn."
+    ),
 ]
 HoldoutOption = Annotated[
     str | None,

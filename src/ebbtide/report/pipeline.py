@@ -77,7 +77,8 @@ def build_report_data(
     models : sequence of str
         Families compared on the holdout.
     main : str, optional
-        The family whose answers the report draws; default the last of `models`.
+        The family whose answers the report draws; default the last of `models` that
+        forecasts returns (see `_main_family`).
     settings : mapping, optional
         Per family, config changes, e.g. ``{"neural": {"max_train_seconds": 90}}``.
     holdout : timedelta, optional
@@ -104,9 +105,8 @@ def build_report_data(
     """
     stage = on_stage or (lambda _text: None)
     names = list(models)
-    main = main or (names[-1] if names else None)
-    if main not in names:
-        raise ConfigError(f"main model {main!r} must be one of the models compared: {names}")
+    main, added = _main_family(names, main)
+    names += added
     stats = store.stats(tz=tz)
     first, last = stats.first_event, stats.last_event
     if first is None or last is None:
@@ -159,6 +159,11 @@ def build_report_data(
 
     curves, half_lives = _decay_curves(categories, top_categories)
     notes = [
+        *(
+            f"{', '.join(names[:-1])} does not forecast returns: the return, segment and plan"
+            f" sections use {main}, added to the comparison for them."
+            for _ in added
+        ),
         f"Models were fitted on events before {cutoff.isoformat()} and checked on the "
         f"{holdout / timedelta(days=1):g} days after it; users were scored, segmented and "
         f"planned at {scored_at.isoformat()} with every event before it.",
@@ -193,6 +198,29 @@ def build_report_data(
         timezone=tz,
         notes=notes,
     )
+
+
+def _main_family(names: list[str], main: str | None) -> tuple[str, list[str]]:
+    """The family the report draws, and any family added for it.
+
+    Default: the last listed that forecasts returns (segments and the plan rest on it).
+    When none does (``popular`` alone), `decay` is added: fast, and it answers everything.
+    """
+    if not names:
+        raise ConfigError("no models to compare: name at least one family, e.g. decay")
+    if main is not None:
+        if main not in names:
+            raise ConfigError(f"main model {main!r} must be one of the models compared: {names}")
+        if "p_return" not in build_model(main).answers:
+            raise ConfigError(
+                f"main model {main!r} does not forecast returns, which segments and the plan"
+                " need: choose one that does (btyd, gbdt, decay, neural)"
+            )
+        return main, []
+    forecasting = [name for name in names if "p_return" in build_model(name).answers]
+    if forecasting:
+        return forecasting[-1], []
+    return "decay", ["decay"]
 
 
 def _warning_notes(caught: list[warnings.WarningMessage]) -> list[str]:
