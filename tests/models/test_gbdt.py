@@ -69,24 +69,23 @@ def test_any_horizon_is_answered_and_old_saves_are_refused(
     assert GBDTConfig(horizons_days=[1, 7]).horizons_days == (1.0, 7.0)  # JSON gives lists
 
 
-def test_a_log_without_categories_fits_and_says_what_it_cannot_answer(
-    tmp_path: Path, datasets: Path
-) -> None:
-    """CDNOW has no categories: no engagement rows, so interest is unsupported, not a crash."""
-    from ebbtide.errors import UnsupportedQueryError
+def test_a_log_without_categories_is_answered_per_user(tmp_path: Path, datasets: Path) -> None:
+    """CDNOW has no categories: interest is the user's own, one implicit category."""
+    from ebbtide.features.history import UNCATEGORISED
     from ebbtide.ingest import ingest_file
 
     cut, quarter = datetime(1997, 10, 1, tzinfo=UTC), timedelta(weeks=13)
     with EventStore(tmp_path / "cdnow.duckdb") as store:
         ingest_file(store, datasets / "cdnow/CDNOW_sample.txt", "cdnow")
         model = GBDTModel(GBDTConfig(max_iter=50)).fit(store, cutoff=cut)
-        p_buy = model.p_buy(snapshot(store, at=cut), horizon=quarter)
+        now = snapshot(store, at=cut)
+        p_buy = model.p_buy(now, horizon=quarter)
         assert len(p_buy) == 2357 and p_buy.p_buy.between(0, 1).all()
-        assert model.answers == {"p_return", "p_buy"}  # no (user, category) rows to learn
-        with pytest.raises(UnsupportedQueryError, match="does not answer interest"):
-            model.interest(snapshot(store, at=cut), horizon=quarter)
+        assert model.answers == {"p_return", "p_buy", "interest"}
+        interest = model.interest(now, horizon=quarter)
+        assert set(interest.category_id) == {UNCATEGORISED} and len(interest) == 2357
         loaded = Model.load(model.save(tmp_path / "m"))
-        pd.testing.assert_frame_equal(loaded.p_buy(snapshot(store, at=cut), horizon=quarter), p_buy)
+        pd.testing.assert_frame_equal(loaded.p_buy(now, horizon=quarter), p_buy)
 
 
 def test_too_few_examples_of_an_outcome_give_the_base_rate_and_say_so(store: EventStore, tmp_path):
