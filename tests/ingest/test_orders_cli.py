@@ -6,16 +6,7 @@ import json
 import re
 from pathlib import Path
 
-#: Two orders of u1 in the same second share p1 and p2 (as in tests/ingest/test_orders.py).
-ORDERS = (
-    "order_id,user_id,product_id,ts\n"
-    "o1,u1,p1,2024-01-05T10:00:00\n"
-    "o1,u1,p2,2024-01-05T10:00:00\n"
-    "o1,u1,p3,2024-01-05T10:00:00\n"
-    "o2,u1,p1,2024-01-05T10:00:00\n"
-    "o2,u1,p2,2024-01-05T10:00:00\n"
-    "o3,u2,p1,2024-01-06T11:30:00\n"
-)
+from .test_orders import ORDERS  # two orders of u1 in one second share p1 and p2
 
 GENERIC = ["--format", "generic", "--user-col", "user_id", "--item-col", "product_id"]
 GENERIC += ["--time-col", "ts", "--behavior", "buy", "--quiet"]
