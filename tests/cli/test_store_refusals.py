@@ -94,3 +94,15 @@ def test_store_made_by_an_earlier_file_of_the_same_command_stays(cli, tmp_path: 
     result = cli("ingest", str(good), str(garbled), "--db", str(db), "--quiet")
     assert result.exit_code == 1 and "garbled.csv" in result.stderr
     assert "events" in cli.ok("stats", "--db", str(db)).stdout  # good.csv was committed
+
+
+def test_generic_options_with_a_named_format_are_refused(
+    cli, tmp_path: Path, datasets: Path
+) -> None:
+    """Silently ignoring --keep-repeats for CDNOW would lose purchases the user meant to keep."""
+    db = tmp_path / "s.duckdb"
+    cdnow = str(datasets / "cdnow" / "CDNOW_sample.txt")
+    result = cli("ingest", cdnow, "--format", "cdnow", "--keep-repeats", "--db", str(db))
+    assert result.exit_code == 1
+    assert "--keep-repeats applies only to --format generic" in result.output
+    assert not db.exists()

@@ -21,6 +21,7 @@ from ebbtide.cli.options import (
     DbOption,
     DebugOption,
     QuietOption,
+    TimeZoneOption,
     err,
     key_value_table,
     names,
@@ -99,7 +100,7 @@ def report(
         Path | None,
         typer.Option(help="Also write the plan, early warnings and evaluation to this folder."),
     ] = None,
-    tz: Annotated[str, typer.Option(help="Time zone of the events-by-day figure.")] = "UTC",
+    tz: TimeZoneOption = "UTC",
     quiet: QuietOption = False,
     _debug: DebugOption = False,
 ) -> None:

@@ -150,6 +150,21 @@ def ingest(
     --time-col ordered_at --order-col order_id --behavior buy`.
     """
     mapping = None
+    generic_only = {
+        "--user-col": user_col, "--item-col": item_col, "--category-col": category_col,
+        "--behavior-col": behavior_col, "--behavior": behavior, "--time-col": time_col,
+        "--time-format": time_format != "iso", "--behavior-map": behavior_map,
+        "--price-col": price_col, "--quantity-col": quantity_col, "--brand-col": brand_col,
+        "--session-col": session_col, "--order-col": order_col, "--delimiter": delimiter != ",",
+        "--quote": quote != '"', "--keep-repeats": keep_repeats,
+    }  # fmt: skip
+    ignored = [flag for flag, value in generic_only.items() if value]
+    if fmt is not FormatName.GENERIC and ignored:
+        raise ConfigError(
+            f"{', '.join(ignored)} {'applies' if len(ignored) == 1 else 'apply'} only to"
+            f" --format generic; the {fmt.value} format"
+            " fixes its columns. Leave them out, or describe the file with --format generic"
+        )
     if fmt is FormatName.GENERIC:
         missing = [
             flag
