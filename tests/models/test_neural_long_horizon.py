@@ -83,7 +83,8 @@ def test_auto_validation_window_scales_with_the_log() -> None:
 
 def test_validation_window_is_inside_the_training_period(fitted) -> None:
     _, model = fitted
-    assert float(model.validation_days_) == pytest.approx(auto_validation_days(170.0), rel=0.05)
+    # a tenth of the span from the log's 1st percentile of times (about day 4) to day 170
+    assert 14.0 <= float(model.validation_days_) <= 17.0
     assert model.metrics_["validation_days"] == pytest.approx(float(model.validation_days_))
 
 

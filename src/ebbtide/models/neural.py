@@ -1230,12 +1230,17 @@ class NeuralModel(Model):
             pair_fast=np.bincount(inverse, fast_j, minlength=keys.size),
         )
 
-    def _deltas(self) -> tuple[np.ndarray, float, float]:
-        """δ_c (C + 1,), δ_long and the buy process's δ_b, per day."""
+    def _decay_rates(self) -> tuple[np.ndarray, float, float]:
+        """δ_c (C + 1,) of every mark, δ_long and the buy process's δ_b, per day."""
         with torch.no_grad():
             delta_c = self.net_.category_delta().double().cpu().numpy()
             delta_long, delta_b = (float(d) for d in self.net_.shared_delta())
         return delta_c, delta_long, delta_b
+
+    def _deltas(self) -> tuple[np.ndarray, float]:
+        """δ_c (C,) of the categories and the buy process's δ_b, per day."""
+        delta_c, _, delta_b = self._decay_rates()
+        return delta_c[: int(self.n_categories_)], delta_b
 
     def _mix(self, h: np.ndarray) -> np.ndarray:
         """π (n, C + 1) of the given states."""
@@ -1266,12 +1271,12 @@ class NeuralModel(Model):
         floor = state.rates[u, 3] * pi
         mu = state.rates[u, 0] * pi + state.pair_long
         alpha = state.rates[u, 1] * pi + state.pair_fast
-        return floor, mu, alpha, self._deltas()[0][state.pair_cat]
+        return floor, mu, alpha, self._decay_rates()[0][state.pair_cat]
 
     def _increment(self, floor, mu, alpha, delta, tau, horizon):
         """``Λ(τ + H) − Λ(τ)`` elementwise (numpy), τ broadcast over the last axis:
         ``r H + μ e^{−δ_long τ} (1 − e^{−δ_long H}) / δ_long + α e^{−δτ} (1 − e^{−δH}) / δ``."""
-        delta_long = self._deltas()[1]
+        delta_long = self._decay_rates()[1]
         slow = mu * np.exp(-delta_long * tau) * -np.expm1(-delta_long * horizon) / delta_long
         return (
             floor * horizon
@@ -1312,7 +1317,7 @@ class NeuralModel(Model):
         score = np.log(np.maximum(expected, 1e-300))
         slope, intercept = self.activation_
         excitation = alpha * np.exp(-delta * tau)
-        baseline = floor + mu * np.exp(-self._deltas()[1] * tau)
+        baseline = floor + mu * np.exp(-self._decay_rates()[1] * tau)
         order = np.lexsort((pc, -p_engage, pq))
         return {
             "user_idx": users[pq[order]],
@@ -1346,7 +1351,7 @@ class NeuralModel(Model):
 
     def _activity(self, state: _State, horizon: float) -> np.ndarray:
         """Expected events ``Σ_c (Λ_c(τ+H) − Λ_c(τ))`` per user, over all marks."""
-        delta_c = self._deltas()[0]
+        delta_c = self._decay_rates()[0]
         total = np.empty(state.tau.size)
         for lo in range(0, state.tau.size, 256):
             hi = min(lo + 256, state.tau.size)
@@ -1360,7 +1365,7 @@ class NeuralModel(Model):
     ) -> np.ndarray:
         if activity is None:
             activity = self._activity(state, horizon)
-        delta_b = self._deltas()[2]
+        delta_b = self._decay_rates()[2]
         own = state.buy_burst * np.exp(-delta_b * state.tau) * -np.expm1(-delta_b * horizon)
         return -np.expm1(-(state.conversion * activity + own / delta_b))
 
@@ -1369,7 +1374,7 @@ class NeuralModel(Model):
     ) -> np.ndarray:
         """``∫_0^365 exp(−Σ_c (Λ_c(τ+s) − Λ_c(τ))) ds``: trapezoid rule on a log grid."""
         state = self._query_state(events, users, at)
-        delta_c, delta_long, _ = self._deltas()
+        delta_c, delta_long, _ = self._decay_rates()
         slow_jump = -np.expm1(-delta_long * _GRID) / delta_long
         out = np.empty(users.size)
         for lo in range(0, users.size, 64):
