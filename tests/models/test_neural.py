@@ -208,6 +208,9 @@ def test_config_is_validated() -> None:
         NeuralConfig(device="tpu")
     with pytest.raises(ConfigError):
         NeuralConfig(validation_days=math.inf)
+    with pytest.raises(ConfigError, match="or None for the automatic window"):
+        NeuralConfig(validation_days=-1.0)
+    assert NeuralConfig().validation_days is None  # automatic: scales with the log
     with pytest.raises(ConfigError, match="'auto', '32', 'bf16', 'fp16'"):
         NeuralConfig(precision="16")
     with pytest.raises(ConfigError, match="needs device='cuda'"):
@@ -244,6 +247,11 @@ def test_save_load_gives_identical_answers(
         loaded.p_buy(snapshot(taobao, at=CUT), users, horizon=DAY),
         model.p_buy(snapshot(taobao, at=CUT), users, horizon=DAY),
     )
+    pd.testing.assert_frame_equal(  # the calibration of P(return) is saved too
+        loaded.p_return(snapshot(taobao, at=CUT), users, horizon=DAY),
+        model.p_return(snapshot(taobao, at=CUT), users, horizon=DAY),
+    )
+    np.testing.assert_array_equal(loaded.return_calibration_, model.return_calibration_)
     pd.testing.assert_frame_equal(
         loaded.recommend(snapshot(taobao, at=CUT), users, k=5),
         model.recommend(snapshot(taobao, at=CUT), users, k=5),
