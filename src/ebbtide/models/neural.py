@@ -878,12 +878,20 @@ class NeuralModel(Model):
             "validation_window_1_minus_auc": run.best if has_val else None,
             "train_seconds": time.monotonic() - clock,
             "events": int(events.n_events),
+            "buy_events": int(np.count_nonzero(events.behavior == _BUY)),
             "validation_days": float(self.validation_days_),
             "median_half_life_days": float(np.median(math.log(2.0) / deltas[used])),
             "long_half_life_days": math.log(2.0) / float(net.shared_delta()[0].detach()),
             **calibration,
             **{f"next_item_{name}": value for name, value in next_item.items()},
         }
+        self._restrict_answers()
+
+    def _restrict_answers(self) -> None:
+        """No purchases before the cut-off (ratings, page views): no purchase forecast,
+        rather than the buy process's prior for everyone."""
+        no_buys = self.metrics_.get("buy_events", 1) == 0
+        self.answers = type(self).answers - {"p_buy"} if no_buys else type(self).answers
 
     def _next_item_settings(self, n_items: int) -> NextItemSettings:
         cfg = self.config
@@ -1155,6 +1163,7 @@ class NeuralModel(Model):
         path = directory / "next_item.pt"
         head.load_state_dict(torch.load(path, map_location=self._device(), weights_only=True))
         self.next_item_ = head.to(self._device()).eval()
+        self._restrict_answers()
 
     # -- shared query machinery --------------------------------------------------------
     def _query_state(self, events: EventArrays, users: np.ndarray, at: float) -> _State:
