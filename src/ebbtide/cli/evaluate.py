@@ -20,6 +20,7 @@ from ebbtide.cli.options import (
     QuietOption,
     after_last_event,
     names,
+    neural_budget,
     out,
     parse_duration,
     parse_instant,
@@ -77,6 +78,10 @@ def evaluate(
     markdown_out: Annotated[
         Path | None, typer.Option("--markdown", help="Write the table as Markdown.")
     ] = None,
+    max_seconds: Annotated[
+        float | None,
+        typer.Option(help="Training budget of the neural model, in seconds (default: its own)."),
+    ] = None,
     quiet: QuietOption = False,
     _debug: DebugOption = False,
 ) -> None:
@@ -88,13 +93,16 @@ def evaluate(
     """
     from ebbtide.evaluate.leave_one_out import leave_one_out
     from ebbtide.evaluate.temporal import temporal_holdout
-    from ebbtide.models.scoring import available_families
+    from ebbtide.models.scoring import available_families, build_model
 
     if protocol not in ("holdout", "loo"):
         raise ConfigError(f"--protocol {protocol!r}: use holdout or loo")
     require_store(db)
     available_families()
-    families = names(models)
+    families: list = names(models)
+    if max_seconds is not None:
+        budget = neural_budget(max_seconds)
+        families = [build_model(f, **budget) if f == "neural" else f for f in families]
     window = parse_duration(horizon, "--horizon")
     when = parse_instant(cutoff, "--cutoff") if cutoff else None
     with (

@@ -294,3 +294,16 @@ def write_table(table: Any, path: Path) -> None:
     else:
         raise ConfigError(f"--out {path}: use a .csv or .parquet file name")
     err().print(f"wrote {path}", highlight=False, markup=False)
+
+
+MaxSecondsOption = Annotated[
+    float, typer.Option(help="Training budget of the neural model, in seconds.")
+]
+
+
+def neural_budget(max_seconds: float) -> dict[str, float]:
+    """`--max-seconds` as neural settings: two thirds for the point process, one third for
+    the next-item head."""
+    if not max_seconds > 0:
+        raise ConfigError(f"--max-seconds {max_seconds}: use a positive number of seconds")
+    return {"max_train_seconds": max_seconds * 2 / 3, "item_max_seconds": max_seconds / 3}

@@ -20,11 +20,13 @@ from ebbtide.cli.options import (
     ControlOption,
     DbOption,
     DebugOption,
+    MaxSecondsOption,
     QuietOption,
     TimeZoneOption,
     err,
     key_value_table,
     names,
+    neural_budget,
     out,
     parse_duration,
     require_store,
@@ -55,9 +57,6 @@ HoldoutOption = Annotated[
 ]
 PlanHorizonOption = Annotated[
     str, typer.Option(help="Return window behind segments and the plan: 24h, 7d.")
-]
-MaxSecondsOption = Annotated[
-    float, typer.Option(help="Training budget of the neural model, in seconds.")
 ]
 CampaignOption = Annotated[
     Path | None,
@@ -197,16 +196,9 @@ def _pipeline_options(
     families = names(models)
     if not families:
         raise ConfigError("--models is empty: name at least one family, e.g. decay,neural")
-    if not max_seconds > 0:
-        raise ConfigError(f"--max-seconds {max_seconds}: use a positive number of seconds")
     return {
         "models": families,
-        "settings": {
-            "neural": {
-                "max_train_seconds": max_seconds * 2 / 3,
-                "item_max_seconds": max_seconds / 3,
-            }
-        },
+        "settings": {"neural": neural_budget(max_seconds)},
         "holdout": parse_duration(holdout, "--holdout") if holdout else None,
         "plan_horizon": parse_duration(plan_horizon, "--plan-horizon"),
         "catalogue": load_actions(catalogue_file) if catalogue_file else None,
