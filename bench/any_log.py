@@ -79,7 +79,7 @@ def _ingest(name: str, folder: Path) -> Path:
         else:
             seed = int(name.removeprefix("orders-"))
             path = folder / f"{name}.csv"
-            write_order_csv(generate(order_log_config(users=1000, seed=seed)), path)
+            write_order_csv(generate(order_log_config(seed=seed)), path)
             ingest_file(store, path, "generic", mapping=ORDER_MAPPING)
     return db
 

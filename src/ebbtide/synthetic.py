@@ -745,7 +745,7 @@ def write_taobao_csv(log: SyntheticLog, path: Path) -> int:
     return table.num_rows
 
 
-def order_log_config(users: int = 400, seed: int = 3) -> SynthConfig:
+def order_log_config(users: int = 1000, seed: int = 3) -> SynthConfig:
     """A shop's order log: a year of purchases only, several lines per order, people who
     stop buying for good; written without categories by `write_order_csv`."""
     return SynthConfig(
