@@ -19,6 +19,17 @@ so that ``λ_i = μ + α A_i``. E-step: background share ``μ/λ_i``, offspring 
 over the window (with a small prior), ``δ_c`` = offspring count / (delay mass + censored
 time), ``α_c`` = offspring count / compensator, both shrunk towards global values for
 categories with few offspring.
+
+Occurrences, not rows: the rows of one pair at one instant (an order's lines, a burst logged
+in one second) are one event, weighted by the strongest. Events without a category belong
+to the catalogue's implicit category, so a log without categories is modelled per user.
+
+Leaving for good: a user may stop at rate θ (one per model). Given the Hawkes parameters,
+θ maximises the likelihood of the silences after users' last occurrences, and
+``P(return within H) = P(alive | silence) · P(an event within H | alive, may leave)``.
+Whether θ is used is decided on a validation window inside the training period
+(`DecayConfig.dropout`): a year of orders wants it, a few busy days (nights of silence)
+do not.
 """
 
 from __future__ import annotations
