@@ -65,8 +65,9 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import torch
@@ -74,6 +75,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ebbtide.errors import ConfigError
+from ebbtide.features.cycle import Cycle
 from ebbtide.features.sequences import EventArrays, user_event_ranges
 from ebbtide.metrics_core import log_loss, roc_auc
 from ebbtide.models.base import Model, Progress
@@ -147,6 +149,23 @@ class NeuralConfig:
         (`ebbtide.models.next_item`): events of history it reads, epoch cap, epochs
         without a better validation NDCG@10 before it stops, and its wall-clock budget.
     item_dropout, item_lr, item_batch_size : its dropout, Adam step and windows per batch.
+    session_max_hours : float
+        Where the two time scales meet: session half-lives are shorter, interest
+        half-lives longer (12 h: a session lasts minutes to hours, interest days to weeks).
+    level_prior_days : float
+        Prior observation time of the long-run level (``level_prior_days`` days holding one
+        event spread over categories by their share): a user seen for an hour does not get
+        a long-run level of 24 events a day per event.
+    modulation_penalty : float
+        Weight of the squared log-modulation the GRU puts on the excitation sizes (per
+        pair and event, against one interval's NLL): it keeps the modulation near 1, so
+        the state cannot take over a decay rate.
+    cycle : bool
+        Fit the daily/weekly cycle (`ebbtide.features.cycle`) and run the process on its
+        operational time; False: the clock.
+    time_zone : str
+        The shop's time zone (IANA name): where its days begin, for the cycle's reported
+        peak hour and its weekly part.
     """
 
     hidden: int = 64
@@ -176,6 +195,11 @@ class NeuralConfig:
     item_dropout: float = 0.2
     item_lr: float = 3e-3
     item_batch_size: int = 64
+    session_max_hours: float = 12.0
+    level_prior_days: float = 1.0
+    modulation_penalty: float = 1.0
+    cycle: bool = True
+    time_zone: str = "UTC"
 
     def __post_init__(self) -> None:
         for name in (
@@ -212,6 +236,9 @@ class NeuralConfig:
             ("delta_prior", 0.0, False),
             ("item_max_seconds", 0.0, True),
             ("item_lr", 0.0, True),
+            ("session_max_hours", 0.0, True),
+            ("level_prior_days", 0.0, True),
+            ("modulation_penalty", 0.0, False),
         ):
             value = getattr(self, name)
             ok = isinstance(value, int | float) and math.isfinite(value)
@@ -233,6 +260,15 @@ class NeuralConfig:
         if self.precision not in PRECISIONS:
             allowed = ", ".join(repr(p) for p in PRECISIONS)
             raise ConfigError(f"NeuralConfig.precision={self.precision!r}: use one of {allowed}")
+        if not isinstance(self.cycle, bool):
+            raise ConfigError(f"NeuralConfig.cycle={self.cycle!r}: use True or False")
+        try:
+            ZoneInfo(self.time_zone)
+        except (ZoneInfoNotFoundError, ValueError, TypeError):
+            raise ConfigError(
+                f"NeuralConfig.time_zone={self.time_zone!r} is not a time zone;"
+                " use an IANA name such as 'Asia/Shanghai' or 'UTC'"
+            ) from None
         if self.precision == "fp16" and self.device == "cpu":
             raise ConfigError(
                 "NeuralConfig.precision='fp16' needs device='cuda'; on CPU use 'bf16' or '32'"
@@ -360,6 +396,38 @@ class _Sequences:
     next_cat: np.ndarray  # next event's category input id (+1, 0 none)
     next_buy: np.ndarray  # next event is a buy
     weight: np.ndarray  # interval is scored
+    level_mark: np.ndarray  # long-run level of the next event's mark (÷ β), per day
+    level_total: np.ndarray  # long-run level summed over marks (÷ β), per day
+
+
+def _cumcount(key: np.ndarray) -> np.ndarray:
+    """1-based running count of each value of `key`, in the array's order."""
+    order = np.argsort(key, kind="stable")
+    sorted_key = key[order]
+    starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
+    run = np.arange(key.size) - np.repeat(starts, np.diff(np.r_[starts, key.size]))
+    out = np.empty(key.size, dtype=np.int64)
+    out[order] = run + 1
+    return out
+
+
+def _slots(events: EventArrays, n_categories: int) -> np.ndarray:
+    """Each event's mark: its category in the fitted range, `n_categories` otherwise."""
+    cat = events.category_idx.astype(np.int64)
+    return np.where((cat >= 0) & (cat < n_categories), cat, n_categories)
+
+
+def long_run_levels(
+    counts: np.ndarray, span: np.ndarray, share: np.ndarray, prior_days: float
+) -> np.ndarray:
+    """``(n_uc + p_c) / (span_u + T0)``: a user's average rate in a mark over the time they
+    have been seen, with one prior event spread by the marks' shares over `prior_days`.
+
+    The long-run level of (user, category) is β times this. It is an average over the
+    user's whole history, so it cannot mimic the decay of recent interest (a level read
+    off the GRU's state could: the state sees the recent events).
+    """
+    return (counts + share) / (span + prior_days)
 
 
 def _sequences(
@@ -368,7 +436,12 @@ def _sequences(
     n_categories: int,
     t_end: float,
     t_start: float | None = None,
+    *,
+    share: np.ndarray,
+    prior_days: float,
 ) -> _Sequences:
+    """Inputs and targets of every event; `share` (C + 1,) is the marks' prior share of
+    the long-run level, `prior_days` its prior observation time."""
     t = events.t
     n = t.size
     last = np.zeros(n, dtype=bool)
@@ -385,6 +458,16 @@ def _sequences(
     next_item = np.where(last | (item[nxt] == 0), -1, item[nxt] - 1) if n else item
     next_cat = np.where(last, 0, cat[nxt]) if n else cat
     next_buy = (~last & (events.behavior[nxt] == _BUY)) if n else last
+    user = np.repeat(np.arange(events.n_users), events.lengths())
+    first_t = t[events.offsets[:-1]][user] if n else t
+    span = np.maximum(t - first_t, 0.0)
+    position = np.arange(n) - events.offsets[:-1][user] + 1 if n else np.zeros(0)
+    slot_self = _slots(events, n_categories)
+    running = _cumcount(user.astype(np.int64) * _KEY + slot_self) if n else np.zeros(0)
+    next_slot = np.maximum(slot, 0)
+    count_mark = np.where(last, 0, running[nxt] - 1) if n else running
+    level_mark = long_run_levels(count_mark, span, share[next_slot], prior_days)
+    level_total = (position + 1.0) / (span + prior_days)
     if t_start is None:
         tau0 = np.zeros(n)
         weight = np.ones(n, dtype=bool)
@@ -405,6 +488,8 @@ def _sequences(
         next_cat=next_cat,
         next_buy=next_buy,
         weight=weight,
+        level_mark=level_mark,
+        level_total=level_total,
     )
 
 
@@ -424,12 +509,14 @@ class _Net(nn.Module):
         super().__init__()
         e, h, r = cfg.embedding, cfg.hidden, cfg.rank
         self.n_categories = n_categories
+        self.split = math.log(2.0) / (cfg.session_max_hours / 24.0)  # δ where the scales meet
         slots = n_categories + 1  # the categories, then events without one
         self.item = nn.Embedding(n_items + 1, e)  # 0: padding / unknown item
         self.category = nn.Embedding(n_categories + 1, e)  # 0: no / unknown category
         self.behavior = nn.Embedding(_N_BEH, 8)
         self.gru = nn.GRU(2 * e + 8 + 2, h, batch_first=True)
-        self.rates = nn.Linear(h, 4)  # m, n (background), ν_b (buy burst), r (floor)
+        self.rates = nn.Linear(h, 3)  # m, n (background), ν_b (buy burst)
+        self.level = nn.Parameter(torch.zeros(()))  # β of the long-run level (softplus)
         self.mix = nn.Linear(h, e)  # background choice of mark, tied category embeddings
         self.mix_bias = nn.Parameter(torch.zeros(slots))
         self.scale_query = nn.Linear(h, 2 * r)  # f_i, s_i
@@ -438,9 +525,9 @@ class _Net(nn.Module):
         self.buy_scale = nn.Linear(h, 1)
         self.conversion = nn.Linear(h + _N_BEH + 1, 1)  # share ρ of activity that is a buy
         self.log_weight = nn.Parameter(torch.zeros(3, _N_BEH))  # w, v, buy burst
-        # log decay rates: category mean, long-term, buy burst; per-category offsets
+        # raw decay rates: session and interest (shared, then per-mark offsets), buy burst
         self.log_delta = nn.Parameter(torch.zeros(3))
-        self.log_delta_offset = nn.Parameter(torch.zeros(slots))
+        self.log_delta_offset = nn.Parameter(torch.zeros(2, slots))
         self.item_query = nn.Linear(h + e, e)
         self.item_bias = nn.Parameter(torch.zeros(n_items))
         for layer in (self.item, self.category):
@@ -451,20 +538,30 @@ class _Net(nn.Module):
     def parameter_groups(self, lr: float, rate_lr: float) -> list[dict]:
         """The decay rates and behaviour weights (a few scalars each, read by every batch)
         learn at `rate_lr`; embeddings and layers at `lr`."""
-        rates = {"log_delta", "log_delta_offset", "log_weight", "scale_bias"}
+        rates = {"log_delta", "log_delta_offset", "log_weight", "scale_bias", "level"}
         named = dict(self.named_parameters())
         return [
             {"params": [p for n, p in named.items() if n in rates], "lr": rate_lr},
             {"params": [p for n, p in named.items() if n not in rates], "lr": lr},
         ]
 
-    def category_delta(self) -> torch.Tensor:
-        """δ_c (C + 1,) of the categories and of events without one, per day."""
-        return DELTA_MIN + torch.exp(self.log_delta[0] + self.log_delta_offset)
+    def session_delta(self, raw: torch.Tensor | None = None) -> torch.Tensor:
+        """δ^s (C + 1,) per day: faster than `split`, so session half-lives are shorter."""
+        raw = self.log_delta_offset[0] if raw is None else raw
+        return self.split + torch.exp(self.log_delta[0] + raw)
 
-    def shared_delta(self) -> torch.Tensor:
-        """δ_long and the buy burst's δ_b (2,), per day."""
-        return DELTA_MIN + torch.exp(self.log_delta[1:])
+    def interest_delta(self, raw: torch.Tensor | None = None) -> torch.Tensor:
+        """δ^i (C + 1,) per day, between `DELTA_MIN` and `split`: interest half-lives."""
+        raw = self.log_delta_offset[1] if raw is None else raw
+        return DELTA_MIN + (self.split - DELTA_MIN) * torch.sigmoid(self.log_delta[1] + raw)
+
+    def buy_delta(self) -> torch.Tensor:
+        """δ_b of the buy burst, per day."""
+        return DELTA_MIN + torch.exp(self.log_delta[2])
+
+    def level_scale(self) -> torch.Tensor:
+        """β: the share of a user's average rate in a mark that never fades."""
+        return F.softplus(self.level)
 
     def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """GRU states (B, L, H), float32: h_i has read events up to and including i.
@@ -484,7 +581,7 @@ class _Net(nn.Module):
         return self.gru(x)[0].float()
 
     def background(self, h: torch.Tensor) -> torch.Tensor:
-        """m, n, ν_b, r (…, 4) from states."""
+        """m, n, ν_b (…, 3) from states."""
         return F.softplus(self.rates(h).float())
 
     def conversion_share(self, h: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -506,10 +603,11 @@ class _Net(nn.Module):
     def excitation(self, h: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict:
         """Pair terms of the excitation sums: row i (after event i), column j ≤ i.
 
-        fast, long : (B, L, L) the contributions of event j to α_i,c_j and μ_i,c_j
-        (zero off the causal, valid pairs); buy : (B, L) the summed contributions to α_b;
-        delta_j : (B, L) δ of event j's mark; cat_j : (B, L) event j's mark (its category,
-        C without one).
+        fast, long : (B, L, L) the contributions of event j to α_i,c_j (session) and
+        μ_i,c_j (interest), zero off the causal, valid pairs; buy : (B, L) the summed
+        contributions to α_b; delta_j, delta_long_j : (B, L) session and interest δ of
+        event j's mark; cat_j : (B, L) event j's mark (its category, C without one);
+        modulation : the mean squared log-modulation the state puts on the pairs.
         """
         t, cat, beh, valid = batch["t"], batch["cat"], batch["beh"], batch["valid"]
         b, length = cat.shape
@@ -517,25 +615,28 @@ class _Net(nn.Module):
         causal = torch.ones(length, length, dtype=torch.bool, device=h.device).tril()
         pair = causal & valid[:, :, None] & valid[:, None, :]
         cat_j = torch.where(cat > 0, cat - 1, self.n_categories)
-        delta_j = self.category_delta()[cat_j]
-        slow, buy = self.shared_delta()
+        delta_j = self.session_delta()[cat_j]
+        delta_long_j = self.interest_delta()[cat_j]
         query = self.scale_query(h).view(b, length, 2, -1)
         keys = self.scale_keys[:, cat_j]  # (2, B, L, r)
-        log_scale = torch.einsum("bikr,kbjr->kbij", query, keys).float()
-        log_scale = (log_scale + self.scale_bias[:, cat_j][:, :, None, :]).clamp(max=_EXP_MAX)
+        modulation = torch.einsum("bikr,kbjr->kbij", query, keys).float().clamp(max=_EXP_MAX)
+        mean_square = (modulation.square() * pair).sum() / (2 * pair.sum()).clamp_min(1)
+        log_scale = modulation + self.scale_bias[:, cat_j][:, :, None, :]
         log_w = self.log_weight[:, beh]  # (3, B, L)
         buy_scale = self.buy_scale(h).float().clamp(max=_EXP_MAX)  # (B, L, 1)
         zero = torch.zeros((), device=h.device)
 
         def kernel(log_size: torch.Tensor, delta: torch.Tensor, mask: torch.Tensor):
-            return torch.where(mask, torch.exp(log_size - delta * dt), zero)
+            return torch.where(mask, torch.exp((log_size - delta * dt).clamp(max=_EXP_MAX)), zero)
 
         return {
             "fast": kernel(log_scale[0] + log_w[0][:, None, :], delta_j[:, None, :], pair),
-            "long": kernel(log_scale[1] + log_w[1][:, None, :], slow, pair),
-            "buy": kernel(buy_scale + log_w[2][:, None, :], buy, pair).sum(-1),
+            "long": kernel(log_scale[1] + log_w[1][:, None, :], delta_long_j[:, None, :], pair),
+            "buy": kernel(buy_scale + log_w[2][:, None, :], self.buy_delta(), pair).sum(-1),
             "delta_j": delta_j,
+            "delta_long_j": delta_long_j,
             "cat_j": cat_j,
+            "modulation": mean_square,
         }
 
     def item_vector(self, h: torch.Tensor, cat: torch.Tensor) -> torch.Tensor:
@@ -569,7 +670,7 @@ def _batch(
         "last": tensor(end - start - 1, torch.long),
         "scored": tensor(valid & seq.weight[idx], torch.bool),
     }
-    for name in ("tau", "tau0"):
+    for name in ("tau", "tau0", "level_mark", "level_total"):
         out[name] = tensor(getattr(seq, name)[idx], torch.float32)
     for name in ("next_item", "next_cat"):
         out[name] = tensor(getattr(seq, name)[idx], torch.long)
@@ -584,11 +685,13 @@ def _batch_loss(
     item_weight: float,
     item_chunk: int,
     negatives: torch.Tensor | None = None,
+    modulation_penalty: float = 0.0,
 ) -> tuple[torch.Tensor, int]:
     """Summed NLL of the scored intervals of a batch, and how many there are.
 
     `negatives` (item ids) switches the item term to a sampled softmax over the batch's
-    targets plus those items; None uses the exact full softmax.
+    targets plus those items; None uses the exact full softmax. `modulation_penalty`
+    adds that weight times the mean squared log-modulation per interval.
     """
     h = net.encode(batch)
     keep = batch["scored"]
@@ -600,43 +703,49 @@ def _batch_loss(
     hk = h[keep]
     tau, tau0, mark = batch["tau"][keep], batch["tau0"][keep], batch["mark"][keep]
     span = (tau - tau0).clamp_min(0.0)
-    m, nu, nu_b, floor = net.background(hk).unbind(-1)
-    log_pi = net.log_mix(hk)
-    delta_c = net.category_delta()
-    delta_long = net.shared_delta()[0]
+    m, nu, nu_b = net.background(hk).unbind(-1)
+    pi = net.log_mix(hk).exp()
+    delta_s, delta_i = net.session_delta(), net.interest_delta()
+    beta = net.level_scale()
+    level_total = beta * batch["level_total"][keep]
+    level_mark = beta * batch["level_mark"][keep]
     fast, long = ex["fast"][keep], ex["long"][keep]  # (N, L) over the sequence's events j
-    slow = m + long.sum(-1)  # Σ_c μ_c
+    delta_j, delta_long_j = ex["delta_j"][rows], ex["delta_long_j"][rows]
+    t0, width = tau0[:, None], span[:, None]
 
-    # Σ_c (Λ_c(τ) − Λ_c(τ0)): the background spreads r, m and n over π, the pairs their own
-    comp = floor * span + slow * _window_mass(delta_long, tau0, span)
-    comp = comp + nu * (log_pi.exp() * _window_mass(delta_c, tau0[:, None], span[:, None])).sum(-1)
-    comp = comp + (fast * _window_mass(ex["delta_j"][rows], tau0[:, None], span[:, None])).sum(-1)
+    # Σ_c (Λ_c(τ) − Λ_c(τ0)): the level, the background spread over π, the pairs their own
+    comp = level_total * span
+    comp = comp + m * (pi * _window_mass(delta_i, t0, width)).sum(-1)
+    comp = comp + nu * (pi * _window_mass(delta_s, t0, width)).sum(-1)
+    comp = comp + (long * _window_mass(delta_long_j, t0, width)).sum(-1)
+    comp = comp + (fast * _window_mass(delta_j, t0, width)).sum(-1)
     has = mark >= 0
     mark0 = mark.clamp_min(0)
     same = ex["cat_j"][rows] == mark[:, None]
-    pi_mark = log_pi.gather(1, mark0[:, None])[:, 0].exp()
-    decay = torch.exp(-delta_c[mark0] * tau)
+    pi_mark = pi.gather(1, mark0[:, None])[:, 0]
     lam = (
-        floor * pi_mark
-        + (m * pi_mark + (long * same).sum(-1)) * torch.exp(-delta_long * tau)
-        + (nu * pi_mark + (fast * same).sum(-1)) * decay
+        level_mark
+        + (m * pi_mark + (long * same).sum(-1)) * torch.exp(-delta_i[mark0] * tau)
+        + (nu * pi_mark + (fast * same).sum(-1)) * torch.exp(-delta_s[mark0] * tau)
     )
     log_lam = torch.log(lam.clamp_min(_LOG_FLOOR))
     loss = comp.sum() - torch.where(has, log_lam, torch.zeros_like(log_lam)).sum()
+    loss = loss + modulation_penalty * ex["modulation"] * n
 
     # buys: a share ρ of the category activity plus their own self-exciting process
     rho = net.conversion_share(h, batch)[keep]
-    burst, buy_delta = nu_b + ex["buy"][keep], net.shared_delta()[1]
+    burst, buy_delta = nu_b + ex["buy"][keep], net.buy_delta()
     zero = torch.zeros_like(burst)
     loss = loss + (rho * comp + increment(zero, burst, buy_delta, tau0, tau)).sum()
     buys = torch.nonzero(batch["next_buy"][keep])[:, 0]
     if buys.numel():
         tb = tau[buys, None]
         activity = (
-            floor[buys]
-            + slow[buys] * torch.exp(-delta_long * tb[:, 0])
-            + nu[buys] * (log_pi[buys].exp() * torch.exp(-delta_c * tb)).sum(-1)
-            + (fast[buys] * torch.exp(-ex["delta_j"][rows[buys]] * tb)).sum(-1)
+            level_total[buys]
+            + m[buys] * (pi[buys] * torch.exp(-delta_i * tb)).sum(-1)
+            + nu[buys] * (pi[buys] * torch.exp(-delta_s * tb)).sum(-1)
+            + (long[buys] * torch.exp(-delta_long_j[buys] * tb)).sum(-1)
+            + (fast[buys] * torch.exp(-delta_j[buys] * tb)).sum(-1)
         )
         own = intensity(zero[buys], burst[buys], buy_delta, tau[buys])
         loss = loss - torch.log((rho[buys] * activity + own).clamp_min(_LOG_FLOOR)).sum()
@@ -708,18 +817,21 @@ class _State:
 
     h : (U, H) GRU states after each user's last event (zeros without history)
     tau : (U,) days since the last event
-    rates : (U, 4) m, n, ν_b, r
+    span : (U,) days from the user's first to last event
+    rates : (U, 3) m, n, ν_b
     buy_burst : (U,) α_b, the buy burst's size at the last event
     conversion : (U,) ρ, the share of the category activity that ends in a buy
     pair_user, pair_cat, pair_long, pair_fast : every (user, mark) touched before the
         instant (user as a position in the queried users; mark C: events without a known
         category), with the excitation sums ``Σ e^{s·k} v e^{−δ_long Δt}`` (part of μ_c)
         and ``Σ e^{f·k} w e^{−δ_c Δt}`` (part of α_c) at the last event; sorted by user,
-        then mark.
+        then mark; pair_count: the user's events in the mark (the long-run level's count).
+    All times are operational (`ebbtide.features.cycle`).
     """
 
     h: np.ndarray
     tau: np.ndarray
+    span: np.ndarray
     rates: np.ndarray
     buy_burst: np.ndarray
     conversion: np.ndarray
@@ -727,13 +839,14 @@ class _State:
     pair_cat: np.ndarray
     pair_long: np.ndarray
     pair_fast: np.ndarray
+    pair_count: np.ndarray
 
 
 class NeuralModel(Model):
     """GRU-modulated self-exciting marked point process: interest, return, purchase, items."""
 
     name = "neural"
-    format_version = 5
+    format_version = 6
     config_class = NeuralConfig
     answers = frozenset({"p_return", "p_buy", "expected_return_time", "interest", "recommend"})
     state_attributes = (
@@ -742,6 +855,9 @@ class NeuralModel(Model):
         "activation_",
         "return_calibration_",
         "validation_days_",
+        "level_share_",
+        "cycle_array_",
+        "half_life_intervals_",
     )
 
     # -- fitting -----------------------------------------------------------------------
@@ -751,11 +867,32 @@ class NeuralModel(Model):
             raise ConfigError(f"NeuralConfig.device={self.config.device!r}: no CUDA device here")
         return device
 
+    @property
+    def cycle(self) -> Cycle:
+        """The fitted daily/weekly cycle (flat when `NeuralConfig.cycle` is off)."""
+        return Cycle.from_array(self.cycle_array_)
+
+    def _warped(self, events: EventArrays) -> EventArrays:
+        """`events` on the cycle's operational clock."""
+        return replace(events, t=self.cycle.warp(events.t))
+
     def _fit(self, events: EventArrays, progress: Progress | None) -> None:
         cfg = self.config
         device = self._device()
         t_end = self.cutoff_.timestamp() / 86_400
+        cycle = Cycle()
+        if cfg.cycle and events.n_events:
+            start = float(np.quantile(events.t, 0.01))
+            cycle = Cycle.fit(events.t, start=start, end=t_end, time_zone=cfg.time_zone)
+        self.cycle_array_ = cycle.to_array()
+        clock_events = events  # the next-item head reads clock gaps
+        events, t_end = self._warped(events), float(cycle.warp(t_end))
         n_items, n_cat = events.n_items, max(events.n_categories, 1)
+        slot = _slots(events, n_cat)
+        self.level_share_ = (np.bincount(slot, minlength=n_cat + 1) + 0.1) / (
+            slot.size + 0.1 * (n_cat + 1)
+        )
+        self.half_life_intervals_ = np.full((2, n_cat + 1, 2), np.nan)
         self.n_items_, self.n_categories_ = np.asarray(n_items), np.asarray(n_cat)
         self.activation_ = np.array([1.0, 0.0])
         self.return_calibration_ = np.array([1.0, 0.0, 0.0, 1.0])  # a, b, c, V
@@ -784,11 +921,11 @@ class NeuralModel(Model):
             lr=cfg.lr,
             weight_decay=cfg.weight_decay,
         )
-        seq = _sequences(train, n_items, n_cat, t_train)
+        seq = self._sequences(train, t_train)
         starts, ends = _chunks(train.offsets, cfg.max_len, last_only=False)
         n_intervals = max(int(train.n_events), 1)
         if has_val:
-            val_seq = _sequences(events, n_items, n_cat, t_end, t_start=t_train)
+            val_seq = self._sequences(events, t_end, t_start=t_train)
             val_starts, val_ends = _chunks(events.offsets, cfg.max_len, last_only=True)
             window = self._window(train, events, t_train, t_end)
 
@@ -814,7 +951,14 @@ class NeuralModel(Model):
                         n_items, (cfg.item_negatives,), generator=generator
                     ).to(device)
                 with autocast(device, amp):
-                    loss, n = _batch_loss(net, batch, cfg.item_weight, cfg.item_chunk, negatives)
+                    loss, n = _batch_loss(
+                        net,
+                        batch,
+                        cfg.item_weight,
+                        cfg.item_chunk,
+                        negatives,
+                        cfg.modulation_penalty,
+                    )
                 if n == 0:
                     continue
                 prior = cfg.delta_prior * net.log_delta_offset.square().sum() / n_intervals
@@ -862,11 +1006,12 @@ class NeuralModel(Model):
         calibration = {}
         if has_val:
             calibration = self._calibrate(window)
-        deltas = net.category_delta().detach().double().cpu().numpy()
+        self.half_life_intervals_ = self._half_life_intervals(net, seq, starts, ends, device)
+        session, interest = (d.detach().double().cpu().numpy() for d in self._scale_deltas())
         # the categories' half-lives, or the no-category mark's on a log without categories
         used = slice(0, n_cat) if events.n_categories > 0 else slice(n_cat, n_cat + 1)
         self.next_item_, next_item = fit_next_item(
-            events, n_items, self._next_item_settings(n_items), device, _later_stage(progress)
+            clock_events, n_items, self._next_item_settings(n_items), device, _later_stage(progress)
         )
         self.metrics_ = {
             "epochs": run.epoch,
@@ -880,12 +1025,67 @@ class NeuralModel(Model):
             "events": int(events.n_events),
             "buy_events": int(np.count_nonzero(events.behavior == _BUY)),
             "validation_days": float(self.validation_days_),
-            "median_half_life_days": float(np.median(math.log(2.0) / deltas[used])),
-            "long_half_life_days": math.log(2.0) / float(net.shared_delta()[0].detach()),
+            "median_half_life_days": float(np.median(math.log(2.0) / interest[used])),
+            "median_session_half_life_hours": float(
+                np.median(24.0 * math.log(2.0) / session[used])
+            ),
+            "long_run_level_share": float(net.level_scale().detach()),
+            "daily_cycle_amplitude": cycle.daily_amplitude,
+            "daily_cycle_peak_hour": cycle.peak_hour,
+            "cycle_note": cycle.note,
             **calibration,
             **{f"next_item_{name}": value for name, value in next_item.items()},
         }
         self._restrict_answers()
+
+    def _scale_deltas(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """δ^s and δ^i (C + 1,) of every mark, per operational day."""
+        with torch.no_grad():
+            return self.net_.session_delta(), self.net_.interest_delta()
+
+    def _half_life_intervals(self, net: _Net, seq, starts, ends, device) -> np.ndarray:
+        """95% intervals of each mark's session and interest half-life, (2, C + 1, 2) days.
+
+        A Laplace approximation in each mark's two rate offsets: the curvature of the
+        training NLL (Hessian-vector products, one per scale; the likelihood separates by
+        mark except through the buy term, which is left out of the cross terms) plus the
+        shrinkage prior's, with the rest of the network held at its fit, so the intervals
+        are a little narrower than a full posterior's. Read off up to 12 batches, scaled
+        to the whole training set.
+        """
+        cfg = self.config
+        raw = net.log_delta_offset
+        order = np.random.default_rng(cfg.seed).permutation(starts.size)[: 12 * cfg.batch_size]
+        curvature = torch.zeros(2, *raw.shape, dtype=torch.float64)
+        seen = 0
+        for lo in range(0, order.size, cfg.batch_size):
+            rows = order[lo : lo + cfg.batch_size]
+            loss, n = _batch_loss(net, _batch(seq, starts[rows], ends[rows], device), 0.0, 1)
+            if n == 0:
+                continue
+            seen += n
+            (grad,) = torch.autograd.grad(loss, raw, create_graph=True)
+            for scale in range(2):
+                direction = torch.zeros_like(raw)
+                direction[scale] = 1.0
+                (product,) = torch.autograd.grad(grad, raw, direction, retain_graph=True)
+                curvature[scale] += product.detach().double().cpu()
+        total = max(int(seq.weight.sum()), 1)
+        h = curvature.numpy() * (total / max(seen, 1))  # h[a, b, c] = ∂²/∂θ_bc ∂θ_ac
+        h00, h11 = h[0, 0] + 2 * cfg.delta_prior, h[1, 1] + 2 * cfg.delta_prior
+        h01 = 0.5 * (h[0, 1] + h[1, 0])
+        det = h00 * h11 - h01**2
+        ok = (det > 0) & (h00 > 0) & (h11 > 0)
+        sd = np.where(ok, np.sqrt(np.abs(np.stack([h11, h00]) / np.where(ok, det, 1.0))), np.nan)
+        out = np.full((2, raw.shape[1], 2), np.nan)
+        centre = raw.detach().double().cpu()
+        with torch.no_grad():
+            for scale, rate in enumerate((net.session_delta, net.interest_delta)):
+                for side, sign in enumerate((1.0, -1.0)):  # a faster rate: a shorter life
+                    shifted = centre[scale] + sign * 1.96 * torch.as_tensor(sd[scale])
+                    delta = rate(shifted.float().to(raw.device)).double().cpu().numpy()
+                    out[scale, :, side] = math.log(2.0) / delta
+        return out
 
     def _restrict_answers(self) -> None:
         """No purchases before the cut-off (ratings, page views): no purchase forecast,
@@ -930,23 +1130,25 @@ class NeuralModel(Model):
         """Start near a typical user's event rate, with one-hour bursts and a memory of 2
         days or the validation window, whichever is longer."""
         n_cat = net.n_categories
-        cat = events.category_idx.astype(np.int64)
-        slot = np.where((cat >= 0) & (cat < n_cat), cat, n_cat)
-        share = (np.bincount(slot, minlength=n_cat + 1) + 0.1) / (slot.size + 0.1 * (n_cat + 1))
+        share = self.level_share_
         active = events.lengths() > 0
         first = events.t[events.offsets[:-1][active]] if events.n_events else np.zeros(1)
         span = max(float(np.median(t_end - first)) if first.size else 1.0, 1e-3)
         rate = events.n_events / max(int(active.sum()), 1) / span
         buys = float(np.mean(events.behavior == _BUY)) if events.n_events else 0.0
-        fast = math.log(2.0) * 24.0  # 1-hour half-life
-        slow = math.log(2.0) / max(2.0, float(self.validation_days_))
+        fast = max(math.log(2.0) * 24.0, 2.0 * net.split)  # 1-hour half-life
+        slow = min(math.log(2.0) / max(2.0, float(self.validation_days_)), 0.5 * net.split)
+        interest = (slow - DELTA_MIN) / (net.split - DELTA_MIN)
         with torch.no_grad():
-            net.mix_bias[:] = torch.as_tensor(np.log(share), dtype=torch.float32)
+            net.mix_bias[:] = torch.as_tensor(np.log(share[: n_cat + 1]), dtype=torch.float32)
             net.rates.bias[:] = torch.as_tensor(
-                _inv_softplus([0.2 * rate, 0.3 * fast, 0.1 * fast * buys + 1e-6, 0.02 * rate]),
+                _inv_softplus([0.2 * rate, 0.3 * fast, 0.1 * fast * buys + 1e-6]),
                 dtype=torch.float32,
             )
-            net.log_delta[:] = torch.as_tensor(np.log([fast, slow, fast]))
+            net.level.fill_(float(_inv_softplus(0.3)))
+            net.log_delta[:] = torch.as_tensor(
+                [math.log(fast - net.split), math.log(interest / (1 - interest)), math.log(fast)]
+            )
             # ρ starts as the user's buy share, σ(log1p(buys) − log1p(events)) ≈ (1 + buys) /
             # (1 + events): the decay baseline's purchase model, for the network to refine
             net.conversion.weight[0, -2:] = torch.tensor([1.0, -1.0])
@@ -956,6 +1158,19 @@ class NeuralModel(Model):
             net.scale_bias[0] = math.log(0.5 * fast)  # half the events are offspring
             net.scale_bias[1] = math.log(0.1 * slow)
             net.buy_scale.bias[:] = math.log(0.5 * fast * buys + 1e-6)
+
+    def _sequences(
+        self, events: EventArrays, t_end: float, t_start: float | None = None
+    ) -> _Sequences:
+        return _sequences(
+            events,
+            int(self.n_items_),
+            int(self.n_categories_),
+            t_end,
+            t_start,
+            share=self.level_share_,
+            prior_days=self.config.level_prior_days,
+        )
 
     def _validation_nll(
         self,
@@ -1172,7 +1387,8 @@ class NeuralModel(Model):
         key = (id(events), at, users.tobytes())
         cached = getattr(self, "_state_cache", None)
         if cached is None or cached[0] != key:
-            cached = (key, self._user_state(events, users, at))
+            state = self._user_state(self._warped(events), users, float(self.cycle.warp(at)))
+            cached = (key, state)
             self._state_cache = cached
         return cached[1]
 
@@ -1196,7 +1412,7 @@ class NeuralModel(Model):
             n_categories=events.n_categories,
             before=events.before,
         )
-        seq = _sequences(sub, n_items, n_cat, at)
+        seq = self._sequences(sub, at)
         has = sub.lengths() > 0
         ends = sub_offsets[1:]
         starts = np.maximum(sub_offsets[:-1], ends - cfg.max_len)
@@ -1223,13 +1439,15 @@ class NeuralModel(Model):
                 long_j[where] = ex["long"][pick, last].double().cpu().numpy()[valid]
                 fast_j[where] = ex["fast"][pick, last].double().cpu().numpy()[valid]
             rates = net.background(torch.as_tensor(h_out, device=device)).double().cpu().numpy()
-        cat = sub.category_idx.astype(np.int64)
-        slot = np.where((cat >= 0) & (cat < n_cat), cat, n_cat)  # C: no / unknown category
+        slot = _slots(sub, n_cat)  # C: no / unknown category
         keys, inverse = np.unique(q.astype(np.int64) * _KEY + slot, return_inverse=True)
         t_last = np.where(has, sub.t[np.maximum(ends - 1, 0)] if sub.t.size else 0.0, at)
+        t_first = np.where(has, sub.t[np.minimum(sub_offsets[:-1], max(sub.n_events - 1, 0))]
+                           if sub.t.size else 0.0, at)  # fmt: skip
         return _State(
             h=h_out,
             tau=np.maximum(at - t_last, 0.0),
+            span=np.maximum(t_last - t_first, 0.0),
             rates=rates,
             buy_burst=rates[:, 2] + buy_burst,
             conversion=conversion,
@@ -1237,19 +1455,14 @@ class NeuralModel(Model):
             pair_cat=keys % _KEY,
             pair_long=np.bincount(inverse, long_j, minlength=keys.size),
             pair_fast=np.bincount(inverse, fast_j, minlength=keys.size),
+            pair_count=np.bincount(inverse, minlength=keys.size).astype(np.float64),
         )
 
-    def _decay_rates(self) -> tuple[np.ndarray, float, float]:
-        """δ_c (C + 1,) of every mark, δ_long and the buy process's δ_b, per day."""
+    def _decay_rates(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """δ^s and δ^i (C + 1,) of every mark and the buy process's δ_b, per day."""
+        session, interest = (d.double().cpu().numpy() for d in self._scale_deltas())
         with torch.no_grad():
-            delta_c = self.net_.category_delta().double().cpu().numpy()
-            delta_long, delta_b = (float(d) for d in self.net_.shared_delta())
-        return delta_c, delta_long, delta_b
-
-    def _deltas(self) -> tuple[np.ndarray, float]:
-        """δ_c (C,) of the categories and the buy process's δ_b, per day."""
-        delta_c, _, delta_b = self._decay_rates()
-        return delta_c[: int(self.n_categories_)], delta_b
+            return session, interest, float(self.net_.buy_delta())
 
     def _mix(self, h: np.ndarray) -> np.ndarray:
         """π (n, C + 1) of the given states."""
@@ -1257,48 +1470,62 @@ class NeuralModel(Model):
             h_t = torch.as_tensor(h, device=self._device())
             return self.net_.log_mix(h_t).double().exp().cpu().numpy()
 
+    def _beta(self) -> float:
+        with torch.no_grad():
+            return float(self.net_.level_scale())
+
     def _dense(self, state: _State, lo: int, hi: int):
-        """r, μ and α (hi − lo, C + 1) of users lo..hi: the background plus their pair sums."""
+        """Level, μ and α (hi − lo, C + 1) of users lo..hi: background plus pair sums."""
         pi = self._mix(state.h[lo:hi])
         a, b = np.searchsorted(state.pair_user, [lo, hi])
         rows, cols = state.pair_user[a:b] - lo, state.pair_cat[a:b]
-        floor = state.rates[lo:hi, 3:4] * pi
+        counts = np.zeros_like(pi)
+        counts[rows, cols] = state.pair_count[a:b]
+        span = state.span[lo:hi, None]
+        level = self._beta() * long_run_levels(
+            counts, span, self.level_share_, self.config.level_prior_days
+        )
         mu = state.rates[lo:hi, :1] * pi
         alpha = state.rates[lo:hi, 1:2] * pi
         mu[rows, cols] += state.pair_long[a:b]
         alpha[rows, cols] += state.pair_fast[a:b]
-        return floor, mu, alpha
+        return level, mu, alpha
 
     def _pair_params(self, state: _State) -> tuple[np.ndarray, ...]:
-        """r_c, μ_c, α_c and δ_c of every touched (user, mark) pair of `state`."""
+        """Level, μ, α, δ^s and δ^i of every touched (user, mark) pair of `state`."""
         pi = np.empty(state.pair_user.size)
         for lo in range(0, state.h.shape[0], 256):
             a, b = np.searchsorted(state.pair_user, [lo, lo + 256])
             mix = self._mix(state.h[lo : lo + 256])
             pi[a:b] = mix[state.pair_user[a:b] - lo, state.pair_cat[a:b]]
         u = state.pair_user
-        floor = state.rates[u, 3] * pi
+        level = self._beta() * long_run_levels(
+            state.pair_count,
+            state.span[u],
+            self.level_share_[state.pair_cat],
+            self.config.level_prior_days,
+        )
         mu = state.rates[u, 0] * pi + state.pair_long
         alpha = state.rates[u, 1] * pi + state.pair_fast
-        return floor, mu, alpha, self._decay_rates()[0][state.pair_cat]
+        session, interest, _ = self._decay_rates()
+        return level, mu, alpha, session[state.pair_cat], interest[state.pair_cat]
 
-    def _increment(self, floor, mu, alpha, delta, tau, horizon):
+    @staticmethod
+    def _increment(level, mu, alpha, session, interest, tau, horizon):
         """``Λ(τ + H) − Λ(τ)`` elementwise (numpy), τ broadcast over the last axis:
-        ``r H + μ e^{−δ_long τ} (1 − e^{−δ_long H}) / δ_long + α e^{−δτ} (1 − e^{−δH}) / δ``."""
-        delta_long = self._decay_rates()[1]
-        slow = mu * np.exp(-delta_long * tau) * -np.expm1(-delta_long * horizon) / delta_long
+        ``ℓ H + μ e^{−δ^i τ} (1 − e^{−δ^i H}) / δ^i + α e^{−δ^s τ} (1 − e^{−δ^s H}) / δ^s``."""
         return (
-            floor * horizon
-            + slow
-            - alpha * np.exp(-delta * tau) * np.expm1(-delta * horizon) / delta
+            level * horizon
+            - mu * np.exp(-interest * tau) * np.expm1(-interest * horizon) / interest
+            - alpha * np.exp(-session * tau) * np.expm1(-session * horizon) / session
         )
 
     def _pair_increment(self, state: _State, pairs: tuple, horizon: float) -> np.ndarray:
         """Expected events per (user, category) pair over `horizon`, categories only (the
         `_Window` order): the no-category mark is left out."""
         real = state.pair_cat < int(self.n_categories_)
-        floor, mu, alpha, delta = (x[real] for x in pairs)
-        return self._increment(floor, mu, alpha, delta, state.tau[state.pair_user[real]], horizon)
+        params = (x[real] for x in pairs)
+        return self._increment(*params, state.tau[state.pair_user[real]], horizon)
 
     def _interest_score(self, state: _State, horizon: float) -> np.ndarray:
         """I = log Λ_c over `horizon` from the state's instant, per touched category."""
@@ -1309,33 +1536,40 @@ class NeuralModel(Model):
     def _interest(
         self, events: EventArrays, users: np.ndarray, at: float, horizon: float
     ) -> dict[str, np.ndarray]:
-        """p_engage = 1 − exp(−(Λ_c(τ+H) − Λ_c(τ))) per (user, touched category).
+        """Per (user, touched category): the level now and its three parts, the two
+        half-lives, and p_engage = 1 − exp(−(Λ_c(τ+H) − Λ_c(τ))).
 
-        Also the interest score I (log expected events in the category over the
-        calibration window, `validation_days`) and the activation probability σ(a·I + b)
-        calibrated on it. Categories first seen after the fit are left out.
+        ``baseline`` is the long-run level (it never fades), ``excitation`` the interest
+        part (fades with the interest half-life), ``session`` the session part. Also the
+        interest score I (log expected events in the category over the calibration
+        window, `validation_days`) and the activation probability σ(a·I + b) calibrated on
+        it. Categories first seen after the fit are left out. Rates are per operational
+        day (`ebbtide.features.cycle`): per clock day on average over a week.
         """
         state = self._query_state(events, users, at)
         real = state.pair_cat < int(self.n_categories_)
-        floor, mu, alpha, delta = (x[real] for x in self._pair_params(state))
+        level, mu, alpha, session, interest = (x[real] for x in self._pair_params(state))
         pq, pc = state.pair_user[real], state.pair_cat[real]
         tau = state.tau[pq]
-        p_engage = -np.expm1(-self._increment(floor, mu, alpha, delta, tau, horizon))
+        params = (level, mu, alpha, session, interest, tau)
+        span = self.cycle.span(at, horizon)
+        p_engage = -np.expm1(-self._increment(*params, span))
         window = float(self.validation_days_) or 1.0
-        expected = self._increment(floor, mu, alpha, delta, tau, window)
-        score = np.log(np.maximum(expected, 1e-300))
+        score = np.log(np.maximum(self._increment(*params, window), 1e-300))
         slope, intercept = self.activation_
-        excitation = alpha * np.exp(-delta * tau)
-        baseline = floor + mu * np.exp(-self._decay_rates()[1] * tau)
+        lasting = mu * np.exp(-interest * tau)
+        burst = alpha * np.exp(-session * tau)
         order = np.lexsort((pc, -p_engage, pq))
         return {
             "user_idx": users[pq[order]],
             "category_idx": pc[order],
             "p_engage": p_engage[order],
-            "level": (baseline + excitation)[order],
-            "baseline": baseline[order],
-            "excitation": excitation[order],
-            "half_life_days": (math.log(2.0) / delta)[order],
+            "level": (level + lasting + burst)[order],
+            "baseline": level[order],
+            "excitation": lasting[order],
+            "session": burst[order],
+            "half_life_days": (math.log(2.0) / interest)[order],
+            "session_half_life_days": (math.log(2.0) / session)[order],
             "interest_score": score[order],
             "p_activate": (1.0 / (1.0 + np.exp(-(slope * score + intercept))))[order],
         }
@@ -1345,27 +1579,32 @@ class NeuralModel(Model):
     ) -> np.ndarray:
         """``1 − exp(−e^{b + c log(H / V)} A^a)`` of the expected activity
         ``A = Σ_c (Λ_c(τ+H) − Λ_c(τ))`` over all marks (a, b, c calibrated on the
-        validation window of V days; 1, 0, 0 without one)."""
+        validation window of V days; 1, 0, 0 without one). H is operational: an hour
+        at night is shorter than one in the evening."""
         state = self._query_state(events, users, at)
-        slope, intercept, horizon_slope, span = self.return_calibration_
-        eta = intercept + horizon_slope * math.log(horizon / span)
-        activity = np.maximum(self._activity(state, horizon), 1e-300)
+        span = self.cycle.span(at, horizon)
+        slope, intercept, horizon_slope, window = self.return_calibration_
+        eta = intercept + horizon_slope * math.log(max(span, 1e-12) / window)
+        activity = np.maximum(self._activity(state, span), 1e-300)
         return -np.expm1(-np.exp(np.clip(eta + slope * np.log(activity), -700.0, 30.0)))
 
     def _p_buy(
         self, events: EventArrays, users: np.ndarray, at: float, horizon: float
     ) -> np.ndarray:
         """``1 − exp(−(ρ·Σ_c ΔΛ_c + ΔΛ_b))``: buys within the activity, plus their own process."""
-        return self._buy_probability(self._query_state(events, users, at), horizon)
+        state = self._query_state(events, users, at)
+        return self._buy_probability(state, self.cycle.span(at, horizon))
 
     def _activity(self, state: _State, horizon: float) -> np.ndarray:
-        """Expected events ``Σ_c (Λ_c(τ+H) − Λ_c(τ))`` per user, over all marks."""
-        delta_c = self._decay_rates()[0]
+        """Expected events ``Σ_c (Λ_c(τ+H) − Λ_c(τ))`` per user over all marks (H
+        operational)."""
+        session, interest, _ = self._decay_rates()
         total = np.empty(state.tau.size)
         for lo in range(0, state.tau.size, 256):
             hi = min(lo + 256, state.tau.size)
-            floor, mu, alpha = self._dense(state, lo, hi)
-            inc = self._increment(floor, mu, alpha, delta_c, state.tau[lo:hi, None], horizon)
+            level, mu, alpha = self._dense(state, lo, hi)
+            tau = state.tau[lo:hi, None]
+            inc = self._increment(level, mu, alpha, session, interest, tau, horizon)
             total[lo:hi] = inc.sum(1)
         return total
 
@@ -1381,22 +1620,23 @@ class NeuralModel(Model):
     def _expected_return_days(
         self, events: EventArrays, users: np.ndarray, at: float
     ) -> np.ndarray:
-        """``∫_0^365 exp(−Σ_c (Λ_c(τ+s) − Λ_c(τ))) ds``: trapezoid rule on a log grid."""
+        """``∫_0^365 exp(−Σ_c (Λ_c(τ+s) − Λ_c(τ))) ds`` over clock days s, the compensator
+        read at the operational span of each s: trapezoid rule on a log grid."""
         state = self._query_state(events, users, at)
-        delta_c, delta_long, _ = self._decay_rates()
-        slow_jump = -np.expm1(-delta_long * _GRID) / delta_long
+        session, interest, _ = self._decay_rates()
+        grid = self.cycle.span(at, _GRID)
         out = np.empty(users.size)
         for lo in range(0, users.size, 64):
             hi = min(lo + 64, users.size)
-            floor, mu, alpha = self._dense(state, lo, hi)
+            level, mu, alpha = self._dense(state, lo, hi)
             tau = state.tau[lo:hi, None]
-            excitation = alpha * np.exp(-delta_c * tau)
-            cum = floor.sum(1)[:, None] * _GRID
-            cum = cum + (mu * np.exp(-delta_long * tau)).sum(1)[:, None] * slow_jump
-            for s in range(0, delta_c.size, 256):
-                d, e = delta_c[s : s + 256], excitation[:, s : s + 256]
-                jump = -np.expm1(-d[:, None] * _GRID) / d[:, None]
-                cum = cum + e @ jump
+            cum = level.sum(1)[:, None] * grid
+            for rate, size in ((interest, mu), (session, alpha)):
+                now = size * np.exp(-rate * tau)
+                for s in range(0, rate.size, 256):
+                    d = rate[s : s + 256]
+                    jump = -np.expm1(-d[:, None] * grid) / d[:, None]
+                    cum = cum + now[:, s : s + 256] @ jump
             out[lo:hi] = np.trapezoid(np.exp(-cum), _GRID, axis=1)
         return out
 
