@@ -4,25 +4,40 @@ A GRU reads each user's events (item, category and behaviour embeddings plus
 ``log1p(gap in hours)`` and a same-instant flag). After event i, at elapsed time τ, the
 intensity of the user's next event in category c is::
 
-    λ_c(τ) = r_i π_ic + μ_ic · exp(−δ_long τ) + α_ic · exp(−δ_c τ)
-    μ_ic = m_i π_ic + Σ_{j ≤ i, c_j = c} e^{s_i·k_c} v_{b_j} e^{−δ_long (t_i − t_j)}
-    α_ic = n_i π_ic + Σ_{j ≤ i, c_j = c} e^{f_i·k_c} w_{b_j} e^{−δ_c (t_i − t_j)}
+    λ_c(τ) = ℓ_ic + μ_ic · exp(−δ^i_c τ) + α_ic · exp(−δ^s_c τ)
+    ℓ_ic  = β (n_ic + p_c) / (t_i − t_first + T0)
+    μ_ic  = m_i π_ic + Σ_{j ≤ i, c_j = c} e^{s_i·k_c} v_{b_j} e^{−δ^i_c (t_i − t_j)}
+    α_ic  = n_i π_ic + Σ_{j ≤ i, c_j = c} e^{f_i·k_c} w_{b_j} e^{−δ^s_c (t_i − t_j)}
 
-- ``π_i = softmax(W h_i · E_categories)``, ``r_i``, ``m_i``, ``n_i`` (softplus of h_i):
-  where a user goes that the history does not explain, as a floor that never fades, as
-  long-term interest and as a burst after each event;
+Two time scales per category, kept apart by construction:
+
+- **interest** fades at ``δ^i_c`` (half-life ``ln 2 / δ^i_c``, longer than
+  `session_max_hours`): days to weeks of coming back to a category;
+- **session** excitation fades at ``δ^s_c`` (shorter than `session_max_hours`): the minutes
+  to hours of one visit. Each scale has a shared rate and per-category offsets shrunk
+  towards it (``delta_prior`` pseudo-events), so rare categories borrow strength;
+- the **long-run level** ``ℓ_ic`` is the user's average rate in the category over all the
+  time they have been seen (``n_ic`` events, one prior event spread by the categories'
+  shares ``p_c`` over ``T0 = level_prior_days``), times one learned ``β``. It is a count
+  over the whole history, not read off the GRU state, so it cannot absorb the slow decay:
+  recent interest has to be carried by the kernels;
+- ``π_i = softmax(W h_i · E_categories)``, ``m_i``, ``n_i`` (softplus of h_i): where a user
+  goes that the history does not explain, fading like interest and like a session;
 - the sums run over the user's past events in the category, weighted by behaviour (``w_b``,
-  ``v_b``, learned). In α each decays at the category's own rate ``δ_c`` (the interest
-  half-life ``ln 2 / δ_c``): a Hawkes excitation state. In μ they decay at one shared,
-  slower rate ``δ_long``: the long-term interest. Both keep decaying after the last event
-  (``e^{−δ τ}``), so a user who stopped fades to the floor ``r_i``: a burst of events long
-  ago is not taken for a user who is still active (on MovieLens and CDNOW a μ that held
-  until the next event ranked returners worse than chance). The GRU scales both per user
-  and category (low-rank ``f_i·k_c``, ``s_i·k_c``): it learns whose interest lingers;
+  ``v_b``, learned). The GRU modulates each pair's size (low-rank ``f_i·k_c``, ``s_i·k_c``,
+  whose users' interest lingers) but never a rate: the modulation is a multiplicative
+  factor whose log is penalised towards 0 (`modulation_penalty`), so it stays near 1;
 - events without a category (logs with none, or categories first seen after the fit) form
   one more mark, the last slot ``C`` beside the C categories: they excite and are scored
   like the others, but are never reported as an interest;
 - buys (below) are a share of that activity plus a short burst after carts and buys.
+
+**The daily and weekly cycle.** Every time above is *operational*: the process runs on the
+clock ``Φ(t) = ∫ g`` of the shop's daily (and, from four weeks of log, weekly) cycle ``g``,
+fitted from the events before the cut-off (`ebbtide.features.cycle`). A horizon of H hours
+from T is ``Φ(T + H) − Φ(T)`` operational days, so forecasts over hours follow the cycle
+(few returns are expected in the hours after midnight), and half-lives are in operational
+days (clock days on average over a week).
 
 Every term is non-negative, so the intensity is. The sums run over the events the GRU read
 (at most `max_len`), as pairs ``(i, j)`` in a (batch, L, L) tensor: the cost is L² per
@@ -31,9 +46,9 @@ sequence, never events × categories.
 Training minimises the exact negative log-likelihood: for every next event (gap τ,
 category c) ``−log λ_c(τ) + Σ_c Λ_c(τ)``, the survival term to the end of observation, the
 buy process's likelihood, and the item choice ``−log softmax(q(h, e_c) · E_items)`` (tied
-item embeddings; full softmax, or sampled with `item_negatives`). The per-category decay
-rates are shrunk towards a shared one (``delta_prior`` pseudo-events), so rare categories
-borrow strength.
+item embeddings; full softmax, or sampled with `item_negatives`), plus the modulation
+penalty. Each category's two half-lives get a 95% interval from the curvature of the
+likelihood (`NeuralModel.half_lives`).
 
 The last `validation_days` before the cut-off are held out (by default a tenth of the
 log's span before the cut-off, from the 1st percentile of event times, within [1, 30]
