@@ -1214,6 +1214,18 @@ users.parquet, one row per user (users with no events included):
   dormant_at_ts (first quiet second; every event has ts < it; null = not within the window),
   n_interests, n_events
 
+Only when the feature is on (columns absent otherwise):
+  session kernel: categories.parquet adds session_decay_per_day, session_half_life_days;
+    interests.parquet adds session_excitation_per_day, session_decay_per_day,
+    session_half_life_days, session_branching_ratio; the kernel is then
+    excitation * exp(-decay * dt) + session_excitation * exp(-session_decay * dt)
+  fading: users.parquet adds fading (bool) and fades_at_days (days since start, NaN if not
+    fading); from then on the user's baseline and excitations are multiplied by fading_factor
+  daily/weekly cycle: cycle.parquet, one row: daily_amplitude, peak_hour, weekly_amplitude,
+    peak_day, time_zone, utc_offset_hours (fixed, the zone's offset at the start),
+    weekly_mean_of_product (normaliser, 1 up to rounding), operational_days (Phi(T)); every
+    intensity is multiplied by g(t), and decays, rates and half-lives are in operational days
+
 config: {config!r}
 """
 
@@ -1226,8 +1238,9 @@ def write_truth(log: SyntheticLog, directory: Path) -> list[Path]:
     log : SyntheticLog
         What `generate` returned.
     directory : Path
-        Created if missing; ``categories.parquet``, ``interests.parquet``, ``users.parquet``
-        and ``README.txt`` are (over)written there.
+        Created if missing; ``categories.parquet``, ``interests.parquet``, ``users.parquet``,
+        ``cycle.parquet`` (only when the log has a daily/weekly cycle) and ``README.txt`` are
+        (over)written there.
 
     Returns
     -------
@@ -1237,11 +1250,14 @@ def write_truth(log: SyntheticLog, directory: Path) -> list[Path]:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, table in (
+    tables = [
         ("categories", log.truth_categories),
         ("interests", log.truth_interests),
         ("users", log.truth_users),
-    ):
+    ]
+    if log.truth_cycle is not None:
+        tables.append(("cycle", log.truth_cycle))
+    for name, table in tables:
         path = directory / f"{name}.parquet"
         pq.write_table(table, path)
         written.append(path)
