@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,7 +19,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ebbtide.errors import ConfigError
-from ebbtide.synthetic import SynthConfig, SyntheticLog, generate, write_taobao_csv, write_truth
+from ebbtide.synthetic import (
+    SynthConfig,
+    SyntheticLog,
+    _Cycle,
+    _expected_count,
+    generate,
+    two_scale_config,
+    write_taobao_csv,
+    write_truth,
+)
 
 SMALL = SynthConfig(users=300, days=3.0, categories=30, items_per_category=40, seed=7)
 
@@ -356,6 +366,19 @@ def test_edge_configs_generate() -> None:
         ("behavior_shares", (0.9, 0.05, 0.03, 0.03)),
         ("behavior_shares", (0.9, 0.1)),
         ("interests_mean", 0.5),
+        ("session_half_life_hours", (2.0, 0.2)),
+        ("session_branching_range", (0.1, 0.5)),  # 0.8 (branching_range) + 0.5 >= 1
+        ("session_branching_range", (-0.1, 0.1)),
+        ("daily_amplitude", 1.0),
+        ("weekly_amplitude", -0.1),
+        ("peak_hour", 24.0),
+        ("peak_day", 7.0),
+        ("time_zone", "Mars/Olympus"),
+        ("time_zone", "Asia"),
+        ("time_zone", ""),
+        ("fading_share", 1.5),
+        ("fading_factor", 2.0),
+        ("fading_window", (0.9, 0.6)),
     ],
 )
 def test_config_validation_names_field(field: str, value: object) -> None:
@@ -430,6 +453,9 @@ def test_progress_reports_every_block() -> None:
     seed=st.integers(0, 2**32),
     dormant_share=st.sampled_from([0.0, 0.5, 1.0]),
     lineage=st.booleans(),
+    session=st.booleans(),
+    cycle=st.sampled_from([0.0, 0.5, 0.99]),
+    fading=st.sampled_from([0.0, 1.0]),
 )
 def test_invariants_hold_for_any_small_config(
     users: int,
@@ -439,6 +465,9 @@ def test_invariants_hold_for_any_small_config(
     seed: int,
     dormant_share: float,
     lineage: bool,
+    session: bool,
+    cycle: float,
+    fading: float,
 ) -> None:
     cfg = SynthConfig(
         users=users,
@@ -450,6 +479,11 @@ def test_invariants_hold_for_any_small_config(
         dormancy_mean_days=1.0,
         events_per_user_day=20.0,
         keep_lineage=lineage,
+        branching_range=(0.2, 0.5),
+        session_branching_range=(0.2, 0.4) if session else (0.0, 0.0),
+        daily_amplitude=cycle,
+        weekly_amplitude=cycle / 2,
+        fading_share=fading,
     )
     log = generate(cfg)
     ev = log.events
@@ -469,3 +503,296 @@ def test_invariants_hold_for_any_small_config(
             assert p is None or (
                 p < row and keys[p][0] == keys[row][0] and keys[p][1] <= keys[row][1]
             )
+
+
+# --- two time scales, the daily/weekly cycle, fading ---------------------------------------
+
+
+def test_default_events_are_frozen(tmp_path: Path) -> None:
+    """Features added later are off by default: the default log is byte for byte the one
+    written before they existed (benches and recorded results rely on it)."""
+    path = tmp_path / "small.csv"
+    write_taobao_csv(generate(SMALL), path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert digest == "1155833c2903edf7686a7b4ae5e4be1ca901256971116d327499670fc0bfb850"
+    log = generate(SMALL)
+    assert log.truth_cycle is None
+    assert "session_decay_per_day" not in log.truth_categories.column_names
+    assert "session_branching_ratio" not in log.truth_interests.column_names
+    assert "fading" not in log.truth_users.column_names
+
+
+def test_new_features_leave_categories_and_users_in_place() -> None:
+    on = generate(
+        dataclasses.replace(
+            SMALL, session_branching_range=(0.1, 0.1), daily_amplitude=0.5, fading_share=0.5
+        )
+    )
+    off = generate(SMALL)
+    for name in ("category_id", "decay_per_day", "popularity", "n_items"):
+        assert on.truth_categories.column(name).equals(off.truth_categories.column(name))
+    for name in ("user_id", "activity_per_day", "dormant_at_ts", "n_interests"):
+        assert on.truth_users.column(name).equals(off.truth_users.column(name))
+    assert on.truth_interests.column("branching_ratio").equals(
+        off.truth_interests.column("branching_ratio")
+    )
+    assert not on.events.equals(off.events)
+
+
+def _mean_count_by_ode(eta: float, d: float, eta_s: float, d_s: float, t: float) -> float:
+    """E N[0, t) / μ by RK4 on m = 1 + x + y, x' = ηδ m − δ x, y' = η_s δ_s m − δ_s y."""
+
+    def f(state: np.ndarray) -> np.ndarray:
+        x, y, _ = state
+        m = 1.0 + x + y
+        return np.array([eta * d * m - d * x, eta_s * d_s * m - d_s * y, m])
+
+    n = 10_000
+    h = t / n
+    state = np.zeros(3)
+    for _ in range(n):
+        k1 = f(state)
+        k2 = f(state + h / 2 * k1)
+        k3 = f(state + h / 2 * k2)
+        k4 = f(state + h * k3)
+        state = state + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+    return float(state[2])
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        (0.4, 0.3, 0.35, 20.0, 20.0),
+        (0.5, 0.07, 0.4, 8.3, 20.0),
+        (0.0, 1.0, 0.3, 1.0 / 0.7, 9.0),  # a double root: the divided difference is h'
+        (0.6, 0.05, 0.38, 50.0, 3.0),
+    ],
+)
+def test_two_kernel_expected_count_is_exact(params: tuple[float, ...]) -> None:
+    eta, d, eta_s, d_s, t = params
+    got = _expected_count(*(np.array([v]) for v in params[:4]), t)[0]
+    assert got == pytest.approx(_mean_count_by_ode(eta, d, eta_s, d_s, t), rel=1e-6)
+    # Without the session kernel it is the one-kernel G of the module docstring.
+    one = _expected_count(np.array([eta]), np.array([d]), np.zeros(1), np.array([d_s]), t)[0]
+    x = (1 - eta) * d * t
+    assert one == pytest.approx(t / (1 - eta) - eta / ((1 - eta) ** 2 * d) * -math.expm1(-x))
+
+
+@pytest.mark.parametrize("cycle", [False, True])
+def test_two_kernel_volume_matches_target(cycle: bool) -> None:
+    overrides = {} if cycle else {"daily_amplitude": 0.0, "weekly_amplitude": 0.0}
+    cfg = two_scale_config(users=1500, seed=4, **overrides)
+    log = generate(cfg)
+    assert (log.truth_cycle is not None) == cycle
+    # Exact expectation given the drawn activities; the cluster noise is about 0.6%.
+    target = _np(log.truth_users, "activity_per_day").sum() * cfg.days
+    assert log.events.num_rows / target == pytest.approx(1.0, abs=0.03)
+    # ... and the config's nominal volume, with the noise of 1,500 lognormal activities.
+    assert log.events.num_rows / cfg.expected_events == pytest.approx(1.0, abs=0.08)
+
+
+def test_session_and_interest_children_have_their_own_delays() -> None:
+    cfg = SynthConfig(
+        users=2000,
+        days=10.0,
+        categories=10,
+        category_zipf=0.3,
+        events_per_user_day=5.0,
+        dormant_share=0.0,
+        half_life_days=(0.05, 0.3),
+        branching_range=(0.3, 0.4),
+        session_half_life_hours=(0.2, 2.0),
+        session_branching_range=(0.3, 0.4),
+        keep_lineage=True,
+        seed=12,
+    )
+    log = generate(cfg)
+    ev = log.events
+    parent = ev.column("parent_row")
+    kernel = ev.column("kernel")
+    assert parent.null_count == kernel.null_count
+    assert pc.all(pc.equal(pc.is_valid(parent), pc.is_valid(kernel))).as_py()
+    child = np.flatnonzero(pc.is_valid(parent).to_numpy(zero_copy_only=False))
+    par = parent.to_numpy(zero_copy_only=False)[child].astype(np.int64)
+    which = kernel.to_numpy(zero_copy_only=False)[child].astype(np.int64)
+    ts = _np(ev, "ts")
+    delay = (ts[child] - ts[par]) / 86_400
+    cats = ev.column("category_id").to_numpy(zero_copy_only=False)[child]
+    truth = log.truth_categories.to_pydict()
+    index = {c: i for i, c in enumerate(truth["category_id"])}
+    cat_row = np.array([index[c] for c in cats])
+    mean_delay = {
+        0: np.array(truth["half_life_days"])[cat_row] / math.log(2),
+        1: np.array(truth["session_half_life_days"])[cat_row] / math.log(2),
+    }
+    # Parents far from the end: a child past the window (dropped) has odds below 2^-15.
+    end = int(cfg.start.timestamp()) + round(cfg.days * 86_400)
+    room = (end - ts[par]) / 86_400
+    for k, longest in ((0, 0.3), (1, 2.0 / 24.0)):
+        sel = (which == k) & (room > 15 * longest)
+        assert sel.sum() > 10_000
+        ratio = delay[sel].mean() / mean_delay[k][sel].mean()
+        assert ratio == pytest.approx(1.0, abs=0.04), (k, ratio)
+    # The two scales really are apart: sessions last hours, interests days.
+    assert np.median(delay[which == 1]) < 0.1 < np.median(delay[which == 0])
+
+
+def test_cycle_time_change_is_exact() -> None:
+    cfg = two_scale_config(days=30.0)
+    cycle = _Cycle(cfg)
+    week = (np.arange(7 * 24 * 600) + 0.5) / (24 * 600)
+    assert cycle.g(week).mean() == pytest.approx(1.0, abs=1e-9)
+    assert cycle.norm == pytest.approx(1.0, abs=1e-12)
+    t = np.linspace(0.0, cfg.days, 100_001)
+    phi = cycle.phi(t)
+    assert np.all(np.diff(phi) > 0)
+    # Φ(7 days) = 7: g averages 1 over a whole week.
+    assert cycle.phi(np.array([7.0]))[0] == pytest.approx(7.0, abs=1e-9)
+    # Φ is the integral of g (trapezoid on a 26-second grid) ...
+    area = np.concatenate([[0.0], np.cumsum(np.diff(t) * (cycle.g(t[1:]) + cycle.g(t[:-1])) / 2)])
+    np.testing.assert_allclose(phi, area, atol=1e-6)
+    # ... and Φ⁻¹ inverts it to well under a second.
+    np.testing.assert_allclose(cycle.phi_inv(phi), t, atol=1e-8)
+
+
+def _first_harmonic(hours: np.ndarray, period: float) -> tuple[float, float]:
+    """Amplitude A and peak of a density ∝ 1 + A cos(2π(x − peak)/period)."""
+    z = np.mean(np.exp(2j * np.pi * hours / period))
+    return 2 * abs(z), float(np.angle(z) * period / (2 * np.pi)) % period
+
+
+@pytest.mark.parametrize(
+    ("zone", "offset", "start"),
+    [
+        ("Asia/Shanghai", 8.0, datetime(2017, 11, 24, 16, 0, tzinfo=UTC)),
+        # November: New York is on standard time (UTC-5) for the whole window.
+        ("America/New_York", -5.0, datetime(2021, 11, 8, 5, 0, tzinfo=UTC)),
+    ],
+)
+def test_hour_of_day_follows_the_daily_cycle(zone: str, offset: float, start: datetime) -> None:
+    cfg = two_scale_config(users=400, time_zone=zone, start=start, peak_hour=21.0)
+    log = generate(cfg)
+    cycle = log.truth_cycle
+    assert cycle is not None and cycle.num_rows == 1
+    row = cycle.to_pylist()[0]
+    assert (row["time_zone"], row["utc_offset_hours"]) == (zone, offset)
+    assert (row["daily_amplitude"], row["peak_hour"]) == (0.6, 21.0)
+    assert (row["weekly_amplitude"], row["peak_day"]) == (0.2, 6.0)
+    ts = _np(log.events, "ts")
+    local_hour = ((ts + round(offset * 3600)) % 86_400) / 3600  # no machine time zone involved
+    amplitude, peak = _first_harmonic(local_hour, 24.0)
+    assert amplitude == pytest.approx(0.6, rel=0.15)
+    assert abs((peak - 21.0 + 12) % 24 - 12) < 1.0
+    flat = generate(dataclasses.replace(cfg, daily_amplitude=0.0, weekly_amplitude=0.0))
+    flat_hour = ((_np(flat.events, "ts") + round(offset * 3600)) % 86_400) / 3600
+    assert _first_harmonic(flat_hour, 24.0)[0] < 0.1
+    assert flat.truth_cycle is None
+
+
+def test_fading_users_fall_to_the_thinned_rate() -> None:
+    """After F_u a fading pair is a Hawkes process with μ and both η scaled by f, so its settled
+    rate is f·μ/(1 − f·η) against μ/(1 − η) before (a ratio of f only when η = 0)."""
+    cfg = SynthConfig(
+        users=3000,
+        days=20.0,
+        categories=20,
+        events_per_user_day=5.0,
+        dormant_share=0.0,
+        half_life_days=(0.05, 0.2),
+        branching_range=(0.2, 0.4),
+        session_branching_range=(0.1, 0.2),
+        fading_share=0.5,
+        fading_window=(0.4, 0.6),
+        fading_factor=0.2,
+        seed=9,
+    )
+    log = generate(cfg)
+    users = log.truth_users.to_pydict()
+    fading = np.array(users["fading"])
+    fades_at = np.array(users["fades_at_days"])
+    assert 0.45 < fading.mean() < 0.55
+    assert np.all(np.isnan(fades_at[~fading]))
+    assert np.all((fades_at[fading] >= 8.0) & (fades_at[fading] <= 12.0))
+    f_by_user = dict(zip(users["user_id"], fades_at.tolist(), strict=True))
+
+    it = log.truth_interests.to_pydict()
+    f = cfg.fading_factor
+    eta = np.array(it["branching_ratio"]) + np.array(it["session_branching_ratio"])
+    mu = np.array(it["baseline_per_day"])
+    pair_fade = np.array([f_by_user[u] for u in it["user_id"]])
+    fades = ~np.isnan(pair_fade)
+    # Windows well past the ramp-up (about 4 relaxation times) and past F_u's transient.
+    before, after_gap = 5.0, 2.0
+    expect_before = np.sum(mu[fades] / (1 - eta[fades])) * before
+    after_len = cfg.days - pair_fade[fades] - after_gap
+    expect_after = np.sum(f * mu[fades] / (1 - f * eta[fades]) * after_len)
+
+    ev = log.events
+    t = (_np(ev, "ts") - int(cfg.start.timestamp())) / 86_400
+    ev_fade = np.array([f_by_user[u] for u in ev.column("user_id").to_pylist()])
+    n_before = np.sum((t >= ev_fade - before) & (t < ev_fade))
+    n_after = np.sum(t >= ev_fade + after_gap)
+    assert n_before / expect_before == pytest.approx(1.0, abs=0.06)
+    assert n_after / expect_after == pytest.approx(1.0, abs=0.08)
+    # The aggregate rate ratio: well below 1, near f (here f·(1 − η)/(1 − f·η) ≈ 0.15).
+    rate_ratio = (n_after / after_len.sum()) / (n_before / (before * fades.sum()))
+    predicted = (expect_after / after_len.sum()) / (expect_before / (before * fades.sum()))
+    assert 0.1 < predicted < f
+    assert rate_ratio == pytest.approx(predicted, rel=0.1)
+    # Users who do not fade keep their full volume.
+    quiet = ~fading
+    n_quiet = np.sum(np.isnan(ev_fade))
+    target = np.array(users["activity_per_day"])[quiet].sum() * cfg.days
+    assert n_quiet / target == pytest.approx(1.0, abs=0.04)
+
+
+def test_two_scale_preset_and_overrides() -> None:
+    cfg = two_scale_config()
+    assert (cfg.users, cfg.seed, cfg.days, cfg.categories) == (1000, 2, 20.0, 30)
+    assert cfg.events_per_user_day == 10.0 and cfg.dormant_share == 0.0
+    assert cfg.half_life_days == (1.0, 10.0) and cfg.branching_range == (0.3, 0.5)
+    assert cfg.session_half_life_hours == (0.2, 2.0)
+    assert cfg.session_branching_range == (0.3, 0.4)
+    assert (cfg.daily_amplitude, cfg.peak_hour, cfg.weekly_amplitude) == (0.6, 21.0, 0.2)
+    assert cfg.time_zone == "Asia/Shanghai"
+    assert two_scale_config(users=10, fading_share=0.2).fading_share == 0.2
+    with pytest.raises(ConfigError, match="session_branching_range"):
+        two_scale_config(branching_range=(0.3, 0.7))
+    with pytest.raises(TypeError):
+        two_scale_config(no_such_field=1)
+
+
+def test_write_truth_with_every_feature(tmp_path: Path) -> None:
+    log = generate(
+        dataclasses.replace(
+            SMALL,
+            session_branching_range=(0.1, 0.15),
+            daily_amplitude=0.3,
+            fading_share=0.3,
+        )
+    )
+    paths = write_truth(log, tmp_path / "truth")
+    assert [p.name for p in paths] == [
+        "categories.parquet",
+        "interests.parquet",
+        "users.parquet",
+        "cycle.parquet",
+        "README.txt",
+    ]
+    assert log.truth_cycle is not None and pq.read_table(paths[3]).equals(log.truth_cycle)
+    cats = pq.read_table(paths[0])
+    assert {"session_decay_per_day", "session_half_life_days"} <= set(cats.column_names)
+    hours = _np(cats, "session_half_life_days") * 24
+    assert hours.min() > 0.2 - 1e-9 and hours.max() < 2.0 + 1e-9
+    interests = pq.read_table(paths[1])
+    assert {
+        "session_excitation_per_day",
+        "session_decay_per_day",
+        "session_half_life_days",
+        "session_branching_ratio",
+    } <= set(interests.column_names)
+    users = pq.read_table(paths[2])
+    assert users.schema.field("fading").type == pa.bool_()
+    assert users.schema.field("fades_at_days").type == pa.float64()
+    readme = paths[4].read_text()
+    assert "cycle.parquet" in readme and "session_branching_ratio" in readme

@@ -7,11 +7,15 @@ and hands back the true parameters next to the events.
 
 Generative process
 ------------------
-Time ``t`` is in days since ``start``; the window is ``[0, T)``, ``T = days``.
+Time ``t`` is in days since ``start``; the window is ``[0, T)``, ``T = days``. Three features
+are off by default (the session kernel, the cycle and fading; steps 3b, 5b and 5c): with them
+off, the output is byte for byte what it was before they existed.
 
 1. **Categories** ``c = 0..C-1`` have Zipf popularity ``p_c ∝ (c + 1)^-category_zipf``, a decay
    rate ``δ_c = ln 2 / h_c`` with half-life ``h_c`` log-uniform on ``half_life_days``, and ``n_c``
    items (lognormal around ``items_per_category``) with Zipf popularity ``∝ rank^-item_zipf``.
+   With the session kernel on, also a session decay ``δ^s_c = ln 2 / h^s_c``, ``h^s_c``
+   log-uniform on ``session_half_life_hours`` (converted to days).
 2. **Users**: activity ``a_u = A·exp(σZ − σ²/2)`` (lognormal, mean ``A``, ``σ = activity_sigma``);
    ``K_u = min(C, 1 + Poisson(interests_mean − 1))`` distinct interest categories drawn by
    popularity without replacement; weights ``w_u ~ Dirichlet(interest_concentration)``.
@@ -23,7 +27,14 @@ Time ``t`` is in days since ``start``; the window is ``[0, T)``, ``T = days``.
    with branching ratio ``η_uc ~ U(branching_range)``. ``μ_uc`` is solved from
    ``E N_uc[0, T) = μ_uc · G = a_u · w_uc · T`` where
    ``G = T/(1 − η) − η/((1 − η)² δ) · (1 − exp(−(1 − η) δ T))``; so ``a_u`` is the user's expected
-   events per day over the window, had the user never gone dormant.
+   events per day over the window, had the user never gone dormant (nor faded).
+
+   3b. **Two time scales** (``session_branching_range`` above ``(0, 0)``): the kernel gains a
+   short *session* term, ``+ Σ_j η^s_uc δ^s_c exp(−δ^s_c (t − t_j))`` with
+   ``η^s_uc ~ U(session_branching_range)``; ``η_uc + η^s_uc <= 0.99``. ``G`` is then the exact
+   expected count of the two-kernel process from an empty start (closed form of the 2x2 linear
+   ODE of the mean intensity; see `_expected_count`), so the expected events per pair are
+   still ``a_u · w_uc · T``.
 4. **Dormancy**: with probability ``dormant_share`` user ``u`` goes quiet at
    ``D_u ~ Exp(mean dormancy_mean_days)``; events at ``t ≥ D_u`` are removed.
    ``A = events_per_user_day / ρ``, ``ρ = E[min(D, T)] / T``, so that the realised volume is about
@@ -31,8 +42,35 @@ Time ``t`` is in days since ``start``; the window is ``[0, T)``, ``T = days``.
    so dormancy removes slightly more than its share of time).
 5. **Simulation** (branching representation, vectorised one generation at a time): immigrants
    ``~ Poisson(μ_uc · min(T, D_u))`` uniform on ``[0, min(T, D_u))``; every event spawns
-   ``Poisson(η_uc)`` children at delays ``~ Exp(rate δ_c)``; children at or past ``min(T, D_u)``
-   are dropped; repeat until a generation is empty. Clusters are finite because ``η < 1``.
+   ``Poisson(η_uc)`` children at delays ``~ Exp(rate δ_c)`` and, with the session kernel,
+   ``Poisson(η^s_uc)`` children at delays ``~ Exp(rate δ^s_c)``; children at or past
+   ``min(T, D_u)`` are dropped; repeat until a generation is empty. Clusters are finite because
+   the total branching is below 1.
+
+   5b. **Daily and weekly cycle** (``daily_amplitude`` or ``weekly_amplitude`` above 0): every
+   intensity, baseline and excitation alike, is multiplied by
+   ``g(t) = (1 + A_d cos(2π(h(t) − peak_hour)/24)) · (1 + A_w cos(2π(dow(t) + h(t)/24 −
+   peak_day)/7)) / m``, ``h`` the local hour and ``dow`` the local weekday (Monday = 0) in
+   ``time_zone`` at its UTC offset *at* ``start``, fixed for the whole window (no daylight-saving
+   shifts). ``m``, the mean of the product over a week, is computed numerically; it is 1 up to
+   rounding (with a fixed offset the daily cosine is the 7th harmonic of the week, orthogonal to
+   the weekly one), so ``g`` averages 1 over any whole week. This is done as a time change: the
+   whole process of step 5 is simulated in *operational time* ``s = Φ(t) = ∫_0^t g`` on the
+   window ``[0, Φ(T))`` (and ``[0, Φ(D_u))`` for dormant users), then every event is mapped back
+   with ``t = Φ⁻¹(s)`` (closed-form ``Φ``, Newton inversion exact to ~1e-9 days). ``G`` of step 3
+   is taken at ``Φ(T)``, so the expected volume is unchanged. Decays act in operational time:
+   half-lives and rates in the truth are in *operational* days, which equal calendar days on
+   average over a week (``g`` has mean 1), not hour by hour.
+
+   5c. **Fading** (``fading_share`` above 0): that share of users (own random stream) gets
+   ``F_u ~ U(fading_window) · T``; every event of such a user born at ``t ≥ F_u``, immigrant or
+   child, is kept with probability ``fading_factor = f`` *at birth*, and only kept events have
+   children. Thinning at birth is exact: after ``F_u`` the user's pairs are Hawkes processes
+   with ``μ`` and ``η`` (both kernels) multiplied by ``f``, i.e. every intensity is multiplied by
+   ``f``. (Deleting events after branching would not be: the children of deleted events would
+   stay.) The settled rate therefore falls to ``f (1 − η_tot)/(1 − f η_tot)`` of its level
+   before, which is ``f`` only without self-excitation. ``a_u`` and the expected volume ignore
+   fading: fading users produce fewer events than ``a_u`` says.
 6. **Marks**: a child re-uses its parent's item with probability ``repeat_prob`` (repeat
    consumption), otherwise it draws an item of its category by popularity; immigrants always draw.
    Behaviours are i.i.d. with ``behavior_shares`` (view, cart, fav, buy), written as the Taobao
@@ -43,6 +81,10 @@ Time ``t`` is in days since ``start``; the window is ``[0, T)``, ``T = days``.
 Randomness comes only from ``np.random.default_rng`` streams spawned from ``seed``: one for the
 categories and, per block of users, separate streams for users, timing and marks, so the same
 seed gives byte-identical output, and changing, say, ``behavior_shares`` leaves times unchanged.
+The session kernel (category half-lives; per block ``η^s`` and session children) and fading
+(who, when, and the thinning) draw from streams of their own, spawned after the others, so
+turning them on leaves the categories and the users (activity, dormancy, interests, η) as they
+were; the events differ, as the process does. The cycle draws nothing.
 
 Examples
 --------
@@ -57,9 +99,10 @@ import gzip
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import pyarrow as pa
@@ -76,6 +119,8 @@ __all__ = [
     "SyntheticLog",
     "generate",
     "order_log_config",
+    "recovery_config",
+    "two_scale_config",
     "write_order_csv",
     "write_taobao_csv",
     "write_truth",
@@ -163,6 +208,34 @@ class SynthConfig:
         rows at the same second (an order's lines), the extra rows drawing items of the
         same category with the same behaviour. The process and its truth are unchanged:
         a basket is one occurrence. 1 (the default) writes one row per event.
+    session_half_life_hours : tuple[float, float]
+        Range of the per-category *session* half-lives ``ln 2 / δ^s_c`` (log-uniform), in
+        hours; used only when the session kernel is on.
+    session_branching_range : tuple[float, float]
+        Range of the session branching ratio ``η^s`` (uniform). ``(0, 0)`` (the default) turns
+        the session kernel off; otherwise ``branching_range[1] + session_branching_range[1]``
+        must be at most 0.99 (total branching below 1 keeps clusters finite).
+    daily_amplitude : float
+        ``A_d`` in ``[0, 1)``, amplitude of the time-of-day cycle of every intensity; 0 (the
+        default) together with ``weekly_amplitude = 0`` turns the cycle off.
+    peak_hour : float
+        Local hour ``[0, 24)`` at which the daily cycle peaks (default 21.0, 9 pm).
+    weekly_amplitude : float
+        ``A_w`` in ``[0, 1)``, amplitude of the day-of-week cycle (default 0).
+    peak_day : float
+        Local day of the week ``[0, 7)`` at which the weekly cycle peaks, Monday 00:00 = 0,
+        fractions allowed (default 6.0: Sunday 00:00, the middle of the weekend).
+    time_zone : str
+        IANA name of the zone whose clock the cycle follows (default ``"Asia/Shanghai"``); its
+        UTC offset *at* ``start`` is used for the whole window (no daylight-saving shifts).
+    fading_share : float
+        Share of users whose interest fades (default 0 = nobody): from a time ``F_u`` on,
+        every intensity of the user is multiplied by ``fading_factor``.
+    fading_window : tuple[float, float]
+        Range of ``F_u`` as fractions of ``days`` (uniform; default ``(0.6, 0.9)``).
+    fading_factor : float
+        Factor in ``[0, 1]`` on a fading user's baseline and excitation after ``F_u``
+        (default 0.2).
     """
 
     users: int = 1000
@@ -186,6 +259,16 @@ class SynthConfig:
     behavior_shares: tuple[float, float, float, float] = (0.90, 0.05, 0.03, 0.02)
     keep_lineage: bool = False
     basket_size_mean: float = 1.0
+    session_half_life_hours: tuple[float, float] = (0.2, 2.0)
+    session_branching_range: tuple[float, float] = (0.0, 0.0)
+    daily_amplitude: float = 0.0
+    peak_hour: float = 21.0
+    weekly_amplitude: float = 0.0
+    peak_day: float = 6.0
+    time_zone: str = "Asia/Shanghai"
+    fading_share: float = 0.0
+    fading_window: tuple[float, float] = (0.6, 0.9)
+    fading_factor: float = 0.2
 
     def __post_init__(self) -> None:
         """Check every field, naming the field, the value and the allowed range."""
@@ -211,8 +294,8 @@ class SynthConfig:
         _check_real("category_zipf", self.category_zipf, 0.0, 5.0)
         _check_real("item_zipf", self.item_zipf, 0.0, 5.0)
         _check_real("items_sigma", self.items_sigma, 0.0, 3.0)
-        _check_range("half_life_days", self.half_life_days, 1e-4, 1e4, low_open=False)
-        _check_range("branching_range", self.branching_range, 0.0, 0.99, low_open=False)
+        _check_range("half_life_days", self.half_life_days, 1e-4, 1e4)
+        _check_range("branching_range", self.branching_range, 0.0, 0.99)
         _check_real("dormant_share", self.dormant_share, 0.0, 1.0)
         _check_real("dormancy_mean_days", self.dormancy_mean_days, 0.0, 1e6, low_open=True)
         _check_real("repeat_prob", self.repeat_prob, 0.0, 1.0)
@@ -231,6 +314,40 @@ class SynthConfig:
         _check_real("basket_size_mean", self.basket_size_mean, 1.0, 1e3)
         if self.keep_lineage and self.basket_size_mean > 1:
             raise _fail("keep_lineage", True, "False when basket_size_mean > 1")
+        _check_range("session_half_life_hours", self.session_half_life_hours, 1e-3, 1e5)
+        _check_range("session_branching_range", self.session_branching_range, 0.0, 0.99)
+        total = self.branching_range[1] + self.session_branching_range[1]
+        if total > 0.99:
+            raise _fail(
+                "session_branching_range",
+                self.session_branching_range,
+                f"a (low, high) tuple with branching_range high + high <= 0.99 (total branching"
+                f" must stay below 1; now {self.branching_range[1]:g} + "
+                f"{self.session_branching_range[1]:g} = {total:g})",
+            )
+        _check_real("daily_amplitude", self.daily_amplitude, 0.0, 1.0, high_open=True)
+        _check_real("peak_hour", self.peak_hour, 0.0, 24.0, high_open=True)
+        _check_real("weekly_amplitude", self.weekly_amplitude, 0.0, 1.0, high_open=True)
+        _check_real("peak_day", self.peak_day, 0.0, 7.0, high_open=True)
+        _utc_offset_hours(self.time_zone, self.start)  # raises on an unknown zone
+        _check_real("fading_share", self.fading_share, 0.0, 1.0)
+        _check_range("fading_window", self.fading_window, 0.0, 1.0)
+        _check_real("fading_factor", self.fading_factor, 0.0, 1.0)
+
+    @property
+    def has_session(self) -> bool:
+        """Whether the session kernel is on (``session_branching_range[1] > 0``)."""
+        return self.session_branching_range[1] > 0.0
+
+    @property
+    def has_cycle(self) -> bool:
+        """Whether the daily/weekly cycle is on (either amplitude above 0)."""
+        return self.daily_amplitude > 0.0 or self.weekly_amplitude > 0.0
+
+    @property
+    def has_fading(self) -> bool:
+        """Whether some users fade (``fading_share > 0``)."""
+        return self.fading_share > 0.0
 
     @property
     def expected_events(self) -> float:
@@ -254,6 +371,36 @@ def recovery_config(users: int = 1000, seed: int = 1) -> SynthConfig:
     )
 
 
+def two_scale_config(users: int = 1000, seed: int = 2, **overrides: object) -> SynthConfig:
+    """The log the main model's recovery is measured on: two time scales, a daily and a
+    weekly cycle (benches and tests share it).
+
+    20 days, 30 categories, about 10 events per user-day, nobody dormant; per category an
+    interest kernel (half-life 1 to 10 days, branching 0.3 to 0.5) and a session kernel
+    (half-life 0.2 to 2 hours, branching 0.3 to 0.4); a daily cycle of amplitude 0.6 peaking
+    at 21:00 and a weekly one of amplitude 0.2, on China time. Any `SynthConfig` field can be
+    overridden, e.g. ``two_scale_config(fading_share=0.2)`` for users whose interest fades.
+    """
+    fields: dict[str, object] = {
+        "users": users,
+        "seed": seed,
+        "days": 20.0,
+        "categories": 30,
+        "events_per_user_day": 10.0,
+        "dormant_share": 0.0,
+        "half_life_days": (1.0, 10.0),
+        "branching_range": (0.3, 0.5),
+        "session_half_life_hours": (0.2, 2.0),
+        "session_branching_range": (0.3, 0.4),
+        "daily_amplitude": 0.6,
+        "peak_hour": 21.0,
+        "weekly_amplitude": 0.2,
+        "time_zone": "Asia/Shanghai",
+    }
+    fields.update(overrides)
+    return SynthConfig(**fields)  # type: ignore[arg-type]
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
@@ -263,22 +410,149 @@ def _is_real(value: object) -> bool:
 
 
 def _check_real(
-    name: str, value: object, low: float, high: float, *, low_open: bool = False
+    name: str,
+    value: object,
+    low: float,
+    high: float,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
 ) -> None:
-    ok = _is_real(value) and math.isfinite(value) and value <= high  # type: ignore[arg-type]
+    ok = _is_real(value) and math.isfinite(value)  # type: ignore[arg-type]
     ok = ok and (value > low if low_open else value >= low)  # type: ignore[operator]
+    ok = ok and (value < high if high_open else value <= high)  # type: ignore[operator]
     if not ok:
-        bracket = "(" if low_open else "["
-        raise _fail(name, value, f"a number in {bracket}{low:g}, {high:g}]")
+        left, right = "(" if low_open else "[", ")" if high_open else "]"
+        raise _fail(name, value, f"a number in {left}{low:g}, {high:g}{right}")
 
 
-def _check_range(name: str, value: object, low: float, high: float, *, low_open: bool) -> None:
+def _utc_offset_hours(name: object, start: datetime) -> float:
+    """UTC offset of IANA zone ``name`` at ``start``, in hours; a `ConfigError` if unknown."""
+    allowed = "an IANA time zone name such as 'Asia/Shanghai', 'Europe/Berlin' or 'UTC'"
+    if not isinstance(name, str) or not name:
+        raise _fail("time_zone", name, allowed)
+    try:
+        zone = ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise _fail("time_zone", name, allowed) from None
+    offset = start.astimezone(zone).utcoffset()
+    assert offset is not None  # a ZoneInfo always has one
+    return offset.total_seconds() / 3600.0
+
+
+def _check_range(name: str, value: object, low: float, high: float) -> None:
     allowed = f"a (low, high) tuple with {low:g} <= low <= high <= {high:g}"
     if not isinstance(value, tuple) or len(value) != 2:
         raise _fail(name, value, allowed)
     lo, hi = value
     if not (_is_real(lo) and _is_real(hi) and low <= lo <= hi <= high):
         raise _fail(name, value, allowed)
+
+
+class _Cycle:
+    """The daily and weekly cycle ``g`` and the time change ``Φ(t) = ∫_0^t g`` (days).
+
+    ``raw(t) = (1 + A_d cos(2π(h(t) − peak_hour)/24)) · (1 + A_w cos(2π(dow(t) + h(t)/24 −
+    peak_day)/7))`` with the local clock at a fixed UTC offset; ``g = raw / m`` where ``m`` is
+    the mean of ``raw`` over one week, computed numerically. (With a fixed offset the daily
+    cosine is the 7th harmonic of the week and ``m`` is 1 up to rounding; dividing by it makes
+    ``g`` average exactly 1 over any whole week whatever the construction.) ``Φ`` is a sum of
+    sines in closed form; ``Φ⁻¹`` is a safeguarded Newton iteration started from a 15-minute
+    grid, accurate to about 1e-9 days (0.1 ms).
+    """
+
+    _GRID_STEP = 1.0 / 96.0
+
+    def __init__(self, cfg: SynthConfig) -> None:
+        self.offset_hours = _utc_offset_hours(cfg.time_zone, cfg.start)
+        local_sec = _epoch_seconds(cfg.start) + round(self.offset_hours * 3600)
+        # Phases in days: the daily cosine's argument is 2π(t + d0), the weekly one's 2π(t + w0)/7.
+        d0 = (local_sec % _SECONDS_PER_DAY) / _SECONDS_PER_DAY - cfg.peak_hour / 24.0
+        # 1970-01-01 was a Thursday: Monday 00:00 local is 3 days before it, modulo a week.
+        w0 = ((local_sec + 3 * _SECONDS_PER_DAY) % (7 * _SECONDS_PER_DAY)) / _SECONDS_PER_DAY
+        w0 -= cfg.peak_day
+        a_d, a_w = float(cfg.daily_amplitude), float(cfg.weekly_amplitude)
+        wd, ww = 2.0 * math.pi, 2.0 * math.pi / 7.0
+        # raw = 1 + Σ coef · cos(ω t + φ): the product's four cosines.
+        self._terms = [
+            (a_d, wd, wd * d0),
+            (a_w, ww, ww * w0),
+            (a_d * a_w / 2.0, wd + ww, wd * d0 + ww * w0),
+            (a_d * a_w / 2.0, wd - ww, wd * d0 - ww * w0),
+        ]
+        week = (np.arange(7 * 1440) + 0.5) / 1440.0  # one-minute midpoints over a week
+        self.norm = float(np.mean(self.raw(week)))
+        self._grid_t = np.arange(0.0, cfg.days + 2 * self._GRID_STEP, self._GRID_STEP)
+        self._grid_phi = self.phi(self._grid_t)
+
+    def raw(self, t: np.ndarray) -> np.ndarray:
+        out = np.ones_like(t, dtype=np.float64)
+        for coef, omega, phase in self._terms:
+            out += coef * np.cos(omega * t + phase)
+        return out
+
+    def g(self, t: np.ndarray) -> np.ndarray:
+        """The intensity multiplier at calendar time ``t`` (days since start); mean 1."""
+        return self.raw(t) / self.norm
+
+    def phi(self, t: np.ndarray) -> np.ndarray:
+        """Operational time ``Φ(t) = ∫_0^t g``."""
+        t = np.asarray(t, dtype=np.float64)
+        out = t.copy()
+        for coef, omega, phase in self._terms:
+            out += coef * (np.sin(omega * t + phase) - math.sin(phase)) / omega
+        return out / self.norm
+
+    def phi_inv(self, s: np.ndarray) -> np.ndarray:
+        """Calendar time ``t`` with ``Φ(t) = s``, for ``0 <= s <= Φ(days)``."""
+        s = np.asarray(s, dtype=np.float64)
+        grid_t, grid_phi = self._grid_t, self._grid_phi
+        k = np.clip(np.searchsorted(grid_phi, s, side="right") - 1, 0, grid_t.size - 2)
+        lo, hi = grid_t[k], grid_t[k + 1]
+        t = lo + (s - grid_phi[k]) / (grid_phi[k + 1] - grid_phi[k]) * (hi - lo)
+        for _ in range(100):
+            f = self.phi(t) - s
+            if s.size == 0 or np.max(np.abs(f)) < 1e-10:
+                break
+            lo = np.where(f < 0, t, lo)
+            hi = np.where(f > 0, t, hi)
+            step = t - f / self.g(t)
+            t = np.where((step > lo) & (step < hi), step, 0.5 * (lo + hi))
+        return t
+
+
+def _expected_count(
+    eta: np.ndarray, decay: np.ndarray, eta_s: np.ndarray, decay_s: np.ndarray, t: float
+) -> np.ndarray:
+    """``G = E N[0, t) / μ`` of a Hawkes process started empty with kernel
+    ``η δ e^(−δτ) + η_s δ_s e^(−δ_s τ)`` (exact).
+
+    The mean intensity solves a 2x2 linear ODE; by Laplace transform
+    ``E N(t)/μ = L⁻¹[(p + δ)(p + δ_s) / (p² (p + r₁)(p + r₂))](t)`` where ``−r₁, −r₂`` are the
+    (real, negative) roots of ``(p + δ)(p + δ_s) − ηδ(p + δ_s) − η_sδ_s(p + δ)``. Partial
+    fractions give ``G = t/(1 − η − η_s) + (h(r₂) − h(r₁))/(r₂ − r₁)`` with
+    ``h(r) = (δ − r)(δ_s − r)(1 − e^(−rt))/r²``; when ``r₁ ≈ r₂`` the divided difference is
+    ``h'``. With ``η_s = 0`` this is the one-kernel ``G`` of the module docstring.
+    """
+    a = decay * (1.0 - eta) + decay_s * (1.0 - eta_s)
+    b = decay * decay_s * (1.0 - eta - eta_s)
+    gap = np.sqrt(
+        (decay * (1.0 - eta) - decay_s * (1.0 - eta_s)) ** 2 + 4 * eta * eta_s * decay * decay_s
+    )
+    r2 = 0.5 * (a + gap)
+    r1 = b / r2
+
+    def h(r: np.ndarray) -> np.ndarray:
+        return (decay - r) * (decay_s - r) * -np.expm1(-r * t) / r**2
+
+    def dh(r: np.ndarray) -> np.ndarray:
+        n, dn = (decay - r) * (decay_s - r), 2.0 * r - decay - decay_s
+        e, de = -np.expm1(-r * t), t * np.exp(-r * t)
+        return (dn * e + n * de) / r**2 - 2.0 * n * e / r**3
+
+    close = gap < 1e-6 * r2
+    diff = np.where(close, dh(0.5 * (r1 + r2)), (h(r2) - h(r1)) / np.where(close, 1.0, gap))
+    return t / (1.0 - eta - eta_s) + diff
 
 
 @dataclass(frozen=True)
@@ -290,18 +564,31 @@ class SyntheticLog:
     events : pyarrow.Table
         ``user_id``, ``item_id``, ``category_id`` (strings), ``behavior`` (``pv|cart|fav|buy``),
         ``ts`` (int64 epoch seconds); sorted by ``user_id`` (string order) then ``ts``.
-        With ``keep_lineage`` also ``parent_row`` (int64 row of the triggering event, or null).
+        With ``keep_lineage`` also ``parent_row`` (int64 row of the triggering event, or null)
+        and ``kernel`` (int8: 0 = spawned by the interest kernel, 1 = by the session kernel,
+        null for immigrants).
     truth_categories : pyarrow.Table
         ``category_id``, ``decay_per_day`` (δ), ``half_life_days``, ``popularity``, ``n_items``,
-        ``n_events``.
+        ``n_events``; with the session kernel on also ``session_decay_per_day`` (δ^s) and
+        ``session_half_life_days`` (columns absent when it is off).
     truth_interests : pyarrow.Table
         ``user_id``, ``category_id``, ``baseline_per_day`` (μ), ``excitation_per_day`` (α),
-        ``decay_per_day`` (δ), ``half_life_days``, ``branching_ratio`` (η), ``n_events``.
+        ``decay_per_day`` (δ), ``half_life_days``, ``branching_ratio`` (η), ``n_events``; with
+        the session kernel on also ``session_excitation_per_day`` (α^s = η^s δ^s),
+        ``session_decay_per_day``, ``session_half_life_days``, ``session_branching_ratio``
+        (η^s). With the cycle on, rates and half-lives are in operational days.
     truth_users : pyarrow.Table
         ``user_id``, ``activity_per_day`` (a), ``dormant_at_ts`` (int64 epoch s, null = not
-        within the window; every event has ``ts < dormant_at_ts``), ``n_interests``, ``n_events``.
+        within the window; every event has ``ts < dormant_at_ts``), ``n_interests``, ``n_events``;
+        with ``fading_share > 0`` also ``fading`` (bool) and ``fades_at_days`` (``F_u`` in
+        calendar days since start, NaN for users who do not fade).
     config : SynthConfig
         The config that generated it.
+    truth_cycle : pyarrow.Table or None
+        With the cycle on, one row: ``daily_amplitude``, ``peak_hour``, ``weekly_amplitude``,
+        ``peak_day``, ``time_zone``, ``utc_offset_hours`` (the zone's offset at ``start``, used
+        throughout), ``weekly_mean_of_product`` (the normaliser of ``g``, 1 up to rounding) and
+        ``operational_days`` (``Φ(T)``); None when the cycle is off.
     """
 
     events: pa.Table
@@ -309,6 +596,7 @@ class SyntheticLog:
     truth_interests: pa.Table
     truth_users: pa.Table
     config: SynthConfig = field(default_factory=SynthConfig)
+    truth_cycle: pa.Table | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,6 +611,7 @@ class _Catalog:
     zipf_term: np.ndarray  # per-category constant of the item rank inverse CDF
     category_ids: pa.Array  # string per category
     item_ids: pa.Array  # string per global item index
+    session_decay: np.ndarray | None = None  # δ^s_c per day, None when the kernel is off
 
 
 def generate(
@@ -352,7 +641,11 @@ def generate(
     cfg = config
     root = np.random.SeedSequence(cfg.seed)
     ss_catalog, ss_blocks = root.spawn(2)
+    (ss_session_catalog,) = root.spawn(1)  # spawned after: the first two are unchanged
     catalog = _make_catalog(cfg, np.random.default_rng(ss_catalog))
+    if cfg.has_session:
+        catalog = _with_session_decay(cfg, catalog, np.random.default_rng(ss_session_catalog))
+    cycle = _Cycle(cfg) if cfg.has_cycle else None
 
     # User ids in string order, as rows of the Taobao file are; user index i <-> ids[i].
     numeric_ids = pa.array(np.arange(1, cfg.users + 1, dtype=np.int64)).cast(pa.string())
@@ -372,16 +665,17 @@ def generate(
         lo, hi = b * _BLOCK_USERS, min(cfg.users, (b + 1) * _BLOCK_USERS)
         n_users = hi - lo
         ss_users, ss_sim, ss_marks = block_seeds[b].spawn(3)
-        rng_users = np.random.default_rng(ss_users)
-        users, pairs = _draw_users(cfg, catalog, n_users, window_sec, rng_users)
-        ev = _simulate(
-            cfg,
-            catalog,
-            users,
-            pairs,
-            np.random.default_rng(ss_sim),
-            np.random.default_rng(ss_marks),
+        # The new features' own streams, spawned after the first three so those stay put.
+        ss_session, ss_fading = block_seeds[b].spawn(2)
+        streams = _Streams(
+            users=np.random.default_rng(ss_users),
+            sim=np.random.default_rng(ss_sim),
+            marks=np.random.default_rng(ss_marks),
+            session=np.random.default_rng(ss_session),
+            fading=np.random.default_rng(ss_fading),
         )
+        users, pairs = _draw_users(cfg, catalog, n_users, window_sec, streams, cycle)
+        ev = _simulate(cfg, catalog, users, pairs, streams, cycle)
         pairs["n_events"] = np.bincount(ev["pair"], minlength=pairs["user"].size)
         per_user = np.bincount(pairs["user"], pairs["n_events"], minlength=n_users)
         users["n_events"] = per_user.astype(np.int64)
@@ -405,7 +699,19 @@ def generate(
         truth_interests=_interests_table(catalog, user_ids, pairs_parts),
         truth_users=_users_table(user_ids, users_parts, start_epoch),
         config=cfg,
+        truth_cycle=None if cycle is None else _cycle_table(cfg, cycle),
     )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Streams:
+    """The random streams of one block of users."""
+
+    users: np.random.Generator  # activity, dormancy, interests, η
+    sim: np.random.Generator  # immigrants and interest-kernel children
+    marks: np.random.Generator  # items and behaviours
+    session: np.random.Generator  # η^s and session-kernel children
+    fading: np.random.Generator  # who fades, when, and the thinning
 
 
 def _epoch_seconds(instant: datetime) -> int:
@@ -441,6 +747,14 @@ def _make_catalog(cfg: SynthConfig, rng: np.random.Generator) -> _Catalog:
     return _Catalog(cdf, popularity, decay, n_items, item_offset, zipf_term, category_ids, item_ids)
 
 
+def _with_session_decay(cfg: SynthConfig, catalog: _Catalog, rng: np.random.Generator) -> _Catalog:
+    """The catalogue plus per-category session decay rates, log-uniform half-lives in hours."""
+    n_cat = cfg.categories
+    lo, hi = (math.log(h / 24.0) for h in cfg.session_half_life_hours)
+    half_life = np.exp(rng.uniform(lo, hi, n_cat)) if hi > lo else np.full(n_cat, math.exp(lo))
+    return replace(catalog, session_decay=math.log(2.0) / half_life)
+
+
 def _active_fraction(cfg: SynthConfig) -> float:
     """ρ = E[min(D, T)] / T for the dormancy mixture: the share of the window users are active."""
     m, t = cfg.dormancy_mean_days, cfg.days
@@ -448,9 +762,15 @@ def _active_fraction(cfg: SynthConfig) -> float:
 
 
 def _draw_users(
-    cfg: SynthConfig, catalog: _Catalog, n: int, window_sec: int, rng: np.random.Generator
+    cfg: SynthConfig,
+    catalog: _Catalog,
+    n: int,
+    window_sec: int,
+    streams: _Streams,
+    cycle: _Cycle | None,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Draw one block of users: activity, dormancy, interests and their Hawkes parameters."""
+    rng = streams.users
     sigma = cfg.activity_sigma
     mean_activity = cfg.events_per_user_day / _active_fraction(cfg)
     activity = mean_activity * np.exp(sigma * rng.standard_normal(n) - sigma * sigma / 2.0)
@@ -468,23 +788,30 @@ def _draw_users(
     eta = rng.uniform(*cfg.branching_range, size=pair_user.size)
     decay = catalog.decay[pair_cat]
     t = cfg.days
-    # Expected count of a Hawkes process started empty on [0, T), per unit of μ.
-    x = (1.0 - eta) * decay * t
-    g = t / (1.0 - eta) - eta / ((1.0 - eta) ** 2 * decay) * -np.expm1(-x)
-    baseline = activity[pair_user] * weight * t / g
+    # The process runs in operational time: the window [0, T) is [0, Φ(T)) there.
+    t_op = t if cycle is None else float(cycle.phi(np.array([t]))[0])
+    pairs = {"user": pair_user, "cat": pair_cat, "eta": eta, "decay": decay}
+    if catalog.session_decay is None:
+        # Expected count of a Hawkes process started empty on [0, T), per unit of μ.
+        x = (1.0 - eta) * decay * t_op
+        g = t_op / (1.0 - eta) - eta / ((1.0 - eta) ** 2 * decay) * -np.expm1(-x)
+    else:
+        pairs["session_eta"] = streams.session.uniform(
+            *cfg.session_branching_range, size=pair_user.size
+        )
+        pairs["session_decay"] = catalog.session_decay[pair_cat]
+        g = _expected_count(eta, decay, pairs["session_eta"], pairs["session_decay"], t_op)
+    pairs["baseline"] = activity[pair_user] * weight * t / g
     users = {
         "activity": activity,
         "dormant": dormant,
         "cutoff_sec": cutoff_sec,
         "n_interests": k.astype(np.int64),
     }
-    pairs = {
-        "user": pair_user,
-        "cat": pair_cat,
-        "baseline": baseline,
-        "eta": eta,
-        "decay": decay,
-    }
+    if cfg.has_fading:
+        users["fading"] = streams.fading.random(n) < cfg.fading_share
+        fades_at = streams.fading.uniform(*cfg.fading_window, size=n) * t
+        users["fades_at"] = np.where(users["fading"], fades_at, np.nan)
     return users, pairs
 
 
@@ -550,34 +877,72 @@ def _simulate(
     catalog: _Catalog,
     users: dict[str, np.ndarray],
     pairs: dict[str, np.ndarray],
-    rng: np.random.Generator,
-    rng_marks: np.random.Generator,
+    streams: _Streams,
+    cycle: _Cycle | None,
 ) -> dict[str, np.ndarray]:
-    """Simulate all Hawkes processes of a block, generation by generation.
+    """Simulate all Hawkes processes of a block, generation by generation, in operational time.
 
     Returns the kept events (in generation order) as arrays: ``pair``, ``sec`` (seconds since
-    start), ``item``, ``code`` (behaviour code) and ``parent`` (index into these arrays, -1 for
-    immigrants).
+    start), ``item``, ``code`` (behaviour code), ``parent`` (index into these arrays, -1 for
+    immigrants) and ``kernel`` (-1 immigrant, 0 interest child, 1 session child).
     """
+    rng, rng_marks = streams.sim, streams.marks
     pair_cut_sec = users["cutoff_sec"][pairs["user"]]
     pair_cut = pair_cut_sec / _SECONDS_PER_DAY
+    horizon = pair_cut if cycle is None else cycle.phi(pair_cut)  # end in operational time
     pair_cat, eta, decay = pairs["cat"], pairs["eta"], pairs["decay"]
+    session_eta, session_decay = pairs.get("session_eta"), pairs.get("session_decay")
+    fade_at: np.ndarray | None = None  # operational time of F_u per pair, inf if never
+    if cfg.has_fading:
+        fades = users["fades_at"][pairs["user"]]
+        fade_at = np.full(fades.size, np.inf)
+        fading = ~np.isnan(fades)
+        fade_at[fading] = fades[fading] if cycle is None else cycle.phi(fades[fading])
 
-    n0 = rng.poisson(pairs["baseline"] * pair_cut)
+    def thin(pair: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """Which newborn events a fading user keeps: each at or past F_u with prob. f."""
+        assert fade_at is not None
+        keep = np.ones(pair.size, dtype=bool)
+        late = np.flatnonzero(t >= fade_at[pair])
+        keep[late] = streams.fading.random(late.size) < cfg.fading_factor
+        return keep
+
+    n0 = rng.poisson(pairs["baseline"] * horizon)
     pair = np.repeat(np.arange(n0.size, dtype=np.int64), n0)
-    t = rng.random(pair.size) * pair_cut[pair]
+    t = rng.random(pair.size) * horizon[pair]
+    if fade_at is not None:
+        kept = thin(pair, t)
+        pair, t = pair[kept], t[kept]
     item = _draw_items(rng_marks, pair_cat[pair], catalog, cfg.item_zipf)
     parent = np.full(pair.size, -1, dtype=np.int64)
+    kernel = np.full(pair.size, -1, dtype=np.int8)
     parts: list[tuple[np.ndarray, ...]] = []
     offset = 0
     while pair.size:
-        parts.append((pair, t, item, parent))
+        parts.append((pair, t, item, parent, kernel))
         children = rng.poisson(eta[pair])
         src = np.repeat(np.arange(pair.size, dtype=np.int64), children)
         child_pair = pair[src]
         child_t = t[src] + rng.standard_exponential(src.size) / decay[child_pair]
-        alive = child_t < pair_cut[child_pair]
+        alive = child_t < horizon[child_pair]
         src, child_pair, child_t = src[alive], child_pair[alive], child_t[alive]
+        child_kernel = np.zeros(src.size, dtype=np.int8)
+        if session_eta is not None and session_decay is not None:
+            rng_s = streams.session
+            s_src = np.repeat(
+                np.arange(pair.size, dtype=np.int64), rng_s.poisson(session_eta[pair])
+            )
+            s_pair = pair[s_src]
+            s_t = t[s_src] + rng_s.standard_exponential(s_src.size) / session_decay[s_pair]
+            s_alive = s_t < horizon[s_pair]
+            src = np.concatenate([src, s_src[s_alive]])
+            child_pair = np.concatenate([child_pair, s_pair[s_alive]])
+            child_t = np.concatenate([child_t, s_t[s_alive]])
+            child_kernel = np.concatenate([child_kernel, np.ones(s_alive.sum(), dtype=np.int8)])
+        if fade_at is not None:
+            kept = thin(child_pair, child_t)
+            src, child_pair, child_t = src[kept], child_pair[kept], child_t[kept]
+            child_kernel = child_kernel[kept]
         child_item = item[src]
         fresh = rng_marks.random(src.size) >= cfg.repeat_prob
         child_item[fresh] = _draw_items(
@@ -585,16 +950,26 @@ def _simulate(
         )
         parent = src + offset
         offset += pair.size
-        pair, t, item = child_pair, child_t, child_item
+        pair, t, item, kernel = child_pair, child_t, child_item, child_kernel
 
     if parts:
-        pair, t, item, parent = (np.concatenate(cols) for cols in zip(*parts, strict=True))
+        pair, t, item, parent, kernel = (np.concatenate(cols) for cols in zip(*parts, strict=True))
+        if cycle is not None:
+            t = cycle.phi_inv(t)  # back to calendar time
+            # Φ⁻¹ is exact to ~1e-9 days only: never let a child precede its parent.
+            first = 0
+            for part in parts:
+                rows = slice(first, first + part[0].size)
+                is_child = parent[rows] >= 0
+                t[rows][is_child] = np.maximum(t[rows][is_child], t[parent[rows][is_child]])
+                first += part[0].size
     sec = (t * _SECONDS_PER_DAY).astype(np.int64)  # t >= 0: truncation is floor
     # Float rounding may put an event on the cutoff second; drop it (its children are later).
     keep = sec < pair_cut_sec[pair]
     if not keep.all():
         new_index = np.cumsum(keep) - 1
         pair, sec, item, parent = pair[keep], sec[keep], item[keep], parent[keep]
+        kernel = kernel[keep]
         parent = np.where(parent >= 0, new_index[np.maximum(parent, 0)], -1)
     cum = np.cumsum(cfg.behavior_shares)
     cum[-1] = 1.0
@@ -606,7 +981,15 @@ def _simulate(
         item = np.concatenate([item, lines])
         pair, sec, code = pair[rows], sec[rows], code[rows]
         parent = np.where(np.arange(rows.size) < parent.size, parent[rows], -1)
-    return {"pair": pair, "sec": sec, "item": item, "code": code.astype(np.int8), "parent": parent}
+        kernel = np.where(np.arange(rows.size) < kernel.size, kernel[rows], -1).astype(np.int8)
+    return {
+        "pair": pair,
+        "sec": sec,
+        "item": item,
+        "code": code.astype(np.int8),
+        "parent": parent,
+        "kernel": kernel,
+    }
 
 
 def _events_schema(cfg: SynthConfig) -> pa.Schema:
@@ -619,6 +1002,7 @@ def _events_schema(cfg: SynthConfig) -> pa.Schema:
     ]
     if cfg.keep_lineage:
         cols.append(pa.field("parent_row", pa.int64()))
+        cols.append(pa.field("kernel", pa.int8()))
     return pa.schema(cols)
 
 
@@ -654,20 +1038,23 @@ def _events_batch(
         is_child = parent >= 0
         row = np.where(is_child, position[np.maximum(parent, 0)] + rows_before, 0)
         cols.append(pa.array(row, pa.int64(), mask=~is_child))
+        cols.append(pa.array(ev["kernel"][order], pa.int8(), mask=~is_child))
     return pa.RecordBatch.from_arrays(cols, schema=_events_schema(cfg))
 
 
 def _categories_table(catalog: _Catalog, n_events: np.ndarray) -> pa.Table:
-    return pa.table(
-        {
-            "category_id": catalog.category_ids,
-            "decay_per_day": catalog.decay,
-            "half_life_days": math.log(2.0) / catalog.decay,
-            "popularity": catalog.popularity,
-            "n_items": catalog.n_items,
-            "n_events": n_events,
-        }
-    )
+    columns = {
+        "category_id": catalog.category_ids,
+        "decay_per_day": catalog.decay,
+        "half_life_days": math.log(2.0) / catalog.decay,
+        "popularity": catalog.popularity,
+        "n_items": catalog.n_items,
+        "n_events": n_events,
+    }
+    if catalog.session_decay is not None:
+        columns["session_decay_per_day"] = catalog.session_decay
+        columns["session_half_life_days"] = math.log(2.0) / catalog.session_decay
+    return pa.table(columns)
 
 
 def _interests_table(
@@ -678,18 +1065,23 @@ def _interests_table(
 
     decay = cat("decay")
     eta = cat("eta")
-    return pa.table(
-        {
-            "user_id": user_ids.take(pa.array(cat("user_global"))),
-            "category_id": catalog.category_ids.take(pa.array(cat("cat"))),
-            "baseline_per_day": cat("baseline"),
-            "excitation_per_day": eta * decay,
-            "decay_per_day": decay,
-            "half_life_days": math.log(2.0) / decay,
-            "branching_ratio": eta,
-            "n_events": cat("n_events").astype(np.int64),
-        }
-    )
+    columns = {
+        "user_id": user_ids.take(pa.array(cat("user_global"))),
+        "category_id": catalog.category_ids.take(pa.array(cat("cat"))),
+        "baseline_per_day": cat("baseline"),
+        "excitation_per_day": eta * decay,
+        "decay_per_day": decay,
+        "half_life_days": math.log(2.0) / decay,
+        "branching_ratio": eta,
+        "n_events": cat("n_events").astype(np.int64),
+    }
+    if catalog.session_decay is not None:
+        session_decay, session_eta = cat("session_decay"), cat("session_eta")
+        columns["session_excitation_per_day"] = session_eta * session_decay
+        columns["session_decay_per_day"] = session_decay
+        columns["session_half_life_days"] = math.log(2.0) / session_decay
+        columns["session_branching_ratio"] = session_eta
+    return pa.table(columns)
 
 
 def _users_table(
@@ -699,13 +1091,32 @@ def _users_table(
         return np.concatenate([p[name] for p in parts])
 
     dormant = cat("dormant")
+    columns = {
+        "user_id": user_ids,
+        "activity_per_day": cat("activity"),
+        "dormant_at_ts": pa.array(cat("cutoff_sec") + start_epoch, pa.int64(), mask=~dormant),
+        "n_interests": cat("n_interests"),
+        "n_events": cat("n_events"),
+    }
+    if "fading" in parts[0]:
+        columns["fading"] = cat("fading")
+        columns["fades_at_days"] = cat("fades_at")
+    return pa.table(columns)
+
+
+def _cycle_table(cfg: SynthConfig, cycle: _Cycle) -> pa.Table:
+    """One row: the cycle's parameters, the zone's fixed offset and the normaliser."""
+    t_op = float(cycle.phi(np.array([cfg.days]))[0])
     return pa.table(
         {
-            "user_id": user_ids,
-            "activity_per_day": cat("activity"),
-            "dormant_at_ts": pa.array(cat("cutoff_sec") + start_epoch, pa.int64(), mask=~dormant),
-            "n_interests": cat("n_interests"),
-            "n_events": cat("n_events"),
+            "daily_amplitude": [float(cfg.daily_amplitude)],
+            "peak_hour": [float(cfg.peak_hour)],
+            "weekly_amplitude": [float(cfg.weekly_amplitude)],
+            "peak_day": [float(cfg.peak_day)],
+            "time_zone": [cfg.time_zone],
+            "utc_offset_hours": [cycle.offset_hours],
+            "weekly_mean_of_product": [cycle.norm],
+            "operational_days": [t_op],
         }
     )
 
@@ -803,6 +1214,18 @@ users.parquet, one row per user (users with no events included):
   dormant_at_ts (first quiet second; every event has ts < it; null = not within the window),
   n_interests, n_events
 
+Only when the feature is on (columns absent otherwise):
+  session kernel: categories.parquet adds session_decay_per_day, session_half_life_days;
+    interests.parquet adds session_excitation_per_day, session_decay_per_day,
+    session_half_life_days, session_branching_ratio; the kernel is then
+    excitation * exp(-decay * dt) + session_excitation * exp(-session_decay * dt)
+  fading: users.parquet adds fading (bool) and fades_at_days (days since start, NaN if not
+    fading); from then on the user's baseline and excitations are multiplied by fading_factor
+  daily/weekly cycle: cycle.parquet, one row: daily_amplitude, peak_hour, weekly_amplitude,
+    peak_day, time_zone, utc_offset_hours (fixed, the zone's offset at the start),
+    weekly_mean_of_product (normaliser, 1 up to rounding), operational_days (Phi(T)); every
+    intensity is multiplied by g(t), and decays, rates and half-lives are in operational days
+
 config: {config!r}
 """
 
@@ -815,8 +1238,9 @@ def write_truth(log: SyntheticLog, directory: Path) -> list[Path]:
     log : SyntheticLog
         What `generate` returned.
     directory : Path
-        Created if missing; ``categories.parquet``, ``interests.parquet``, ``users.parquet``
-        and ``README.txt`` are (over)written there.
+        Created if missing; ``categories.parquet``, ``interests.parquet``, ``users.parquet``,
+        ``cycle.parquet`` (only when the log has a daily/weekly cycle) and ``README.txt`` are
+        (over)written there.
 
     Returns
     -------
@@ -826,11 +1250,14 @@ def write_truth(log: SyntheticLog, directory: Path) -> list[Path]:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, table in (
+    tables = [
         ("categories", log.truth_categories),
         ("interests", log.truth_interests),
         ("users", log.truth_users),
-    ):
+    ]
+    if log.truth_cycle is not None:
+        tables.append(("cycle", log.truth_cycle))
+    for name, table in tables:
         path = directory / f"{name}.parquet"
         pq.write_table(table, path)
         written.append(path)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from ebbtide.datasets import taobao_sample_path
@@ -71,6 +72,43 @@ def test_synth_then_ingest(cli, tmp_path: Path) -> None:
     assert (tmp_path / "synthetic.truth" / "interests.parquet").exists()
     result = cli.ok("ingest", str(out), "--db", str(tmp_path / "s.duckdb"), "--quiet")
     assert "quarantined" in result.stdout
+
+
+def test_synth_preset_and_new_options(cli, tmp_path: Path) -> None:
+    out = tmp_path / "two.csv"
+    result = cli.ok(
+        "synth",
+        "--preset",
+        "two-scale",
+        "--users",
+        "60",
+        "--days",
+        "3",
+        "--fading-share",
+        "0.5",
+        "--session-half-life",
+        "0.5,1",
+        "--out",
+        str(out),
+        "--quiet",
+    )
+    assert "over 3 days" in result.stdout
+    truth = tmp_path / "two.truth"
+    cycle = pq.read_table(truth / "cycle.parquet").to_pylist()[0]
+    assert (cycle["daily_amplitude"], cycle["utc_offset_hours"]) == (0.6, 8.0)
+    assert "fading" in pq.read_table(truth / "users.parquet").column_names
+    hours = pq.read_table(truth / "categories.parquet").column("session_half_life_days")
+    assert 0.5 - 1e-9 < min(hours.to_pylist()) * 24 < max(hours.to_pylist()) * 24 < 1.0 + 1e-9
+    for option, value in (
+        ("--daily-amplitude", "1.5"),
+        ("--session-branching", "0.3"),
+        ("--session-branching", "0.3,0.9"),
+        ("--time-zone", "Mars/Olympus"),
+    ):
+        bad = cli("synth", "--out", str(tmp_path / "bad.csv"), option, value, "--quiet")
+        assert bad.exit_code == 1, (option, value)
+        assert f"{option}" in bad.output and "Traceback" not in bad.output
+    assert not (tmp_path / "bad.csv").exists()
 
 
 def test_generic_needs_its_columns(cli, tmp_path: Path) -> None:

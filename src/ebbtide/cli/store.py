@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import warnings
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -421,14 +422,146 @@ def forget(
     )
 
 
+class SynthPreset(StrEnum):
+    """Named synthetic configurations (`ebbtide.synthetic`)."""
+
+    TWO_SCALE = "two-scale"
+
+
+#: `SynthConfig` field -> the `synth` option that sets it, to name the option in errors.
+_SYNTH_FLAGS = {
+    "users": "--users",
+    "days": "--days",
+    "seed": "--seed",
+    "session_half_life_hours": "--session-half-life",
+    "session_branching_range": "--session-branching",
+    "daily_amplitude": "--daily-amplitude",
+    "peak_hour": "--peak-hour",
+    "weekly_amplitude": "--weekly-amplitude",
+    "peak_day": "--peak-day",
+    "time_zone": "--time-zone",
+    "fading_share": "--fading-share",
+    "fading_factor": "--fading-factor",
+    "fading_window": "--fading-window",
+}
+
+
+def _min_max(text: str, flag: str) -> tuple[float, float]:
+    """``"MIN,MAX"`` as two floats."""
+    parts = text.split(",")
+    try:
+        low, high = (float(part) for part in parts)
+    except ValueError:
+        raise ConfigError(f"{flag} {text!r}: give MIN,MAX, two numbers such as 0.2,2") from None
+    return low, high
+
+
+_CYCLE = "Daily/weekly cycle"
+_SCALES = "Two time scales"
+_FADING = "Fading users"
+
+
 @app.command()
 def synth(
     out_file: Annotated[
         Path, typer.Option("--out", help="Events file to write (Taobao format; .gz to compress).")
     ] = Path("synthetic.csv"),
     users: Annotated[int, typer.Option(help="Number of users.")] = 1000,
-    days: Annotated[float, typer.Option(help="Length of the log in days.")] = 9.0,
-    seed: Annotated[int, typer.Option(help="Random seed; same seed, same file.")] = 0,
+    days: Annotated[
+        float | None,
+        typer.Option(help="Length of the log in days. Default: 9, or the preset's (20)."),
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(help="Random seed; same seed, same file. Default: 0, or the preset's (2)."),
+    ] = None,
+    preset: Annotated[
+        SynthPreset | None,
+        typer.Option(
+            help="Start from a named configuration; the options given override it. two-scale:"
+            " 20 days, 30 categories, about 10 events per user-day, interest half-lives 1-10"
+            " days and session half-lives 0.2-2 hours, a daily cycle (0.6, peak 21:00) and a"
+            " weekly one (0.2), China time; the log the main model's recovery is checked on."
+        ),
+    ] = None,
+    session_half_life: Annotated[
+        str | None,
+        typer.Option(
+            metavar="MIN,MAX",
+            rich_help_panel=_SCALES,
+            help="Range of the per-category session half-lives, in hours (log-uniform)."
+            " Default 0.2,2. Used only with --session-branching.",
+        ),
+    ] = None,
+    session_branching: Annotated[
+        str | None,
+        typer.Option(
+            metavar="MIN,MAX",
+            rich_help_panel=_SCALES,
+            help="Range of the session kernel's branching ratio (uniform); turns the short"
+            " kernel on. Its MAX plus the interest kernel's (0.8 by default) must be at most"
+            " 0.99. Default 0,0 (off).",
+        ),
+    ] = None,
+    daily_amplitude: Annotated[
+        float | None,
+        typer.Option(
+            rich_help_panel=_CYCLE,
+            help="Amplitude of the time-of-day cycle of every rate, in [0, 1). Default 0 (off).",
+        ),
+    ] = None,
+    peak_hour: Annotated[
+        float | None,
+        typer.Option(
+            rich_help_panel=_CYCLE, help="Local hour of the daily peak, in [0, 24). Default 21."
+        ),
+    ] = None,
+    weekly_amplitude: Annotated[
+        float | None,
+        typer.Option(
+            rich_help_panel=_CYCLE,
+            help="Amplitude of the day-of-week cycle, in [0, 1). Default 0 (off).",
+        ),
+    ] = None,
+    peak_day: Annotated[
+        float | None,
+        typer.Option(
+            rich_help_panel=_CYCLE,
+            help="Local time of the weekly peak in days after Monday 00:00, in [0, 7)."
+            " Default 6 (Sunday 00:00).",
+        ),
+    ] = None,
+    time_zone: Annotated[
+        str | None,
+        typer.Option(
+            rich_help_panel=_CYCLE,
+            help="IANA zone whose clock the cycle follows, at its UTC offset on the first day"
+            " (fixed). Default Asia/Shanghai.",
+        ),
+    ] = None,
+    fading_share: Annotated[
+        float | None,
+        typer.Option(
+            rich_help_panel=_FADING,
+            help="Share of users whose interest fades at a random time. Default 0.",
+        ),
+    ] = None,
+    fading_factor: Annotated[
+        float | None,
+        typer.Option(
+            rich_help_panel=_FADING,
+            help="Factor on a fading user's baseline and excitation from then on, in [0, 1]."
+            " Default 0.2.",
+        ),
+    ] = None,
+    fading_window: Annotated[
+        str | None,
+        typer.Option(
+            metavar="MIN,MAX",
+            rich_help_panel=_FADING,
+            help="When users fade, as fractions of the log's length (uniform). Default 0.6,0.9.",
+        ),
+    ] = None,
     truth_dir: Annotated[
         Path | None,
         typer.Option(
@@ -439,9 +572,45 @@ def synth(
     _debug: DebugOption = False,
 ) -> None:
     """Write a synthetic log with known interest, excitation and decay rates."""
-    from ebbtide.synthetic import SynthConfig, generate, write_taobao_csv, write_truth
+    from ebbtide.synthetic import (
+        SynthConfig,
+        generate,
+        two_scale_config,
+        write_taobao_csv,
+        write_truth,
+    )
 
-    config = SynthConfig(users=users, days=days, seed=seed)
+    given: dict[str, object] = {
+        "days": days,
+        "seed": seed,
+        "daily_amplitude": daily_amplitude,
+        "peak_hour": peak_hour,
+        "weekly_amplitude": weekly_amplitude,
+        "peak_day": peak_day,
+        "time_zone": time_zone,
+        "fading_share": fading_share,
+        "fading_factor": fading_factor,
+    }
+    for name, flag, text in (
+        ("session_half_life_hours", "--session-half-life", session_half_life),
+        ("session_branching_range", "--session-branching", session_branching),
+        ("fading_window", "--fading-window", fading_window),
+    ):
+        given[name] = None if text is None else _min_max(text, flag)
+    overrides = {name: value for name, value in given.items() if value is not None}
+    try:
+        if preset is SynthPreset.TWO_SCALE:
+            config = two_scale_config(users=users, **overrides)
+        else:
+            config = SynthConfig(users=users, **overrides)  # type: ignore[arg-type]
+    except ConfigError as exc:
+        flag = next(
+            (f for name, f in _SYNTH_FLAGS.items() if str(exc).startswith(f"SynthConfig.{name} ")),
+            None,
+        )
+        if flag is None:
+            raise
+        raise ConfigError(f"{flag}: {exc}") from None
     with stages(quiet, "synthesising") as stage:
         stage("simulating")
         log = generate(
@@ -454,7 +623,7 @@ def synth(
         truth_files = write_truth(log, folder)
     console = out()
     console.print(
-        f"wrote {rows:,} events of {users:,} users over {days:g} days to {out_file}",
+        f"wrote {rows:,} events of {config.users:,} users over {config.days:g} days to {out_file}",
         highlight=False,
         markup=False,
     )
