@@ -106,8 +106,12 @@ def test_loss_equals_hand_computed_nll() -> None:
         n_categories=2,
         before=CUT,
     )
-    seq = _sequences(events, 3, 2, t_end=3.0)
+    share = np.array([0.5, 0.3, 0.2])  # c0, c1, no category
+    seq = _sequences(events, 3, 2, t_end=3.0, share=share, prior_days=1.0)
     np.testing.assert_allclose(seq.tau, [0.5, 0.0, 1.5, 1.0])
+    # long-run level of the next event's mark: (its events so far + share) / (span + 1 day)
+    np.testing.assert_allclose(seq.level_mark[:3], [0.3 / 1.0, 0.2 / 1.5, 1.5 / 1.5])
+    np.testing.assert_allclose(seq.level_total, [2.0, 3.0 / 1.5, 4.0 / 1.5, 5.0 / 3.0])
     np.testing.assert_array_equal(seq.mark, [1, -1, 0, -1])  # no-category mark, survival
     np.testing.assert_array_equal(seq.next_buy, [False, True, False, False])
     mu = [[0.3, 0.1], [0.2, 0.4], [0.05, 0.6], [0.5, 0.5]]
@@ -121,7 +125,7 @@ def test_loss_equals_hand_computed_nll() -> None:
     assert float(got) == pytest.approx(_hand_nll(mu, alpha, delta, seq.tau, seq.mark), rel=1e-12)
 
     # Validation scoring from t = 1.0: only intervals ending at or after it, from it on.
-    val = _sequences(events, 3, 2, t_end=3.0, t_start=1.0)
+    val = _sequences(events, 3, 2, t_end=3.0, t_start=1.0, share=share, prior_days=1.0)
     np.testing.assert_array_equal(val.weight, [False, False, True, True])
     np.testing.assert_allclose(val.tau0, [0.5, 0.0, 0.5, 0.0])
     rows = np.flatnonzero(val.weight)

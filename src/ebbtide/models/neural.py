@@ -85,11 +85,12 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ebbtide.errors import ConfigError
+from ebbtide.errors import ConfigError, NotFittedError
 from ebbtide.features.cycle import Cycle
 from ebbtide.features.sequences import EventArrays, user_event_ranges
 from ebbtide.metrics_core import log_loss, roc_auc
@@ -1052,6 +1053,32 @@ class NeuralModel(Model):
             **{f"next_item_{name}": value for name, value in next_item.items()},
         }
         self._restrict_answers()
+
+    def half_lives(self) -> pd.DataFrame:
+        """Each category's interest and session half-life (days) with 95% intervals.
+
+        Columns: category_id, interest_half_life_days, interest_low, interest_high,
+        session_half_life_days, session_low, session_high. On a log without categories
+        one row, the implicit ``(uncategorised)`` category: the per-user decay. Operational
+        days (clock days on average over a week; see `cycle`).
+        """
+        if not self.is_fitted:
+            raise NotFittedError("NeuralModel is not fitted: call fit(store, cutoff=...)")
+        session, interest, _ = self._decay_rates()
+        names = np.asarray(self.catalogue_.category_ids, dtype=object)
+        rows = slice(0, names.size)
+        intervals = np.asarray(self.half_life_intervals_)
+        return pd.DataFrame(
+            {
+                "category_id": names,
+                "interest_half_life_days": math.log(2.0) / interest[rows],
+                "interest_low": intervals[1, rows, 0],
+                "interest_high": intervals[1, rows, 1],
+                "session_half_life_days": math.log(2.0) / session[rows],
+                "session_low": intervals[0, rows, 0],
+                "session_high": intervals[0, rows, 1],
+            }
+        )
 
     def _scale_deltas(self) -> tuple[torch.Tensor, torch.Tensor]:
         """δ^s and δ^i (C + 1,) of every mark, per operational day."""
