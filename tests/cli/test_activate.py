@@ -29,6 +29,8 @@ def test_segments_with_early_warning(cli, tmp_path: Path) -> None:
         assert name in result.output and f"{count:,}" in result.output
     ranked = pd.read_csv(warning, dtype={"user_id": str})
     assert list(ranked["rank"]) == list(range(1, len(ranked) + 1)) and len(ranked) == 100
+    assert ranked.reason.str.startswith("interest at ").all()
+    assert ranked.interest_vs_usual.notna().all()
     # --compare-at is before the saved model's cut-off: the earlier scores come from the
     # family refitted there, never from parameters that saw what came after
     from datetime import datetime, timedelta

@@ -208,6 +208,14 @@ def data() -> ReportData:
                 "interest_change": [-0.67, np.nan],
                 "faded_categories": [["c1", "c2"], []],
                 "faded_change": [[-0.5, -0.2], []],
+                "interest_vs_usual_before": [2.5, np.nan],
+                "interest_vs_usual": [0.23, np.nan],
+                "reason": [
+                    "interest at 23% of usual (was 250% at 2017-11-30T16:00+00:00);"
+                    " fell most in c1 (-50%), c2 (-20%); P(return 7 d) 0.90 -> 0.20",
+                    "usual interest level is 0 or unknown: ranked last, by the"
+                    " P(return 7 d) 0.80 -> 0.50",
+                ],
             }
         ),
         plan_summary={
@@ -303,6 +311,9 @@ def test_numbers_reach_the_page(data: ReportData, page: str) -> None:
     assert "12,345" in _section(page, "overview")
     changed = dataclasses.replace(data, overview={**data.overview, "users": 816})
     assert "816" in render_report(changed) and "816" not in _section(page, "overview")
+    warning = _section(page, "segments")
+    assert "23%" in warning and "250%" in warning
+    assert "fell most in c1 (-50%), c2 (-20%); P(return 7 d) 0.90 -&gt; 0.20" in warning
     segments = data.segments.assign(users=[100, 216, 500])
     assert render_report(dataclasses.replace(data, segments=segments)) != page
 

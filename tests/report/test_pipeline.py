@@ -63,6 +63,9 @@ def test_every_section_has_numbers_from_the_log(report_data) -> None:
     assert len(data.plan_table) == data.overview["users"]
     assert data.plan_summary["users"] == data.overview["users"]
     assert not data.decay_curves.empty and (data.half_lives_hours > 0).all()
+    warning = data.early_warning
+    assert list(warning["rank"]) == list(range(1, len(warning) + 1)) and len(warning) > 0
+    assert warning.reason.str.len().min() > 0
 
 
 def test_return_curves_are_shares_and_the_observed_one_never_falls(report_data) -> None:
@@ -134,6 +137,8 @@ def test_a_log_without_categories_and_a_model_without_interest(tmp_path: Path) -
     assert data.drilldowns == [] and data.decay_curves.empty
     assert data.return_horizon_hours == 7 * 24  # four months of log: a one-week holdout
     assert data.segments["users"].sum() == 60
+    assert data.early_warning.interest_vs_usual.isna().all()
+    assert data.early_warning.reason.str.startswith("no interest per category").all()
     html = render_report(data)
     assert 'data-figure="return-curve"' in html and 'data-figure="decay-curves"' not in html
 

@@ -15,6 +15,35 @@ Rules, first match wins (thresholds in `SegmentRules`):
 - **active**: everyone else.
 
 A family without `interest` (btyd, gbdt) gets no *cooling*: its ``interest_change`` is NaN.
+
+Early warning
+-------------
+`early_warning` ranks the users scored at both ``before`` and ``at`` by how far their
+interest has fallen under their own usual level, most alarming first:
+
+- **interest vs usual** at an instant is ``Σ_c level_c / Σ_c baseline_c`` over the user's
+  categories in `interest` (``level``: the intensity now; ``baseline``: the user's
+  long-run level in the category). 1 is the usual level, 0.25 a quarter of it. It is
+  ``interest_vs_usual`` at ``at`` and ``interest_vs_usual_before`` at ``before``.
+- **Rule**: rank by ``interest_vs_usual`` in whole percent, as the reason shows it
+  (lowest first); ties by its relative change since ``before`` (largest fall first), then
+  by the ``p_return`` change (largest drop first), then by ``user_id``. In `decay` the
+  level is the baseline plus a non-negative excitation, so the ratio never goes under
+  100%: a fading user's ratio falls back towards 100%, and among the users there the
+  fall since ``before`` decides.
+- Users whose usual level is 0 or unknown (no categories, ``Σ baseline = 0``) go last,
+  among themselves by the ``p_return`` change.
+- **A family without interest** (btyd; gbdt, whose interest has no level) is ranked by
+  the rise of the expected days to the next event (``expected_return_days`` at ``at``
+  minus at ``before``, largest rise first) when both scorings have it, else by the
+  ``p_return`` change (largest drop first); ties by the ``p_return`` change, then
+  ``user_id``.
+
+Each row's ``reason`` says which rule ranked it and with which numbers, e.g. "interest at
+23% of usual (was 80% at 2017-11-30T16:00+00:00); fell most in 4521 (-85%), 1032 (-60%);
+P(return 1 d) 0.62 -> 0.41". Why not the ``p_return`` change alone: over a short horizon
+a busy user's P(return) stays near 1 while their interest fades, so its changes are mostly
+noise; the level against the user's own usual is what a fading user lowers first.
 """
 
 from __future__ import annotations
@@ -164,22 +193,25 @@ def early_warning(
     earlier: tuple[pd.DataFrame, pd.DataFrame | None] | None = None,
     now: tuple[pd.DataFrame, pd.DataFrame | None] | None = None,
 ) -> pd.DataFrame:
-    """Users whose return probability dropped the most between `before` and `at`, ranked.
+    """Users whose interest fell furthest under their own usual level, ranked, each with
+    the reason (rules in the module docstring).
 
     Both scorings use only events before their own instant, and the model must be fitted at
     or before `before` (a later fit knows what happened after `before`: the query is
     refused). One model scoring both instants shows the change the users' own events made.
     `earlier` and `now`, `score_users` results at `before` and `at` with the same horizon
     (each from a model fitted no later than its instant), replace the scoring; then `model`
-    and `store` may be None. Users need history before `before`. Ties in the p_return drop
-    are broken by the larger interest drop.
+    and `store` may be None. Users need history before `before`.
 
     Returns
     -------
     DataFrame
         rank, user_id, p_return_before, p_return_now, p_return_change, interest_before,
         interest_now, interest_change (relative), faded_categories (list of category ids
-        whose interest fell the most), faded_change (list of their relative changes).
+        whose interest fell the most), faded_change (list of their relative changes),
+        interest_vs_usual_before, interest_vs_usual (Σ level / Σ baseline at `before` and
+        `at`; NaN without interest or usual level), expected_return_days_before and
+        expected_return_days_now (when both scorings have them), reason (plain text).
     """
     if not before < at:
         raise ConfigError(f"early warning needs before < at, got {before} and {at}")
@@ -189,13 +221,16 @@ def early_warning(
         earlier = score_users(model, snapshot(store, at=before), horizon=horizon, k=1)
     if now is None:
         now = score_users(model, snapshot(store, at=at), horizon=horizon, k=1)
-    return _compare(earlier, now, horizon=horizon, top=top, faded_categories=faded_categories)
+    return _compare(
+        earlier, now, before=before, horizon=horizon, top=top, faded_categories=faded_categories
+    )
 
 
 def _compare(
     earlier: tuple[pd.DataFrame, pd.DataFrame | None],
     now: tuple[pd.DataFrame, pd.DataFrame | None],
     *,
+    before: datetime,
     horizon: timedelta,
     top: int | None = 100,
     faded_categories: int = 3,
@@ -216,13 +251,90 @@ def _compare(
     levels["interest_change"] = levels["interest_now"] / levels["interest_before"] - 1
     table = table.merge(levels, on="user_id", how="left")
     table = table.merge(_faded(earlier_cats, now_cats, faded_categories), on="user_id", how="left")
-    table = table.sort_values(
-        ["p_return_change", "interest_change", "user_id"], kind="stable", na_position="last"
+    usual_before = _vs_usual(earlier_cats).rename("interest_vs_usual_before")
+    usual_now = _vs_usual(now_cats).rename("interest_vs_usual")
+    table = table.merge(usual_before, on="user_id", how="left")
+    table = table.merge(usual_now, on="user_id", how="left")
+    ert = "expected_return_days"
+    has_ert = ert in earlier_users.columns and ert in now_users.columns
+    if has_ert:
+        table = table.merge(
+            earlier_users[["user_id", ert]].merge(
+                now_users[["user_id", ert]], on="user_id", suffixes=("_before", "_now")
+            ),
+            on="user_id",
+            how="left",
+        )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        usual_change = table["interest_vs_usual"] / table["interest_vs_usual_before"] - 1
+    if table["interest_vs_usual"].notna().any():
+        mode = "interest"
+        # whole percent, as the reason shows it: decay's level never falls under its
+        # baseline, so many users sit at 100% and the fall since `before` orders them
+        keys = [table["interest_vs_usual"].round(2), usual_change]
+    elif has_ert:
+        mode = "return_time"
+        keys = [-(table[f"{ert}_now"] - table[f"{ert}_before"])]
+    else:
+        mode = "p_return"
+        keys = []
+    order = pd.DataFrame(
+        {f"k{i}": key.to_numpy(dtype=float) for i, key in enumerate(keys)}
+        | {"p": table["p_return_change"].to_numpy(dtype=float), "u": table["user_id"]}
     )
+    order = order.sort_values(list(order.columns), kind="stable", na_position="last")
+    table = table.loc[order.index].reset_index(drop=True)
+    table["reason"] = [
+        _reason(row, mode, before=before, days=days) for row in table.to_dict(orient="records")
+    ]
     if top is not None:
         table = table.head(top)
     table.insert(0, "rank", np.arange(1, len(table) + 1))
     return table.reset_index(drop=True)
+
+
+def _vs_usual(categories: pd.DataFrame | None) -> pd.Series:
+    """Per user, ``Σ_c level_c / Σ_c baseline_c``; NaN where the sum of baselines is not
+    positive or a level is unknown (gbdt's interest has none)."""
+    if categories is None or categories.empty:
+        return pd.Series(dtype=float, index=pd.Index([], name="user_id"))
+    sums = categories.groupby("user_id", sort=False)[["level", "baseline"]].sum(min_count=1)
+    level, usual = sums["level"].to_numpy(dtype=float), sums["baseline"].to_numpy(dtype=float)
+    ok = np.isfinite(level) & np.isfinite(usual) & (usual > 0)
+    ratio = np.divide(level, usual, out=np.full(level.shape, np.nan), where=ok)
+    return pd.Series(ratio, index=sums.index)
+
+
+def _times(ratio: float) -> str:
+    """A ratio to the usual level as people read it: 23%, 250%, then 14x."""
+    return f"{ratio:.0%}" if ratio < 10 else f"{ratio:.0f}x"
+
+
+def _reason(row: dict, mode: str, *, before: datetime, days: float) -> str:
+    """One user's line: what ranked them, with the numbers (rules in the module docstring)."""
+    p_text = f"P(return {days:g} d) {row['p_return_before']:.2f} -> {row['p_return_now']:.2f}"
+    if mode == "interest":
+        ratio, earlier = row["interest_vs_usual"], row["interest_vs_usual_before"]
+        if not np.isfinite(ratio):
+            return f"usual interest level is 0 or unknown: ranked last, by the {p_text}"
+        was = _times(earlier) if np.isfinite(earlier) else "unknown"
+        then = before.isoformat(timespec="minutes")
+        parts = [f"interest at {_times(ratio)} of usual (was {was} at {then})"]
+        faded = row.get("faded_categories")
+        if isinstance(faded, list) and faded:
+            falls = ", ".join(
+                f"{category} ({change:+.0%})"
+                for category, change in zip(faded, row["faded_change"], strict=True)
+            )
+            parts.append(f"fell most in {falls}")
+        return "; ".join([*parts, p_text])
+    if mode == "return_time":
+        then, later = row["expected_return_days_before"], row["expected_return_days_now"]
+        return (
+            "no interest per category from this model: ranked by the rise in expected days"
+            f" to return, {then:.1f} -> {later:.1f} d; {p_text}"
+        )
+    return f"no interest per category from this model: ranked by the change in {p_text}"
 
 
 def _faded(earlier: pd.DataFrame | None, now: pd.DataFrame | None, n: int) -> pd.DataFrame:

@@ -42,7 +42,10 @@ def segments(
     horizon: Annotated[str, typer.Option(help="Return window after --at: 24h, 7d.")] = "7d",
     compare_at: Annotated[
         str | None,
-        typer.Option(help="Earlier instant: also rank the users who faded most since then."),
+        typer.Option(
+            help="Earlier instant: also rank the users whose interest is furthest under their"
+            " usual level, with the fall since then and a reason per user."
+        ),
     ] = None,
     out_file: Annotated[
         Path, typer.Option("--out", help="Per-user segments: .parquet, .csv or .json.")

@@ -85,7 +85,8 @@ class ReportData:
     segment_flows : DataFrame
         ``segment_before`` (at ``cutoff``), ``segment_now`` (at ``scored_at``), ``users``.
     early_warning : DataFrame
-        `activate.segments.early_warning` between ``cutoff`` and ``scored_at`` (top rows).
+        `activate.segments.early_warning` between ``cutoff`` and ``scored_at`` (top rows,
+        most alarming first, each with its ``reason``).
     plan_summary : dict
         `ReactivationPlan.summary()`.
     plan_by_action : DataFrame

@@ -283,18 +283,19 @@ def _segments(data: ReportData) -> Section:
         [
             Column("rank", "rank", _integer),
             Column("user_id", "user", _text, kind="text"),
+            Column("interest_vs_usual_before", "interest vs usual, before", _share),
+            Column("interest_vs_usual", "interest vs usual, now", _share),
             Column("p_return_before", "P(return) before", _decimal(3)),
             Column("p_return_now", "P(return) now", _decimal(3)),
-            Column("p_return_change", "P(return) change", _signed(4)),
-            Column("interest_change", "interest change", _percent),
             Column("faded_categories", "faded categories", _listed, kind="list"),
+            Column("reason", "why", _text, kind="long"),
         ],
         limit=_ROWS,
     )
     extra = {
         "figures": drawings,
         "table": warnings,
-        "empty": "No early warnings: no user's return probability fell since the cut-off.",
+        "empty": "No early warnings: no user was scored at both the cut-off and now.",
     }
     return Section("segments", "Segments and early warning", extra)
 
@@ -614,6 +615,12 @@ def _signed(digits: int) -> Formatter:
 def _percent(value: Any) -> str:
     number = _as_float(value)
     return _MISSING if number is None else f"{number:+.1%}"
+
+
+def _share(value: Any) -> str:
+    """A ratio as a whole percent (1 → 100%)."""
+    number = _as_float(value)
+    return _MISSING if number is None else f"{number:.0%}"
 
 
 def _p_value(value: Any) -> str:
