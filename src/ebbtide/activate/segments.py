@@ -21,9 +21,11 @@ Early warning
 `early_warning` ranks the users scored at both ``before`` and ``at`` by how far their
 interest has fallen under their own usual level, most alarming first:
 
-- **interest vs usual** at an instant is ``Σ_c level_c / Σ_c baseline_c`` over the user's
-  categories in `interest` (``level``: the intensity now; ``baseline``: the user's
-  long-run level in the category). 1 is the usual level, 0.25 a quarter of it. It is
+- **interest vs usual** at an instant is ``Σ_c level_c / Σ_c usual_c`` over the user's
+  categories in `interest` (``level``: the intensity now; ``usual``: the user's average
+  rate in the category over the time they have been seen, given by `neural`; families
+  without it, such as `decay`, use ``baseline``, the long-run level that never fades).
+  1 is the usual level, 0.25 a quarter of it. It is
   ``interest_vs_usual`` at ``at`` and ``interest_vs_usual_before`` at ``before``.
 - **Rule**: rank by ``interest_vs_usual`` in whole percent, as the reason shows it
   (lowest first); ties by its relative change since ``before`` (largest fall first), then
@@ -294,12 +296,14 @@ def _compare(
 
 
 def _vs_usual(categories: pd.DataFrame | None) -> pd.Series:
-    """Per user, ``Σ_c level_c / Σ_c baseline_c``; NaN where the sum of baselines is not
-    positive or a level is unknown (gbdt's interest has none)."""
+    """Per user, ``Σ_c level_c / Σ_c usual_c`` (``baseline`` without ``usual``); NaN where
+    the sum of usual levels is not positive or a level is unknown (gbdt's interest has
+    none)."""
     if categories is None or categories.empty:
         return pd.Series(dtype=float, index=pd.Index([], name="user_id"))
-    sums = categories.groupby("user_id", sort=False)[["level", "baseline"]].sum(min_count=1)
-    level, usual = sums["level"].to_numpy(dtype=float), sums["baseline"].to_numpy(dtype=float)
+    reference = "usual" if "usual" in categories.columns else "baseline"
+    sums = categories.groupby("user_id", sort=False)[["level", reference]].sum(min_count=1)
+    level, usual = sums["level"].to_numpy(dtype=float), sums[reference].to_numpy(dtype=float)
     ok = np.isfinite(level) & np.isfinite(usual) & (usual > 0)
     ratio = np.divide(level, usual, out=np.full(level.shape, np.nan), where=ok)
     return pd.Series(ratio, index=sums.index)

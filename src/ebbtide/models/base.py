@@ -232,8 +232,10 @@ class Model(ABC):
         """Per (user, category touched before ``at``): the interest now and how it decays.
 
         Columns: user_id, category_id, p_engage (P(engage with the category within
-        `horizon`)), level (intensity now, per day), baseline, excitation (per day),
-        half_life_days.
+        `horizon`)), level (intensity now, per day), baseline (the part that never
+        fades), excitation (the part that fades, per day), half_life_days (the interest
+        half-life). `neural` adds session (a session burst that fades within hours),
+        session_half_life_days and usual (the user's average rate in the category).
         """
         local, index, marked = self._prepare("interest", history, users, in_sample)
         table = self._interest(local.events, index, to_days(history.at), _days(horizon))

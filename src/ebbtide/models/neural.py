@@ -1582,7 +1582,9 @@ class NeuralModel(Model):
         half-lives, and p_engage = 1 − exp(−(Λ_c(τ+H) − Λ_c(τ))).
 
         ``baseline`` is the long-run level (it never fades), ``excitation`` the interest
-        part (fades with the interest half-life), ``session`` the session part. Also the
+        part (fades with the interest half-life), ``session`` the session part; ``usual``
+        the user's average rate in the category over the time they have been seen (the
+        level a user at their usual pace has; ``baseline`` is a share β of it). Also the
         interest score I (log expected events in the category over the calibration
         window, `validation_days`) and the activation probability σ(a·I + b) calibrated on
         it. Categories first seen after the fit are left out. Rates are per operational
@@ -1608,6 +1610,7 @@ class NeuralModel(Model):
             "p_engage": p_engage[order],
             "level": (level + lasting + burst)[order],
             "baseline": level[order],
+            "usual": (level / self._beta())[order],
             "excitation": lasting[order],
             "session": burst[order],
             "half_life_days": (math.log(2.0) / interest)[order],
