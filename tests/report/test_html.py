@@ -167,9 +167,16 @@ def data() -> ReportData:
             }
         ),
         category_half_lives=pd.DataFrame(
-            {"category_id": ["c1", "c2"], "half_life_hours": [24.0, 48.0], "users": [400, 300]}
+            {
+                "category_id": ["c1", "c2"],
+                "half_life_days": [1.0, 2.0],
+                "half_life_low": [0.8, 1.5],
+                "half_life_high": [1.3, 2.6],
+                "session_half_life_hours": [0.5, 0.8],
+                "users": [400, 300],
+            }
         ),
-        half_lives_hours=pd.Series([5.0, 12.0, 24.0, 36.0, 48.0, 200.0]),
+        half_lives_days=pd.Series([0.2, 0.5, 1.0, 1.5, 2.0, 8.0]),
         return_curves=pd.DataFrame(
             {
                 "hours": hours,
@@ -366,8 +373,8 @@ def test_empty_frames_render_sentences(data: ReportData) -> None:
         data,
         events_by_day=data.events_by_day.iloc[:0],
         decay_curves=pd.DataFrame(columns=["category_id", "hours", "relative_interest"]),
-        category_half_lives=pd.DataFrame(columns=["category_id", "half_life_hours", "users"]),
-        half_lives_hours=pd.Series(dtype=float),
+        category_half_lives=pd.DataFrame(columns=["category_id", "half_life_days", "users"]),
+        half_lives_days=pd.Series(dtype=float),
         return_curves=data.return_curves.iloc[:0],
         return_calibration=data.return_calibration.iloc[:0],
         comparison=Comparison(table=pd.DataFrame(columns=["model"]), split={}, k=20),

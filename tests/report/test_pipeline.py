@@ -62,7 +62,7 @@ def test_every_section_has_numbers_from_the_log(report_data) -> None:
     assert np.isclose(data.segments["share"].sum(), 1.0)
     assert len(data.plan_table) == data.overview["users"]
     assert data.plan_summary["users"] == data.overview["users"]
-    assert not data.decay_curves.empty and (data.half_lives_hours > 0).all()
+    assert not data.decay_curves.empty and (data.half_lives_days > 0).all()
     warning = data.early_warning
     assert list(warning["rank"]) == list(range(1, len(warning) + 1)) and len(warning) > 0
     assert warning.reason.str.len().min() > 0

@@ -118,7 +118,8 @@ class Cycle:
         if low >= _MIN_RATE:
             return self
         shrink = (1.0 - _MIN_RATE) / (1.0 - low)
-        return Cycle(self.offset_days, self.periods, self.cos * shrink, self.sin * shrink, self.note)
+        cos, sin = self.cos * shrink, self.sin * shrink
+        return Cycle(self.offset_days, self.periods, cos, sin, self.note)
 
     @property
     def is_flat(self) -> bool:
@@ -182,4 +183,5 @@ class Cycle:
     def from_array(cls, values: np.ndarray, note: str = "") -> Cycle:
         values = np.asarray(values, dtype=np.float64).reshape(-1, 3)
         rest = values[1:]
-        return cls(float(values[0, 0]), rest[:, 0].copy(), rest[:, 1].copy(), rest[:, 2].copy(), note)
+        periods, cos, sin = (rest[:, k].copy() for k in range(3))
+        return cls(float(values[0, 0]), periods, cos, sin, note)

@@ -1439,7 +1439,7 @@ class NeuralModel(Model):
     ) -> _State:
         """The state of `users` at `at` from their last `max_len` events (see `_State`)."""
         net, device, cfg = self.net_, self._device(), self.config
-        n_items, n_cat = int(self.n_items_), int(self.n_categories_)
+        n_cat = int(self.n_categories_)
         sub_offsets = np.concatenate([[0], np.cumsum(events.lengths()[users])]).astype(np.int64)
         idx, q = user_event_ranges(events.offsets, users)
         sub = EventArrays(

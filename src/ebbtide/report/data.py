@@ -67,9 +67,12 @@ class ReportData:
         ``relative_interest`` (the category's users' summed interest relative to its value
         at 0 hours), for the top categories.
     category_half_lives : DataFrame
-        ``category_id``, ``half_life_hours`` (median over the category's users), ``users``.
-    half_lives_hours : Series
-        Per (user, category) interest half-life in hours (the distribution figure).
+        ``category_id``, ``half_life_days`` (interest half-life, median over the category's
+        users), ``half_life_low``, ``half_life_high`` (the model's 95% interval, NaN when
+        it gives none), ``session_half_life_hours`` (NaN for a model with one time scale),
+        ``users``.
+    half_lives_days : Series
+        Per (user, category) interest half-life in days (the distribution figure).
     return_curves : DataFrame
         ``hours`` after the cut-off, ``observed`` (Kaplan-Meier share of users returned),
         ``predicted`` (the model's mean P(return within that many hours)).
@@ -114,7 +117,7 @@ class ReportData:
     events_by_day: pd.DataFrame
     decay_curves: pd.DataFrame
     category_half_lives: pd.DataFrame
-    half_lives_hours: pd.Series
+    half_lives_days: pd.Series
     return_curves: pd.DataFrame
     return_calibration: pd.DataFrame
     return_horizon_hours: float

@@ -143,7 +143,7 @@ def _short(label: Any) -> str:
 
 
 def _hours(value: float) -> str:
-    """Half-lives in hours: whole hours from 10 h up, one decimal below."""
+    """Half-lives (hours or days): whole units from 10 up, one decimal below."""
     if not math.isfinite(value):
         return "–"
     return f"{value:,.0f}" if abs(value) >= 10 else f"{value:.1f}"
@@ -214,7 +214,7 @@ def decay_curves(curves: pd.DataFrame, half_lives: pd.DataFrame) -> str | None:
         return None
     known = {}
     if not half_lives.empty:
-        known = dict(zip(half_lives["category_id"], half_lives["half_life_hours"], strict=True))
+        known = dict(zip(half_lives["category_id"], half_lives["half_life_days"], strict=True))
     order = [c for c in known if c in set(curves["category_id"])]
     order += [c for c in curves["category_id"].drop_duplicates() if c not in known]
     with _style():
@@ -224,7 +224,7 @@ def decay_curves(curves: pd.DataFrame, half_lives: pd.DataFrame) -> str | None:
             rows = curves[curves["category_id"] == category].sort_values("hours")
             label = f"category {_short(category)}"
             if category in known:
-                label += f" (half-life {_hours(float(known[category]))} h)"
+                label += f" (half-life {_hours(float(known[category]))} d)"
             axes.plot(rows["hours"], rows["relative_interest"], label=label)
         axes.set_ylim(bottom=0)
         axes.set(
@@ -236,25 +236,25 @@ def decay_curves(curves: pd.DataFrame, half_lives: pd.DataFrame) -> str | None:
         return _svg(figure, "decay-curves", "Interest decay curves of the top categories")
 
 
-def half_life_distribution(half_lives_hours: pd.Series) -> str | None:
-    """Histogram of (user, category) half-lives on a log axis, the median marked."""
-    hours = pd.to_numeric(half_lives_hours, errors="coerce").to_numpy(dtype=float)
-    hours = hours[np.isfinite(hours) & (hours > 0)]
-    if hours.size == 0:
+def half_life_distribution(half_lives_days: pd.Series) -> str | None:
+    """Histogram of (user, category) interest half-lives on a log axis, the median marked."""
+    days = pd.to_numeric(half_lives_days, errors="coerce").to_numpy(dtype=float)
+    days = days[np.isfinite(days) & (days > 0)]
+    if days.size == 0:
         return None
-    low, high = float(hours.min()) / 1.1, float(hours.max()) * 1.1
-    median = float(np.median(hours))
+    low, high = float(days.min()) / 1.1, float(days.max()) * 1.1
+    median = float(np.median(days))
     with _style():
         figure = Figure(figsize=_WIDE)
         axes = figure.add_subplot()
-        axes.hist(hours, bins=np.geomspace(low, high, 31), color="#4c72b0", label="pairs")
-        axes.axvline(median, color="#c44e52", linestyle="--", label=f"median {_hours(median)} h")
+        axes.hist(days, bins=np.geomspace(low, high, 31), color="#4c72b0", label="pairs")
+        axes.axvline(median, color="#c44e52", linestyle="--", label=f"median {_hours(median)} d")
         axes.set_xscale("log")
         _log_axis(axes.xaxis)
         _count_axis(axes.yaxis)
         axes.set(
             title="Interest half-lives over (user, category) pairs",
-            xlabel="half-life (hours, log scale)",
+            xlabel="interest half-life (days, log scale)",
             ylabel="(user, category) pairs (count)",
         )
         axes.legend(loc="upper right")

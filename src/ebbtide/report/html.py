@@ -210,8 +210,9 @@ def _decay(data: ReportData) -> Section:
         ),
         _drawing(
             "half-life-distribution",
-            figures.half_life_distribution(data.half_lives_hours),
-            "How fast interest fades over (user, category) pairs; the dashed line is the median.",
+            figures.half_life_distribution(data.half_lives_days),
+            "How fast interest fades over (user, category) pairs, in days; the dashed line is"
+            " the median.",
             "No half-lives to show.",
         ),
     ]
@@ -219,7 +220,10 @@ def _decay(data: ReportData) -> Section:
         data.category_half_lives,
         [
             Column("category_id", "category", _text, kind="text"),
-            Column("half_life_hours", "median half-life (h)", _decimal(1)),
+            Column("half_life_days", "interest half-life (days)", _decimal(1)),
+            Column("half_life_low", "95% interval from", _decimal(1)),
+            Column("half_life_high", "to", _decimal(1)),
+            Column("session_half_life_hours", "session half-life (h)", _decimal(2)),
             Column("users", "users", _integer),
         ],
     )

@@ -123,6 +123,8 @@ def build_report_data(
     chosen_settings = {name: dict((settings or {}).get(name, {})) for name in names}
     if "gbdt" in chosen_settings:  # the horizon it is checked on joins its training grid
         chosen_settings["gbdt"].setdefault("horizon_days", holdout / timedelta(days=1))
+    if "neural" in chosen_settings:  # its daily cycle runs on the shop's clock
+        chosen_settings["neural"].setdefault("time_zone", tz)
     fitted = {name: build_model(name, **chosen_settings[name]) for name in names}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")  # kept for the notes, not printed
@@ -157,7 +159,7 @@ def build_report_data(
         chosen = _drilldown_choice(warning_list, plan, drilldown_users)
         drilldowns = _drilldowns(model, store, at_end, chosen, plan, segments_now, start)
 
-    curves, half_lives = _decay_curves(categories, top_categories)
+    curves, half_lives = _decay_curves(categories, top_categories, model)
     notes = [
         *(
             f"{', '.join(names[:-1])} does not forecast returns: the return, segment and plan"
@@ -181,7 +183,7 @@ def build_report_data(
         events_by_day=_events_by_day(store, tz),
         decay_curves=curves,
         category_half_lives=half_lives,
-        half_lives_hours=_half_lives_hours(categories),
+        half_lives_days=_half_lives_days(categories),
         return_curves=return_curves,
         return_calibration=calibration,
         return_horizon_hours=holdout / _HOUR,
@@ -261,35 +263,57 @@ def _events_by_day(store: EventStore, tz: str) -> pd.DataFrame:
 # -- interest decay ----------------------------------------------------------------------
 
 
-def _decay_curves(categories: pd.DataFrame | None, top: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Projected interest with no new events, per top category, relative to now.
+def _decay_curves(
+    categories: pd.DataFrame | None, top: int, model: Model | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Projected interest with no new events, per top category, relative to now, and the
+    top categories' half-lives.
 
     The population curve of a category sums its users' ``baseline + excitation · 2^(−t/h)``
-    and divides by their summed level now: where it flattens is the long-term baseline,
-    how fast it gets there is the excitation's half-life.
+    (plus ``session · 2^(−t/h_s)`` where the model has a session scale) and divides by their
+    summed level now: where it flattens is the long-run level, how fast it gets there is
+    the interest half-life. Half-lives are medians over the category's users, in days
+    (session ones in hours), with the model's 95% interval where it gives one.
     """
-    columns = ["category_id", "half_life_hours", "users"]
+    columns = [
+        "category_id",
+        "half_life_days",
+        "half_life_low",
+        "half_life_high",
+        "session_half_life_hours",
+        "users",
+    ]
     if categories is None or categories.empty:
         empty = pd.DataFrame(columns=["category_id", "hours", "relative_interest"])
         return empty, pd.DataFrame(columns=columns)
+    if "session_half_life_days" not in categories.columns:
+        categories = categories.assign(session=0.0, session_half_life_days=np.nan)
     by_category = categories.groupby("category_id", sort=False)
     half_lives = (
-        by_category.agg(half_life_hours=("half_life_days", "median"), users=("user_id", "nunique"))
+        by_category.agg(
+            half_life_days=("half_life_days", "median"),
+            session_half_life_hours=("session_half_life_days", "median"),
+            users=("user_id", "nunique"),
+        )
         .reset_index()
-        .assign(half_life_hours=lambda f: f["half_life_hours"] * 24.0)
+        .assign(session_half_life_hours=lambda f: f["session_half_life_hours"] * 24.0)
         .sort_values(["users", "category_id"], ascending=[False, True], kind="stable")
         .head(top)
         .reset_index(drop=True)
     )
-    horizon_hours = float(np.clip(4 * half_lives["half_life_hours"].max(), 24.0, 24.0 * 30))
+    intervals = _half_life_intervals(model)
+    half_lives = half_lives.merge(intervals, on="category_id", how="left")
+    horizon_hours = float(np.clip(4 * 24 * half_lives["half_life_days"].max(), 24.0, 24.0 * 30))
     hours = np.linspace(0.0, horizon_hours, 97)
     rows = []
     for category in half_lives["category_id"]:
         pairs = categories[categories["category_id"] == category]
-        decay = np.exp2(
-            -np.outer(hours / 24.0, 1.0 / pairs["half_life_days"].clip(lower=1e-9).to_numpy())
-        )
-        projected = pairs["baseline"].sum() + decay @ pairs["excitation"].to_numpy()
+        projected = pairs["baseline"].sum()
+        for size, life in (("excitation", "half_life_days"), ("session", "session_half_life_days")):
+            lives = pairs[life].fillna(1.0).clip(lower=1e-9).to_numpy()
+            projected = projected + np.exp2(-np.outer(hours / 24.0, 1.0 / lives)) @ pairs[
+                size
+            ].to_numpy(dtype=float)
         now = max(float(pairs["level"].sum()), 1e-12)
         rows.append(
             pd.DataFrame(
@@ -299,11 +323,22 @@ def _decay_curves(categories: pd.DataFrame | None, top: int) -> tuple[pd.DataFra
     return pd.concat(rows, ignore_index=True), half_lives[columns]
 
 
-def _half_lives_hours(categories: pd.DataFrame | None) -> pd.Series:
+def _half_life_intervals(model: Model | None) -> pd.DataFrame:
+    """category_id, half_life_low, half_life_high: the model's 95% interval of each
+    category's interest half-life (days), empty for a family that gives none."""
+    if model is None or not hasattr(model, "half_lives"):
+        return pd.DataFrame(columns=["category_id", "half_life_low", "half_life_high"])
+    table = model.half_lives()
+    return table.rename(
+        columns={"interest_low": "half_life_low", "interest_high": "half_life_high"}
+    )[["category_id", "half_life_low", "half_life_high"]]
+
+
+def _half_lives_days(categories: pd.DataFrame | None) -> pd.Series:
     if categories is None or categories.empty:
-        return pd.Series(dtype=float, name="half_life_hours")
-    hours = categories["half_life_days"].to_numpy(dtype=float) * 24.0
-    return pd.Series(hours[np.isfinite(hours) & (hours > 0)], name="half_life_hours")
+        return pd.Series(dtype=float, name="half_life_days")
+    days = categories["half_life_days"].to_numpy(dtype=float)
+    return pd.Series(days[np.isfinite(days) & (days > 0)], name="half_life_days")
 
 
 # -- return ------------------------------------------------------------------------------
