@@ -46,7 +46,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from _results import machine, write_section
+from _results import (
+    add_settings_option,
+    machine,
+    parse_settings,
+    settings_flags,
+    write_section,
+)
 from ebbtide.datasets import taobao_sample_path
 from ebbtide.evaluate.temporal import METRICS, HoldoutTargets, evaluate_model, holdout_targets
 from ebbtide.features.history import History, snapshot
@@ -580,6 +586,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--no-write", action="store_true", help="leave RESULTS.md as it is")
     parser.add_argument(
+        "--tag",
+        default="",
+        help="suffix of the output files (a validation run: --tag validation); leaves RESULTS.md",
+    )
+    add_settings_option(parser)
+    parser.add_argument(
         "--smoke", action="store_true",
         help="popular,decay on the first two cuts, B=50, decay as the candidate; writes"
         " *_smoke files and leaves RESULTS.md",
@@ -591,6 +603,7 @@ def main() -> None:
     n_replicates = args.bootstrap or (50 if smoke else 1000)
     candidate = args.candidate or ("decay" if smoke else "neural")
     torch.set_num_threads(args.threads)
+    SETTINGS["neural"] = {**SETTINGS["neural"], **parse_settings(args.set)}
     started = time.perf_counter()
     rng = np.random.default_rng(0)
     for line in self_check(rng):
@@ -620,7 +633,7 @@ def main() -> None:
         print(f"self-check: {line}")
     print(f"bootstrap: {n_replicates} replicates in {bootstrap_seconds:.1f} s")
 
-    suffix = "_smoke" if smoke else ""
+    suffix = "_smoke" if smoke else (f"_{args.tag}" if args.tag else "")
     out = HERE / f"interest_protocol{suffix}.json"
     figure = HERE / f"interest_protocol{suffix}_calibration.png"
     command = "python bench/interest_protocol.py" + (" --smoke" if smoke else "")
@@ -632,9 +645,10 @@ def main() -> None:
             ("--bootstrap", n_replicates, args.bootstrap),
             ("--grid-minutes", f"{args.grid_minutes:g}", args.grid_minutes != 15.0),
             ("--candidate", candidate, args.candidate),
+            ("--tag", args.tag, args.tag),
         )
         if given or not smoke
-    )
+    ) + settings_flags(args.set)
     payload = {
         "date": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "machine": machine(),
@@ -662,7 +676,7 @@ def main() -> None:
     _figure(payload, figure)
     section = _section(payload)
     print(section)
-    if not (args.no_write or smoke):
+    if not (args.no_write or smoke or args.tag):
         write_section(TITLE, section)
     print(f"total {time.perf_counter() - started:.0f} s")
 

@@ -109,9 +109,10 @@ def test_loss_equals_hand_computed_nll() -> None:
     share = np.array([0.5, 0.3, 0.2])  # c0, c1, no category
     seq = _sequences(events, 3, 2, t_end=3.0, share=share, prior_days=1.0)
     np.testing.assert_allclose(seq.tau, [0.5, 0.0, 1.5, 1.0])
-    # long-run level of the next event's mark: (its events so far + share) / (span + 1 day)
-    np.testing.assert_allclose(seq.level_mark[:3], [0.3 / 1.0, 0.2 / 1.5, 1.5 / 1.5])
-    np.testing.assert_allclose(seq.level_total, [2.0, 3.0 / 1.5, 4.0 / 1.5, 5.0 / 3.0])
+    # long-run level of the next event's mark: (its events before the end + share) / (time
+    # seen + 1 day), one number per pair over the whole period
+    np.testing.assert_allclose(seq.level_mark[:3], [1.3 / 4.0, 1.2 / 4.0, 2.5 / 4.0])
+    np.testing.assert_allclose(seq.level_total, [5.0 / 4.0] * 4)
     np.testing.assert_array_equal(seq.mark, [1, -1, 0, -1])  # no-category mark, survival
     np.testing.assert_array_equal(seq.next_buy, [False, True, False, False])
     mu = [[0.3, 0.1], [0.2, 0.4], [0.05, 0.6], [0.5, 0.5]]
@@ -127,6 +128,8 @@ def test_loss_equals_hand_computed_nll() -> None:
     # Validation scoring from t = 1.0: only intervals ending at or after it, from it on.
     val = _sequences(events, 3, 2, t_end=3.0, t_start=1.0, share=share, prior_days=1.0)
     np.testing.assert_array_equal(val.weight, [False, False, True, True])
+    # scored from t = 1.0: the level counts only the events before it, over one day seen
+    np.testing.assert_allclose(val.level_mark[2], (1 + 0.5) / 2.0)
     np.testing.assert_allclose(val.tau0, [0.5, 0.0, 0.5, 0.0])
     rows = np.flatnonzero(val.weight)
     got = point_process_nll(
