@@ -31,9 +31,10 @@ from ebbtide.synthetic import generate, recovery_config, write_taobao_csv
 
 
 def _half_lives(model) -> np.ndarray:
+    """Per fitted category: decay's one half-life, neural's interest half-life."""
     if isinstance(model, DecayModel):
         return math.log(2.0) / model.delta_
-    return math.log(2.0) / model._deltas()[0]
+    return model.half_lives()["interest_half_life_days"].to_numpy()
 
 
 def main() -> None:

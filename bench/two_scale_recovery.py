@@ -31,7 +31,9 @@ import pandas as pd
 import torch
 
 from _results import machine, write_section
+from ebbtide.activate.segments import early_warning
 from ebbtide.ingest import ingest_file
+from ebbtide.metrics_core import roc_auc
 from ebbtide.models.decay import DecayModel
 from ebbtide.models.neural import NeuralConfig, NeuralModel
 from ebbtide.store import EventStore
@@ -102,6 +104,37 @@ def recover(users: int, seed: int, min_events: int, neural: NeuralConfig) -> dic
     return out
 
 
+def early_warning_auc(users: int, seed: int, neural: NeuralConfig) -> dict:
+    """ROC-AUC of the early-warning rank against the users made to fade (20% of them, from
+    60–90% of the window, intensity × 0.2): fitted at 60% (before any fade), ranked at the
+    end."""
+    cfg = two_scale_config(users=users, seed=seed, fading_share=0.2)
+    log = generate(cfg)
+    fading = log.truth_users.to_pandas().set_index("user_id")["fading"]
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "synth.csv"
+        write_taobao_csv(log, path)
+        with EventStore(Path(tmp) / "s.duckdb") as store:
+            ingest_file(store, path, "taobao")
+            before = cfg.start + timedelta(days=0.6 * cfg.days)
+            at = cfg.start + timedelta(days=cfg.days)
+            for name, model in (("neural", NeuralModel(neural)), ("decay", DecayModel())):
+                model.fit(store, cutoff=before)
+                table = early_warning(
+                    model, store, before=before, at=at, horizon=timedelta(days=1), top=None
+                )
+                truth = fading.loc[table.user_id].to_numpy()
+                out[name] = {
+                    "auc": roc_auc(truth, -table["rank"].to_numpy()),
+                    "p_return_change_auc": roc_auc(truth, -table.p_return_change.to_numpy()),
+                    "users": len(table),
+                    "fading": int(truth.sum()),
+                }
+                print("early warning", name, out[name], flush=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=1000)
@@ -113,6 +146,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     neural = NeuralConfig(item_weight=0.0, item_epochs=1, time_zone="Asia/Shanghai")
     result = recover(args.users, args.seed, args.min_events, neural)
+    result["early_warning"] = early_warning_auc(args.users, args.seed, neural)
     command = f"python bench/two_scale_recovery.py --users {args.users} --seed {args.seed}"
     payload = {
         "date": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
@@ -158,6 +192,16 @@ def _section(payload: dict) -> str:
         f" ({truth['peak_hour']:.0f} h in the truth). The 95% intervals of the interest"
         f" half-lives cover the truth in {neural['interest_interval_coverage']:.0%} of the"
         " categories (they hold the rest of the network at its fit, so they are narrow).",
+        "",
+        "Early warning on the same preset with 20% of users made to fade (from 60–90% of the"
+        " window their intensity × 0.2; models fitted at 60%, users ranked at the end):",
+        "",
+        "| model | ROC-AUC of the rank (bar ≥ 0.8) | by the P(return) change alone |",
+        "|---|---:|---:|",
+        *(
+            f"| {name} | {row['auc']:.3f} | {row['p_return_change_auc']:.3f} |"
+            for name, row in payload["early_warning"].items()
+        ),
         "",
     ]
     return "\n".join(lines)
