@@ -612,12 +612,7 @@ class _Net(nn.Module):
 
     def background(self, h: torch.Tensor) -> torch.Tensor:
         """m, n, ν_b (…, 3) from states."""
-        import os
-
-        out = F.softplus(self.rates(h).float())
-        if os.environ.get("EBB_NOBG"):
-            out = out * torch.tensor([0.0, 0.0, 1.0], device=out.device)
-        return out
+        return F.softplus(self.rates(h).float())
 
     def conversion_share(self, h: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """ρ (B, L): the share of the user's coming category activity that ends in a buy.
