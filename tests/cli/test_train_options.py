@@ -1,4 +1,5 @@
-"""`ebbtide train --horizons` (gbdt) and `--penalizer` (btyd): passed on, or refused."""
+"""`ebbtide train --horizons` (gbdt), `--penalizer` (btyd), `--tz` (neural): passed on, or
+refused."""
 
 from __future__ import annotations
 
@@ -53,6 +54,8 @@ def test_btyd_takes_a_penalizer(cli, db: Path, tmp_path: Path) -> None:
         (("--model", "popular", "--horizons", "1d"), "--horizons applies to the gbdt model only"),
         (("--model", "gbdt", "--penalizer", "0.1"), "--penalizer applies to the btyd model only"),
         (("--model", "gbdt", "--horizons", "1d,soon"), "--horizons 'soon' is not a duration"),
+        (("--model", "decay", "--tz", "Asia/Shanghai"), "--tz applies to the neural model only"),
+        (("--model", "neural", "--tz", "Mars/Olympus"), "Mars/Olympus"),
     ],
 )
 def test_options_for_another_family_or_bad_values_are_refused(

@@ -25,6 +25,7 @@ from ebbtide.cli.options import (
     out,
     parse_duration,
     parse_instant,
+    parse_time_zone,
     require_store,
     training_bar,
     write_frame,
@@ -83,6 +84,15 @@ def train(
             " doubtful fits; 0 (default) reproduces the published estimates.",
         ),
     ] = None,
+    tz: Annotated[
+        str | None,
+        typer.Option(
+            "--tz",
+            help="neural only: the shop's IANA time zone (e.g. Asia/Shanghai), where its"
+            " days begin for the daily cycle's peak hour and weekly part (default UTC).",
+            callback=lambda value: None if value is None else parse_time_zone(value, "--tz"),
+        ),
+    ] = None,
     quiet: QuietOption = False,
     _debug: DebugOption = False,
 ) -> None:
@@ -105,6 +115,9 @@ def train(
     if penalizer is not None:
         _only_for(model_name, "btyd", "--penalizer")
         settings["penalizer"] = penalizer
+    if tz is not None:
+        _only_for(model_name, "neural", "--tz")
+        settings["time_zone"] = tz
     with EventStore(db, read_only=True) as store:
         when = parse_instant(cutoff, "--cutoff") if cutoff else after_last_event(store)
         model = build_model(model_name, **settings)
