@@ -667,7 +667,7 @@ def main() -> None:
             ("--candidate", candidate, args.candidate),
             ("--tag", args.tag, args.tag),
         )
-        if given or not smoke
+        if (given or not smoke) and value != ""
     ) + settings_flags(args.set)
     payload = {
         "date": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
