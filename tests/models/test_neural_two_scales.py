@@ -77,14 +77,14 @@ def test_interest_splits_the_level_into_its_parts(fitted) -> None:
     assert (table.half_life_days > table.session_half_life_days).all()
 
 
-def test_hours_after_midnight_expect_fewer_returns(fitted) -> None:
-    """The forecast follows the cycle: an hour in the small hours is a short operational
-    stretch, an hour in the evening a long one."""
+def test_quiet_hours_are_short_operational_hours(fitted) -> None:
+    """The forecast follows the cycle: an hour at the trough (09:00 China time, twelve hours
+    from the 21:00 peak) is a short operational stretch, an hour at the peak a long one."""
     model, _, history = fitted
-    at = history.at  # midnight in China
-    night = model.cycle.span(at.timestamp() / 86_400, 1 / 24)
-    evening = model.cycle.span(at.timestamp() / 86_400 - 3 / 24, 1 / 24)
-    assert night < 1 / 24 < evening
+    midnight = history.at.timestamp() / 86_400  # midnight in China
+    trough = model.cycle.span(midnight + 9 / 24, 1 / 24)
+    peak = model.cycle.span(midnight - 3 / 24, 1 / 24)
+    assert trough < 0.6 / 24 and peak > 1.4 / 24
     hour = model.p_return(history, horizon=timedelta(hours=1)).p_return
     day = model.p_return(history, horizon=timedelta(days=1)).p_return
     assert (hour <= day).all()
