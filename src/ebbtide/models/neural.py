@@ -485,7 +485,7 @@ def _sequences(
     # scored part (constant over that time, so it cannot follow recent interest)
     user = np.repeat(np.arange(events.n_users), events.lengths()).astype(np.int64)
     seen_until = t_end if t_start is None else t_start
-    first_t = t[events.offsets[:-1]][user] if n else t
+    first_t = t[np.minimum(events.offsets[:-1], max(n - 1, 0))][user] if n else t
     span = np.maximum(seen_until - first_t, 0.0)
     counted = t < seen_until
     keys, totals = np.unique(
