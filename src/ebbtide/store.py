@@ -134,7 +134,8 @@ class LoadRequest:
     message that refuses it; ``present_fields`` names the canonical fields the source can
     fill (the others are NULL for every row, so de-duplication can skip them);
     ``pseudonymise`` maps distinct raw user ids to pseudonyms (None keeps ids as they
-    are) and ``key_fingerprint`` identifies its key.
+    are) and ``key_fingerprint`` identifies its key. ``meta`` entries are written in the
+    same transaction (the live service records how far its event log has been loaded).
     """
 
     source: str
@@ -149,6 +150,7 @@ class LoadRequest:
     fatal_reasons: dict[str, str] = field(default_factory=dict)
     pseudonymise: Callable[[list[str]], list[str]] | None = None
     key_fingerprint: str | None = None
+    meta: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,6 +343,10 @@ class EventStore:
         row = self.con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
         return row[0] if row else None
 
+    def meta_value(self, key: str) -> str | None:
+        """A value the store keeps about itself, e.g. how far the service's log is loaded."""
+        return self._meta(key)
+
     def _set_meta(self, key: str, value: str) -> None:
         self.con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
 
@@ -469,6 +475,8 @@ class EventStore:
         report("removing duplicates and writing events")
         counts = self._insert_events(request, ingest_id)
 
+        for key, value in request.meta.items():
+            self._set_meta(key, value)
         report("quarantining rejected rows")
         # Raw text would carry raw user ids past the pseudonymiser: withheld in that mode.
         raw = "NULL" if request.pseudonymise is not None else "raw"

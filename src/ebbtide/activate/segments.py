@@ -68,6 +68,7 @@ __all__ = [
     "assign_segments",
     "early_warning",
     "interest_summary",
+    "segment_of",
 ]
 
 #: Segment names, most engaged first.
@@ -132,6 +133,32 @@ def interest_summary(categories: pd.DataFrame | None, horizon_days: float) -> pd
     )
 
 
+def segment_of(
+    p_return: float, interest_change: float, rules: SegmentRules, days: float
+) -> tuple[str, str]:
+    """One user's segment and its reason (the rules above; a NaN change is no cooling).
+
+    Examples
+    --------
+    >>> segment_of(0.9, -0.5, SegmentRules(), 1.0)
+    ('cooling', 'interest -50% over 1 d (<= -30%)')
+    """
+    text = f"p_return {p_return:.2f}"
+    for segment, cut in (
+        ("lost", rules.lost_below),
+        ("dormant", rules.dormant_below),
+        ("at_risk", rules.at_risk_below),
+    ):
+        if p_return < cut:
+            return segment, f"{text} < {cut:g} over {days:g} d"
+    if interest_change <= rules.cooling_change:
+        return "cooling", (
+            f"interest {interest_change:+.0%} over {days:g} d (<= {rules.cooling_change:+.0%})"
+        )
+    trend = "" if np.isnan(interest_change) else f", interest {interest_change:+.0%} over {days:g} d"
+    return "active", f"{text} >= {rules.at_risk_below:g}{trend}"
+
+
 def assign_segments(
     users: pd.DataFrame,
     categories: pd.DataFrame | None,
@@ -153,32 +180,17 @@ def assign_segments(
         )
     summary = interest_summary(categories, horizon / timedelta(days=1))
     table = users[["user_id", "p_return"]].merge(summary, on="user_id", how="left")
-    p = table["p_return"].to_numpy(dtype=float)
-    change = table["interest_change"].to_numpy(dtype=float)
-    conditions = [
-        p < rules.lost_below,
-        p < rules.dormant_below,
-        p < rules.at_risk_below,
-        change <= rules.cooling_change,  # NaN compares False: no cooling without interest
-    ]
-    table["segment"] = np.select(conditions, ["lost", "dormant", "at_risk", "cooling"], "active")
     days = horizon / timedelta(days=1)
-    p_text = [f"p_return {v:.2f}" for v in p]
-    reasons = {
-        "lost": f"< {rules.lost_below:g} over {days:g} d",
-        "dormant": f"< {rules.dormant_below:g} over {days:g} d",
-        "at_risk": f"< {rules.at_risk_below:g} over {days:g} d",
-    }
-    reason = []
-    for segment, text, c in zip(table["segment"], p_text, change, strict=True):
-        if segment in reasons:
-            reason.append(f"{text} {reasons[segment]}")
-        elif segment == "cooling":
-            reason.append(f"interest {c:+.0%} over {days:g} d (<= {rules.cooling_change:+.0%})")
-        else:
-            trend = "" if np.isnan(c) else f", interest {c:+.0%} over {days:g} d"
-            reason.append(f"{text} >= {rules.at_risk_below:g}{trend}")
-    table["reason"] = reason
+    decided = [
+        segment_of(p, c, rules, days)
+        for p, c in zip(
+            table["p_return"].to_numpy(dtype=float),
+            table["interest_change"].to_numpy(dtype=float),
+            strict=True,
+        )
+    ]
+    table["segment"] = [segment for segment, _ in decided]
+    table["reason"] = [text for _, text in decided]
     columns = ["user_id", "segment", "p_return", "interest_now", "interest_change", "reason"]
     return table[columns]
 
