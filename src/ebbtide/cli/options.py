@@ -182,6 +182,7 @@ def parse_instant(text: str, flag: str) -> datetime:
 
 
 _UNITS = {"m": 60, "h": 3_600, "d": 86_400, "w": 604_800}
+_LONGEST_SECONDS = 100 * 365.25 * 86_400
 
 
 def parse_duration(text: str, flag: str) -> timedelta:
@@ -191,8 +192,10 @@ def parse_duration(text: str, flag: str) -> timedelta:
         value = float(number)
     except ValueError:
         value = -1.0
-    if unit not in _UNITS or not value > 0:
-        raise ConfigError(f"{flag} {text!r} is not a duration; use e.g. 90m, 24h, 3d or 1w")
+    if unit not in _UNITS or not 0 < value * _UNITS[unit] <= _LONGEST_SECONDS:
+        raise ConfigError(
+            f"{flag} {text!r} is not a duration; use e.g. 90m, 24h, 3d or 1w (at most 100 years)"
+        )
     return timedelta(seconds=value * _UNITS[unit])
 
 
