@@ -61,3 +61,23 @@ class CampaignLogError(InputFormatError):
 class CampaignWarning(UserWarning):
     """A campaign analysis ran, but a number in it deserves caution (small arm, imbalance,
     users unknown to the store, an assumed response model)."""
+
+
+class AccessError(EbbtideError):
+    """The live service refused a request at its API key checks (`ebbtide.serve.security`)."""
+
+
+class Unauthenticated(AccessError):
+    """No API key, or one that is malformed, unknown or revoked (the message never says which)."""
+
+
+class Forbidden(AccessError):
+    """The API key is valid but lacks the scope the request needs."""
+
+
+class RateLimited(AccessError):
+    """The API key has used up its request budget; `retry_after` says for how long, in seconds."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -1,9 +1,10 @@
 """The `ebbtide` command line: `app`, built in `ebbtide.cli.main` from one module per group.
 
 `store` (ingest, stats, quarantine, forget, synth), `models` (train, score), `evaluate`,
-`activate` (segments, plan), `campaign` (campaign analyze, uplift, synth) and `report`
-(report, demo); `options` holds what they share. Each imports on its own and defines its
-commands on a Typer of its own; only `main` puts them together.
+`activate` (segments, plan), `campaign` (campaign analyze, uplift, synth), `keys` (keys
+create, list, revoke) and `report` (report, demo); `options` holds what they share. Each
+imports on its own and defines its commands on a Typer of its own; only `main` puts them
+together.
 
 The app module is `main`, not `app`: a submodule named like the package's `app` attribute
 (the console script's entry point, ``ebbtide.cli:app``) would shadow it. `app` is loaded on

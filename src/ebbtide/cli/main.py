@@ -19,7 +19,7 @@ import typer
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from ebbtide.cli import activate, campaign, evaluate, models, report, store
+from ebbtide.cli import activate, campaign, evaluate, keys, models, report, store
 from ebbtide.cli.options import DEBUG_KEY, DebugOption, err
 from ebbtide.errors import EbbtideError
 
@@ -86,3 +86,4 @@ def _root(
 for _commands in (store.app, models.app, evaluate.app, activate.app, report.app):
     app.add_typer(_commands)
 app.add_typer(campaign.app, name="campaign")
+app.add_typer(keys.app, name="keys")
