@@ -19,7 +19,7 @@ import typer
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from ebbtide.cli import activate, campaign, evaluate, keys, models, report, store
+from ebbtide.cli import activate, campaign, evaluate, keys, models, report, serve, store
 from ebbtide.cli.options import DEBUG_KEY, DebugOption, err
 from ebbtide.errors import EbbtideError
 
@@ -83,7 +83,7 @@ def _root(
 
 
 # Order of the commands in --help: the path of the data through the library.
-for _commands in (store.app, models.app, evaluate.app, activate.app, report.app):
+for _commands in (store.app, models.app, evaluate.app, activate.app, report.app, serve.app):
     app.add_typer(_commands)
 app.add_typer(campaign.app, name="campaign")
 app.add_typer(keys.app, name="keys")

@@ -13,23 +13,26 @@ import contextlib
 import math
 import time
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
-from fastapi import Depends, FastAPI, Path as PathParam, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, ORJSONResponse, Response, StreamingResponse
+from fastapi.responses import ORJSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
 
 from ebbtide.cli.options import parse_duration
 from ebbtide.errors import EbbtideError, InputFormatError
-from ebbtide.serve.security import Scope, Security
+from ebbtide.serve.security import BodySizeLimit, Guard, Scope, http_error_handler, require
 from ebbtide.serve.service import Service
 
 #: The longest id a path may carry (bytes of UTF-8), as the ingest rules allow.
 MAX_ID_BYTES = 256
+#: Default largest request body: 1,000 events of about 1 KiB.
+MAX_BODY_BYTES = 1 << 20
 
 
 class PostAnswer(BaseModel):
@@ -101,8 +104,8 @@ At = Annotated[
 ]
 
 
-def create_app(service: Service, security: Security) -> FastAPI:
-    """The FastAPI application serving `service`, guarded by `security`."""
+def create_app(service: Service, guard: Guard, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+    """The FastAPI application serving `service`; `guard` checks keys, scopes and rates."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -123,9 +126,13 @@ def create_app(service: Service, security: Security) -> FastAPI:
         lifespan=lifespan,
         default_response_class=ORJSONResponse,
     )
-    write = Depends(security.require(Scope.EVENTS_WRITE))
-    read = Depends(security.require(Scope.SCORES_READ))
-    admin = Depends(security.require(Scope.ADMIN))
+    app.state.guard = guard
+    app.state.service = service
+    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    app.add_exception_handler(HTTPException, http_error_handler)
+    write = Depends(require(Scope.EVENTS_WRITE, guard))
+    read = Depends(require(Scope.SCORES_READ, guard))
+    admin = Depends(require(Scope.ADMIN, guard))
     errors = {
         400: {"model": ErrorAnswer},
         401: {"model": ErrorAnswer},
@@ -276,6 +283,7 @@ def create_app(service: Service, security: Security) -> FastAPI:
         return _json(
             {
                 "now": service.instant(None),
+                "latest_event": service.state.latest or None,
                 "events_per_second": service.accepted.rate(),
                 "events_accepted": service.accepted.total,
                 "users": len(service.state),
@@ -312,10 +320,3 @@ def _unknown(user_id: str) -> ORJSONResponse:
 
 def _event(data: dict) -> bytes:
     return b"event: alert\ndata: " + orjson.dumps(data) + b"\n\n"
-
-
-def _iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat()
-
-
-__all__ = ["HTMLResponse", "create_app"]

@@ -18,9 +18,7 @@ class ServiceMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.events = Counter(
-            "ebbtide_events", "Posted rows by outcome", ["outcome"], registry=r
-        )
+        self.events = Counter("ebbtide_events", "Posted rows by outcome", ["outcome"], registry=r)
         self.rejected = Counter(
             "ebbtide_rejected_rows", "Refused rows by reason", ["reason"], registry=r
         )

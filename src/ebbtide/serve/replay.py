@@ -18,7 +18,7 @@ from pathlib import Path
 
 import orjson
 
-from ebbtide.ingest import ingest_file
+from ebbtide.ingest import ColumnMapping, ingest_file
 from ebbtide.models.decay import DecayModel
 from ebbtide.serve.records import LiveEvent
 from ebbtide.store import EventStore
@@ -73,9 +73,7 @@ class Replay:
     events: list[LiveEvent]
 
 
-def prepare_replay(
-    source: Path, fmt: str, folder: Path, *, live_days: float = 1.0
-) -> Replay:
+def prepare_replay(source: Path, fmt: str, folder: Path, *, live_days: float = 1.0) -> Replay:
     """Split `source` `live_days` before its last event; fit `decay` on the part before."""
     with EventStore(":memory:") as full:
         ingest_file(full, source, fmt)
@@ -88,9 +86,9 @@ def prepare_replay(
     db = folder / "events.duckdb"
     with tempfile.TemporaryDirectory(prefix="ebbtide-replay-") as tmp:
         lines = Path(tmp) / "before.jsonl"
-        lines.write_bytes(b"\n".join(e.to_json() for e in before) + b"\n")
+        lines.write_bytes(b"\n".join(post_json(e) for e in before) + b"\n")
         with EventStore(db) as store:
-            ingest_file(store, lines, "generic", mapping=_CANONICAL)
+            ingest_file(store, lines, "generic", mapping=CANONICAL)
             model = DecayModel().fit(store, cutoff=cut)
     model_dir = model.save(folder / "model")
     return Replay(db, model_dir, cut.timestamp(), after)
@@ -107,13 +105,13 @@ async def replay(service, events: list[LiveEvent], *, batch: int = 500) -> int:
         if due == posted:
             await asyncio.sleep(0.2)
             continue
-        body = b"\n".join(_post_json(e) for e in events[posted:due])
+        body = b"\n".join(post_json(e) for e in events[posted:due])
         await service.post(body, "application/x-ndjson")
         posted = due
     return posted
 
 
-def _post_json(event: LiveEvent) -> bytes:
+def post_json(event: LiveEvent) -> bytes:
     """An event as a client would post it (ISO time)."""
     data = {
         "user_id": event.user_id,
@@ -129,20 +127,15 @@ def _post_json(event: LiveEvent) -> bytes:
     return orjson.dumps(data)
 
 
-def _canonical_mapping():
-    from ebbtide.ingest import ColumnMapping
-
-    return ColumnMapping(
-        user_col="user_id",
-        item_col="item_id",
-        time_col="ts",
-        category_col="category_id",
-        behavior_col="behavior",
-        price_col="price",
-        quantity_col="quantity",
-        brand_col="brand",
-        session_col="session_id",
-    )
-
-
-_CANONICAL = None  # set below, once ColumnMapping is importable without a cycle
+#: The canonical columns as the generic reader maps them (time as ISO 8601).
+CANONICAL = ColumnMapping(
+    user_col="user_id",
+    item_col="item_id",
+    time_col="ts",
+    category_col="category_id",
+    behavior_col="behavior",
+    price_col="price",
+    quantity_col="quantity",
+    brand_col="brand",
+    session_col="session_id",
+)

@@ -37,6 +37,7 @@ from ebbtide.models.decay import DecayModel
 from ebbtide.models.decay_live import LiveAnswer
 from ebbtide.serve.metrics import ServiceMetrics
 from ebbtide.serve.records import LiveEvent, parse_body, validate_rows
+from ebbtide.serve.replay import read_events
 from ebbtide.serve.sink import StoreSink, event_line, rejected_line
 from ebbtide.serve.state import (
     Alert,
@@ -223,27 +224,7 @@ class Service:
     def stored_events(self) -> Iterator[LiveEvent]:
         """Every stored event, in time order, as the service's events."""
         with EventStore(self.config.db) as store:
-            cursor = store.con.cursor()
-            cursor.execute(
-                """SELECT u.user_id, i.item_id, c.category_id, c.category_name, e.behavior,
-                    epoch_us(e.ts), e.price, e.quantity, e.brand, e.session_id
-                FROM events e JOIN users u USING (user_idx) JOIN items i USING (item_idx)
-                LEFT JOIN categories c USING (category_idx) ORDER BY e.ts, e.user_idx"""
-            )
-            while rows := cursor.fetchmany(50_000):
-                for u, i, c, name, b, us, price, quantity, brand, session in rows:
-                    yield LiveEvent(
-                        user_id=u,
-                        item_id=i,
-                        category_id=c,
-                        category_name=name,
-                        behavior=int(b),
-                        ts=us / 1_000_000,
-                        price=price,
-                        quantity=quantity,
-                        brand=brand,
-                        session_id=session,
-                    )
+            yield from read_events(store)
 
     def reload(self, model_dir: Path | None = None) -> int:
         """Swap in a retrained model: a new state is built from the store beside the old
@@ -337,8 +318,11 @@ class Service:
         in_state = self.state.forget(stored)
         self.watch.forget(stored)
         self.alerts = deque((a for a in self.alerts if a.user_id != stored), maxlen=200)
-        return {"events": report.events, "quarantined_rows": report.quarantined_rows,
-                "live_state": in_state}
+        return {
+            "events": report.events,
+            "quarantined_rows": report.quarantined_rows,
+            "live_state": in_state,
+        }
 
     # -- alerts --------------------------------------------------------------------------
     def subscribe(self) -> asyncio.Queue:
@@ -369,4 +353,3 @@ class Service:
             if queue.full():  # a slow reader loses its oldest alert, not the service
                 queue.get_nowait()
             queue.put_nowait(alert)
-

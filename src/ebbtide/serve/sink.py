@@ -142,7 +142,9 @@ class StoreSink:
             table = _to_table(lines)
             request = LoadRequest(
                 source=f"service log {self.position}..{end}",
-                sha256=hashlib.sha256(b"\n".join([str(self.position).encode(), *lines])).hexdigest(),
+                sha256=hashlib.sha256(
+                    b"\n".join([str(self.position).encode(), *lines])
+                ).hexdigest(),
                 options={"source": "ebbtide serve"},
                 staging_sql=_STAGING_SQL,
                 params={},
