@@ -30,6 +30,10 @@ Leaving for good: a user may stop at rate θ (one per model). Given the Hawkes p
 Whether θ is used is decided on a validation window inside the training period
 (`DecayConfig.dropout`): a year of orders wants it, a few busy days (nights of silence)
 do not.
+
+Every answer is a function of the pairs at an instant (μ, excitation E and δ per user and
+category) and of each user's last time: `ebbtide.models.decay_live` keeps those event by
+event for the live service and answers with the same functions.
 """
 
 from __future__ import annotations
@@ -464,8 +468,9 @@ class DecayModel(Model):
         p = self._compute_pairs(events, users, start)
         return self._cumulative(p, self._user_param("nu_", users), span)
 
-    # -- the queries' maths on pairs: shared by the batch queries below and by a live
-    # state, which builds `p` from its own recursion instead of from events. `p` is a pairs dict as `_compute_pairs` returns it (rows sorted by q),
+    # -- the queries' maths on pairs: shared by the batch queries below and by the live
+    # state (`ebbtide.models.decay_live`), which builds `p` from its recursion instead of
+    # from events. `p` is a pairs dict as `_compute_pairs` returns it (rows sorted by q),
     # `nu` the users' new-category rates, one per query row. ----------------------------
     def _cumulative(self, p: dict[str, np.ndarray], nu: np.ndarray, span: np.ndarray):
         """``Λ_u(s) = (Σ_c μ_uc + ν_u) s + Σ_c E_uc (1 − e^{−δ_c s}) / δ_c`` on
