@@ -14,13 +14,16 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
+from ebbtide.activate.segments import SegmentRules
 from ebbtide.features.history import snapshot
 from ebbtide.models.base import Model
+from ebbtide.models.decay import DecayConfig, DecayModel
 from ebbtide.models.scoring import score_users
 from ebbtide.serve.app import create_app
 from ebbtide.serve.replay import Replay, post_json
 from ebbtide.serve.security import Guard, KeyRing, RateLimiter, Scope
 from ebbtide.serve.service import Service, ServiceConfig
+from ebbtide.serve.state import SegmentWatch
 from ebbtide.store import EventStore
 
 NDJSON = {"content-type": "application/x-ndjson"}
@@ -226,17 +229,25 @@ def test_a_retrained_model_is_swapped_in(live: Replay, tmp_path) -> None:
 
 
 def test_alerts_name_users_whose_segment_worsened(live: Replay, tmp_path) -> None:
+    with EventStore(live.db, read_only=True) as store:  # users may leave: silence tells
+        model = DecayModel(DecayConfig(dropout="fit")).fit(store, cutoff=_cutoff(live))
+    live = Replay(live.db, model.save(tmp_path / "leaving"), live.start, live.events)
     client = _client(live, tmp_path)
     service = client.app.state.service
     with client:
         client.post("/v1/events", content=_ndjson(live.events[:2_000]), headers=NDJSON)
         latest = max(e.ts for e in live.events[:2_000])
         users = service.state.user_ids()
+        watch = SegmentWatch(SegmentRules(), horizon_days=1.0)  # the service's sweeps now
         for user in users:  # a first look, then a look days later: interest has faded
-            service.watch.observe(service.state, user, latest + 1)
-        alerts = [service.watch.observe(service.state, u, latest + 5 * 86_400) for u in users]
+            watch.observe(service.state, user, latest + 1)
+        alerts = [watch.observe(service.state, u, latest + 5 * 86_400) for u in users]
     raised = [a for a in alerts if a is not None]
     assert raised, "five silent days should worsen someone's segment"
     assert all(a.reason and a.segment != a.previous for a in raised)
-    assert sum(service.watch.sizes().values()) == len(users)
+    assert sum(watch.sizes().values()) == len(users)
     assert np.isfinite([a.p_return for a in raised]).all()
+
+
+def _cutoff(live: Replay) -> datetime:
+    return datetime.fromtimestamp(live.start, UTC)

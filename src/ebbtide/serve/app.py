@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,7 +21,7 @@ import orjson
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 
 from ebbtide.cli.options import parse_duration
@@ -80,11 +80,11 @@ class ErrorAnswer(BaseModel):
     detail: str
 
 
-def _json(data: Any, status: int = 200) -> ORJSONResponse:
-    return ORJSONResponse(data, status_code=status)
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
 
 
-def _error(status: int, error: str, detail: str) -> ORJSONResponse:
+def _error(status: int, error: str, detail: str) -> Response:
     return _json({"error": error, "detail": detail}, status)
 
 
@@ -104,19 +104,31 @@ At = Annotated[
 ]
 
 
-def create_app(service: Service, guard: Guard, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
-    """The FastAPI application serving `service`; `guard` checks keys, scopes and rates."""
+def create_app(
+    service: Service,
+    guard: Guard,
+    *,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    background: Sequence[Callable[[], Coroutine]] = (),
+) -> FastAPI:
+    """The FastAPI application serving `service`; `guard` checks keys, scopes and rates.
+
+    `background` coroutines (e.g. a replay) start once the state is built and are
+    cancelled at shutdown, with the segment watch."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(service.start)
-        watcher = asyncio.create_task(service.watch_segments())
+        tasks = [asyncio.create_task(service.watch_segments())]
+        tasks += [asyncio.create_task(factory()) for factory in background]
         try:
             yield
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await asyncio.to_thread(service.stop)
 
     app = FastAPI(
@@ -124,7 +136,6 @@ def create_app(service: Service, guard: Guard, *, max_body_bytes: int = MAX_BODY
         version="1",
         summary="Events in, each user's interest updated at once, answers in milliseconds.",
         lifespan=lifespan,
-        default_response_class=ORJSONResponse,
     )
     app.state.guard = guard
     app.state.service = service
@@ -313,7 +324,7 @@ def create_app(service: Service, guard: Guard, *, max_body_bytes: int = MAX_BODY
     return app
 
 
-def _unknown(user_id: str) -> ORJSONResponse:
+def _unknown(user_id: str) -> Response:
     shown = user_id if len(user_id) <= 64 else user_id[:64] + "…"
     return _error(404, "unknown user", f"no events of user {shown!r} in the live state")
 

@@ -36,7 +36,7 @@ from ebbtide.models.base import Model
 from ebbtide.models.decay import DecayModel
 from ebbtide.models.decay_live import LiveAnswer
 from ebbtide.serve.metrics import ServiceMetrics
-from ebbtide.serve.records import LiveEvent, parse_body, validate_rows
+from ebbtide.serve.records import BodyError, LiveEvent, parse_body, validate_rows
 from ebbtide.serve.replay import read_events
 from ebbtide.serve.sink import StoreSink, event_line, rejected_line
 from ebbtide.serve.state import (
@@ -248,6 +248,11 @@ class Service:
     async def post(self, body: bytes, content_type: str | None) -> PostResult:
         """Check, log durably, apply; raises `BodyError` for a body that is not events."""
         rows = parse_body(body, content_type)
+        if not rows:
+            raise BodyError(
+                "the body holds no events: send a JSON array of event objects or one JSON"
+                " object per line (NDJSON) with user_id, item_id, behavior and ts"
+            )
         now = datetime.fromtimestamp(self.clock.now(), UTC)
         checks = validate_rows(rows, self.config.validation, now)
         events: list[LiveEvent] = []

@@ -155,6 +155,7 @@ class StoreSink:
                 meta={self._key: str(end)},
             )
             with EventStore(self.db) as store:
+                store.con.execute("SELECT 1").fetchall()  # no pending result: register refuses
                 store.con.register(_SOURCE_TABLE, table)
                 try:
                     summary = store.load(request)
