@@ -155,7 +155,9 @@ def segment_of(
         return "cooling", (
             f"interest {interest_change:+.0%} over {days:g} d (<= {rules.cooling_change:+.0%})"
         )
-    trend = "" if np.isnan(interest_change) else f", interest {interest_change:+.0%} over {days:g} d"
+    trend = (
+        "" if np.isnan(interest_change) else f", interest {interest_change:+.0%} over {days:g} d"
+    )
     return "active", f"{text} >= {rules.at_risk_below:g}{trend}"
 
 
