@@ -15,15 +15,20 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# The report's browser test drives Debian's Chromium (Playwright's own download is not used).
+# The browser tests drive Debian's Chromium (Playwright's own download is not used); the
+# live service's shared-state tests start Debian's redis-server.
 browser:
-	@command -v chromium >/dev/null 2>&1 || { \
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing Debian's chromium for the browser test"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	    echo "installing Debian's$$missing for the browser and service tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else \
-	    echo "make test: the browser test needs Chromium: sudo apt-get install chromium" >&2; exit 1; \
-	  fi; }
+	    echo "make test: the tests need$$missing: sudo apt-get install$$missing" >&2; exit 1; \
+	  fi; \
+	fi
 
 demo: $(STAMP)
 	$(VENV)/bin/ebbtide demo
