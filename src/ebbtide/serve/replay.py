@@ -27,7 +27,7 @@ log = logging.getLogger("ebbtide.serve")
 
 _EVENTS_SQL = """
     SELECT u.user_id, i.item_id, c.category_id, c.category_name, e.behavior,
-        epoch_us(e.ts), e.price, e.quantity, e.brand, e.session_id
+        epoch(e.ts), e.price, e.quantity, e.brand, e.session_id
     FROM events e JOIN users u USING (user_idx) JOIN items i USING (item_idx)
     LEFT JOIN categories c USING (category_idx)
     WHERE e.ts >= $start AND e.ts < $stop
@@ -48,14 +48,14 @@ def read_events(
         },
     )
     while rows := cursor.fetchmany(50_000):
-        for u, i, c, name, b, us, price, quantity, brand, session in rows:
+        for u, i, c, name, b, seconds, price, quantity, brand, session in rows:
             yield LiveEvent(
                 user_id=u,
                 item_id=i,
                 category_id=c,
                 category_name=name,
                 behavior=int(b),
-                ts=us / 1_000_000,
+                ts=seconds,
                 price=price,
                 quantity=quantity,
                 brand=brand,
