@@ -251,3 +251,14 @@ def test_alerts_name_users_whose_segment_worsened(live: Replay, tmp_path) -> Non
 
 def _cutoff(live: Replay) -> datetime:
     return datetime.fromtimestamp(live.start, UTC)
+
+
+def test_a_retry_after_a_restart_is_still_a_duplicate(live: Replay, tmp_path) -> None:
+    batch = live.events[:40]
+    with _client(live, tmp_path) as client:
+        assert client.post("/v1/events", content=_ndjson(batch), headers=NDJSON).json()[
+            "accepted"
+        ] == len(batch)
+    with _client(live, tmp_path) as client:  # state rebuilt from the store
+        again = client.post("/v1/events", content=_ndjson(batch), headers=NDJSON).json()
+    assert again["accepted"] == 0 and again["duplicates"] == len(batch)
