@@ -140,6 +140,14 @@ class Catalogue:
     item_ids: np.ndarray
     category_ids: np.ndarray
 
+    def _index(self, name: str) -> pd.Index:
+        """A hash index of one id array, built once per catalogue: a query at each of a
+        thousand instants (leave-one-out) would otherwise rebuild it each time."""
+        cache = self.__dict__.setdefault("_indexes", {})
+        if name not in cache:
+            cache[name] = pd.Index(getattr(self, name), dtype=object)
+        return cache[name]
+
     @classmethod
     def empty(cls) -> Catalogue:
         none = np.zeros(0, dtype=object)
@@ -150,10 +158,12 @@ class Catalogue:
         ev = history.events
         lengths = ev.lengths()
         present_users = np.flatnonzero(lengths > 0)
-        user_codes, user_ids = _codes(self.user_ids, history.ids.user_ids, present_users)
-        item_codes, item_ids = _codes(self.item_ids, history.ids.item_ids, np.unique(ev.item_idx))
+        user_codes, user_ids = _codes(self._index("user_ids"), history.ids.user_ids, present_users)
+        item_codes, item_ids = _codes(
+            self._index("item_ids"), history.ids.item_ids, _present(ev.item_idx)
+        )
         cats, dictionary = _implicit_category(ev.category_idx, history.ids.category_ids)
-        cat_codes, category_ids = _codes(self.category_ids, dictionary, np.unique(cats))
+        cat_codes, category_ids = _codes(self._index("category_ids"), dictionary, _present(cats))
         n_users = user_ids.size
         dense_of_code = np.full(n_users, -1, dtype=np.int64)
         dense_of_code[user_codes[present_users]] = present_users
@@ -211,8 +221,15 @@ class Localised:
         return Localised(events, catalogue, self.dictionary), codes.astype(np.int64)
 
 
+def _present(dense: np.ndarray) -> np.ndarray:
+    """The distinct non-negative ids of `dense`, sorted (as `np.unique`, without a sort)."""
+    if dense.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(np.bincount(dense.astype(np.int64, copy=False)))
+
+
 def _codes(
-    fitted: np.ndarray, dense_ids: np.ndarray, present: np.ndarray
+    fitted: pd.Index, dense_ids: np.ndarray, present: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Code of each dense id (-1 where absent) and the external id of each code.
 
@@ -220,14 +237,14 @@ def _codes(
     """
     ids = dense_ids[present]
     if fitted.size:
-        found = pd.Index(fitted).get_indexer(pd.Index(ids, dtype=object))
+        found = fitted.get_indexer(pd.Index(ids, dtype=object))
     else:
         found = np.full(ids.size, -1, dtype=np.int64)
     new = found < 0
     found[new] = fitted.size + np.arange(int(new.sum()))
     codes = np.full(dense_ids.size, -1, dtype=np.int64)
     codes[present] = found
-    return codes, np.concatenate([fitted, ids[new]]).astype(object)
+    return codes, np.concatenate([fitted.to_numpy(dtype=object), ids[new]]).astype(object)
 
 
 def _implicit_category(
