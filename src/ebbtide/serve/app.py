@@ -9,11 +9,16 @@ document (``/openapi.json``, ``/docs``), so clients see every field.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import math
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -295,6 +300,7 @@ def create_app(
             {
                 "now": service.instant(None),
                 "latest_event": service.state.latest or None,
+                "latest_user": service.latest_user,
                 "events_per_second": service.accepted.rate(),
                 "events_accepted": service.accepted.total,
                 "users": len(service.state),
@@ -303,6 +309,13 @@ def create_app(
                 "replaying": service.clock.replaying,
             }
         )
+
+    page = monitor_page()
+
+    @app.get("/monitor", include_in_schema=False)
+    def monitor() -> Response:
+        """The live monitor: a static page that reads the API with the key typed into it."""
+        return Response(page.html, media_type="text/html; charset=utf-8", headers=page.headers)
 
     @app.get("/health", summary="The process answers")
     def health() -> Response:
@@ -322,6 +335,34 @@ def create_app(
         return Response(service.metrics.render(), media_type="text/plain; version=0.0.4")
 
     return app
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorPage:
+    html: bytes
+    headers: dict[str, str]
+
+
+def monitor_page() -> MonitorPage:
+    """The monitor's HTML, and headers that let it run its own inline script and style,
+    reach this server and nothing else."""
+    html = (resources.files("ebbtide.serve") / "templates" / "monitor.html").read_bytes()
+    hashes = " ".join(
+        f"'sha256-{base64.b64encode(hashlib.sha256(body).digest()).decode()}'"
+        for body in re.findall(rb"<script>(.*?)</script>", html, flags=re.S)
+    )
+    policy = (
+        f"default-src 'none'; script-src {hashes}; style-src 'unsafe-inline'; "
+        "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
+        "frame-ancestors 'none'"
+    )
+    headers = {
+        "Content-Security-Policy": policy,
+        "Cache-Control": "no-cache",
+        "Referrer-Policy": "no-referrer",
+        "X-Content-Type-Options": "nosniff",
+    }
+    return MonitorPage(html, headers)
 
 
 def _unknown(user_id: str) -> Response:

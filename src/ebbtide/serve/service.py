@@ -171,6 +171,10 @@ class Service:
         self.pseudonymiser = self._pseudonymiser()
         self.accepted = Meter()
         self.alerts: deque[Alert] = deque(maxlen=200)
+        #: The user of the latest event (by time) accepted or rebuilt, for the monitor page;
+        #: None in a pseudonymised store, whose users are known only by the ids posted.
+        self.latest_user: str | None = None
+        self._latest_user_ts = -math.inf
         self._subscribers: set[asyncio.Queue] = set()
         self.ready = False
         self.metrics = ServiceMetrics()
@@ -210,7 +214,7 @@ class Service:
         Returns the number of events the state was built from."""
         while self.sink.flush() is not None:
             pass
-        count = rebuild(self.state, self.stored_events())
+        count = rebuild(self.state, self._noting_latest(self.stored_events()))
         self.sink.start()
         self.ready = True
         log.info("live state built from %d stored events for %d users", count, len(self.state))
@@ -220,6 +224,15 @@ class Service:
         self.ready = False
         self.sink.stop()
         self.wal.close()
+
+    def _noting_latest(self, events: Iterator[LiveEvent]) -> Iterator[LiveEvent]:
+        for event in events:
+            self._note_latest(event)
+            yield event
+
+    def _note_latest(self, event: LiveEvent) -> None:
+        if event.ts >= self._latest_user_ts and self.pseudonymiser is None:
+            self.latest_user, self._latest_user_ts = event.user_id, event.ts
 
     def stored_events(self) -> Iterator[LiveEvent]:
         """Every stored event, in time order, as the service's events."""
@@ -282,6 +295,8 @@ class Service:
                 self.state.release([d for d, ok in zip(digests, fresh, strict=True) if ok])
                 raise
         self.state.apply(new)
+        if new:
+            self._note_latest(max(reversed(new), key=lambda e: e.ts))
         self.accepted.add(len(new))
         self.metrics.events.labels("accepted").inc(len(new))
         self.metrics.events.labels("duplicate").inc(len(duplicates))
@@ -322,6 +337,8 @@ class Service:
             report = store.forget(stored)
         in_state = self.state.forget(stored)
         self.watch.forget(stored)
+        if self.latest_user == stored:
+            self.latest_user = None
         self.alerts = deque((a for a in self.alerts if a.user_id != stored), maxlen=200)
         return {
             "events": report.events,
