@@ -151,8 +151,8 @@ def load_decay(model_dir: Path) -> DecayModel:
     if not isinstance(model, DecayModel):
         raise ConfigError(
             f"{model_dir} holds a {model.name} model; the live service keeps an O(1) state"
-            " per event for decay models only. Train one: ebbtide train --model decay"
-            f" --db STORE --model-dir DIR"
+            " per event for decay models only. Train one (`ebbtide train --model decay"
+            " --db STORE --out-dir DIR`); then serve it with --model-dir DIR"
         )
     return model
 
