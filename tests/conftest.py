@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -108,3 +109,30 @@ def store(tmp_path: Path):
 def cli() -> Cli:
     """Run `ebbtide` in process: ``cli("stats", "--db", path)``, ``cli.ok(...)``."""
     return Cli()
+
+
+#: Flags Chromium needs on a closed network as root (no sandbox, no background fetches).
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """A headless Chromium from the system (make test installs Debian's package); missing,
+    it fails rather than skips: CI has it, and a skip would hide the browser tests."""
+    from playwright.sync_api import sync_playwright
+
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    if executable is None:
+        pytest.fail("Chromium is not installed: run `make test` (it installs it) or apt install")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()

@@ -8,7 +8,6 @@ that user's interest.
 
 from __future__ import annotations
 
-import shutil
 import socket
 import threading
 import time
@@ -25,31 +24,7 @@ from ebbtide.serve.replay import Replay, post_json
 from ebbtide.serve.security import Guard, KeyRing, RateLimiter, Scope
 from ebbtide.serve.service import Clock, Service, ServiceConfig
 
-#: As tests/report/test_browser.py: Chromium on a closed network as root.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 NDJSON = {"content-type": "application/x-ndjson"}
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    """A headless Chromium from the system; missing, it fails (CI installs it), never skips."""
-    from playwright.sync_api import sync_playwright
-
-    executable = shutil.which("chromium") or shutil.which("chromium-browser")
-    if executable is None:
-        pytest.fail("Chromium is not installed: run `make test` (it installs it) or apt install")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def _service(live: Replay) -> Service:

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ebbtide.errors import InputFormatError
-from ebbtide.ingest import ColumnMapping, ValidationRules, ingest_file
+from ebbtide.ingest import ValidationRules, ingest_file
 from ebbtide.serve.records import (
     _PLAIN_NUMBER,
     REASONS,
@@ -34,22 +34,12 @@ from ebbtide.serve.records import (
     parse_body,
     validate_rows,
 )
+from ebbtide.serve.replay import CANONICAL
 from ebbtide.store import EventStore
 
 NOW = datetime(2018, 1, 1, tzinfo=UTC)
 RULES = ValidationRules(max_id_length=16)
-MAPPING = ColumnMapping(
-    user_col="user_id",
-    item_col="item_id",
-    time_col="ts",
-    category_col="category_id",
-    behavior_col="behavior",
-    price_col="price",
-    quantity_col="quantity",
-    brand_col="brand",
-    session_col="session_id",
-    time_format="iso",
-)
+MAPPING = CANONICAL  # the columns as the service posts them, time as ISO 8601
 
 
 @pytest.fixture(scope="module")
