@@ -16,11 +16,13 @@ from fastapi.testclient import TestClient
 
 from ebbtide.activate.segments import SegmentRules
 from ebbtide.features.history import snapshot
+from ebbtide.ingest import ingest_file
+from ebbtide.ingest.pseudonymise import KEY_ENV, Pseudonymiser
 from ebbtide.models.base import Model
 from ebbtide.models.decay import DecayConfig, DecayModel
 from ebbtide.models.scoring import score_users
 from ebbtide.serve.app import create_app
-from ebbtide.serve.replay import Replay, post_json
+from ebbtide.serve.replay import CANONICAL, Replay, post_json
 from ebbtide.serve.security import Guard, KeyRing, RateLimiter, Scope
 from ebbtide.serve.service import Service, ServiceConfig
 from ebbtide.serve.state import SegmentWatch
@@ -262,3 +264,27 @@ def test_a_retry_after_a_restart_is_still_a_duplicate(live: Replay, tmp_path) ->
     with _client(live, tmp_path) as client:  # state rebuilt from the store
         again = client.post("/v1/events", content=_ndjson(batch), headers=NDJSON).json()
     assert again["accepted"] == 0 and again["duplicates"] == len(batch)
+
+
+def test_a_pseudonymised_store_never_sees_raw_ids(live: Replay, tmp_path, monkeypatch) -> None:
+    key = b"k" * 32
+    db = tmp_path / "private.duckdb"
+    early = tmp_path / "early.jsonl"
+    early.write_bytes(b"\n".join(post_json(e) for e in live.events[:300]))
+    with EventStore(db) as store:
+        ingest_file(store, early, "generic", mapping=CANONICAL, pseudonymiser=Pseudonymiser(key))
+        model = DecayModel().fit(store, cutoff=datetime.fromtimestamp(live.events[300].ts, UTC))
+    private = Replay(db, model.save(tmp_path / "model"), live.start, live.events)
+    monkeypatch.setenv(KEY_ENV, key.decode())
+    user = live.events[400].user_id
+    with _client(private, tmp_path) as client:
+        posted = client.post("/v1/events", content=_ndjson(live.events[300:600]), headers=NDJSON)
+        assert posted.json()["accepted"] == 300
+        assert client.get(f"/v1/users/{user}/scores").json()["user_id"] == user
+    with EventStore(db, read_only=True) as store:
+        ids = {r[0] for r in store.con.execute("SELECT user_id FROM users").fetchall()}
+    raw = {e.user_id for e in live.events[:600]}
+    assert ids and not ids & raw
+    assert Pseudonymiser(key)(user) in ids
+    logged = b"".join(p.read_bytes() for p in (tmp_path / "private.duckdb.log").iterdir())
+    assert f'"{user}"'.encode() not in logged
