@@ -175,15 +175,7 @@ def create_app(
         )
         return _error(422, "invalid request", problems)
 
-    @app.middleware("http")
-    async def timed(request: Request, call_next: Callable) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        service.metrics.requests.labels(
-            getattr(route, "path", "unmatched"), str(response.status_code)
-        ).observe(time.perf_counter() - started)
-        return response
+    app.add_middleware(Timed, observe=service.metrics.requests)
 
     @app.post(
         "/v1/events",
@@ -213,7 +205,7 @@ def create_app(
         responses={200: {"model": ScoresAnswer}, **errors},
         summary="P(return), P(buy), expected days to return, segment and its reason",
     )
-    def scores(user_id: UserId, horizon: Horizon = "1d", at: At = None) -> Response:
+    async def scores(user_id: UserId, horizon: Horizon = "1d", at: At = None) -> Response:
         try:
             answer = service.scores(user_id, at, _horizon(horizon))
         except KeyError:
@@ -226,7 +218,7 @@ def create_app(
         responses={200: {"model": InterestAnswer}, **errors},
         summary="Per category: interest now, long-run level, half-life",
     )
-    def interest(user_id: UserId, horizon: Horizon = "1d", at: At = None) -> Response:
+    async def interest(user_id: UserId, horizon: Horizon = "1d", at: At = None) -> Response:
         days = _horizon(horizon)
         instant = service.instant(at)
         try:
@@ -295,7 +287,7 @@ def create_app(
         )
 
     @app.get("/v1/summary", dependencies=[read], summary="Events per second, segments, alerts")
-    def summary() -> Response:
+    async def summary() -> Response:
         return _json(
             {
                 "now": service.instant(None),
@@ -318,11 +310,11 @@ def create_app(
         return Response(page.html, media_type="text/html; charset=utf-8", headers=page.headers)
 
     @app.get("/health", summary="The process answers")
-    def health() -> Response:
+    async def health() -> Response:
         return _json({"status": "ok"})
 
     @app.get("/ready", summary="The state is built and the log writable")
-    def ready() -> Response:
+    async def ready() -> Response:
         if not service.ready:
             return _error(503, "not ready", "the live state is being built from the store")
         detail = {"status": "ready", "users": len(service.state)}
@@ -331,7 +323,7 @@ def create_app(
         return _json(detail)
 
     @app.get("/metrics", summary="Prometheus metrics")
-    def metrics() -> Response:
+    async def metrics() -> Response:
         return Response(service.metrics.render(), media_type="text/plain; version=0.0.4")
 
     return app
@@ -363,6 +355,33 @@ def monitor_page() -> MonitorPage:
         "X-Content-Type-Options": "nosniff",
     }
     return MonitorPage(html, headers)
+
+
+class Timed:
+    """Request latency by route and status, as a plain ASGI middleware (Starlette's
+    ``BaseHTTPMiddleware`` costs a task and a queue per request)."""
+
+    def __init__(self, app: Any, observe: Any) -> None:
+        self.app = app
+        self.observe = observe
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = [500]
+
+        async def sending(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.observe.labels(route, str(status[0])).observe(time.perf_counter() - started)
 
 
 def _unknown(user_id: str) -> Response:

@@ -19,6 +19,7 @@ is rebuilt from the store: after a crash, the state equals a batch replay of the
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import time
@@ -32,7 +33,6 @@ from ebbtide.activate.segments import SegmentRules
 from ebbtide.errors import ConfigError, PrivacyError
 from ebbtide.ingest.pseudonymise import Pseudonymiser
 from ebbtide.ingest.validation import ValidationRules
-from ebbtide.models.base import Model
 from ebbtide.models.decay import DecayModel
 from ebbtide.models.decay_live import LiveAnswer
 from ebbtide.serve.metrics import ServiceMetrics
@@ -143,18 +143,25 @@ class Meter:
 
 
 def load_decay(model_dir: Path) -> DecayModel:
-    """The model the service serves; only `decay` has an O(1) live state so far."""
-    from ebbtide.models.scoring import available_families
+    """The model the service serves; only `decay` has an O(1) live state so far.
 
-    available_families()
-    model = Model.load(model_dir)
-    if not isinstance(model, DecayModel):
+    Only the decay family is imported (not torch and the others): a service process
+    stays small."""
+    family = _family(model_dir)
+    if family != DecayModel.name:
         raise ConfigError(
-            f"{model_dir} holds a {model.name} model; the live service keeps an O(1) state"
+            f"{model_dir} holds a {family} model; the live service keeps an O(1) state"
             " per event for decay models only. Train one (`ebbtide train --model decay"
             " --db STORE --out-dir DIR`); then serve it with --model-dir DIR"
         )
-    return model
+    return DecayModel.load(model_dir)
+
+
+def _family(model_dir: Path) -> str:
+    try:
+        return str(json.loads((Path(model_dir) / "config.json").read_text())["model"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{model_dir} holds no readable ebbtide model ({exc})") from None
 
 
 class Service:
@@ -355,7 +362,7 @@ class Service:
     def unsubscribe(self, queue: asyncio.Queue) -> None:
         self._subscribers.discard(queue)
 
-    async def watch_segments(self, slice_users: int = 20) -> None:
+    async def watch_segments(self, slice_users: int = 2) -> None:
         """Sweep users' segments forever, in small slices so requests are not held up."""
         while True:
             users = self.state.user_ids()
