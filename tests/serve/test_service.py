@@ -288,3 +288,21 @@ def test_a_pseudonymised_store_never_sees_raw_ids(live: Replay, tmp_path, monkey
     assert Pseudonymiser(key)(user) in ids
     logged = b"".join(p.read_bytes() for p in (tmp_path / "private.duckdb.log").iterdir())
     assert f'"{user}"'.encode() not in logged
+
+
+def test_recommendations_are_the_models_lists_of_the_store(live: Replay, tmp_path) -> None:
+    user, other = live.events[10].user_id, live.events[11].user_id
+    with _client(live, tmp_path) as client:
+        client.post("/v1/events", content=_ndjson(live.events[:500]), headers=NDJSON)
+        service = client.app.state.service
+        service.sink.flush()
+        service.refresh_recommendations()
+        answer = client.get(f"/v1/users/{user}/recommendations", params={"k": 5}).json()
+        assert client.get(f"/v1/users/{user}/recommendations", params={"k": 0}).status_code == 422
+        with EventStore(live.db) as store:  # the same store, as the service saw it
+            at = datetime.fromtimestamp(answer["as_of"], UTC)
+            batch = service.model.recommend(snapshot(store, at=at), [user], k=5)
+        client.delete(f"/v1/users/{other}")
+        assert client.get(f"/v1/users/{other}/recommendations").status_code == 404
+    assert at > datetime.fromtimestamp(live.events[499].ts, UTC)
+    assert [i["item_id"] for i in answer["items"]] == list(batch["item_id"])

@@ -32,7 +32,7 @@ from pydantic import BaseModel
 from ebbtide.cli.options import parse_duration
 from ebbtide.errors import EbbtideError, InputFormatError
 from ebbtide.serve.security import BodySizeLimit, Guard, Scope, http_error_handler, require
-from ebbtide.serve.service import Service
+from ebbtide.serve.service import MAX_RECOMMENDATIONS, Service
 
 #: The longest id a path may carry (bytes of UTF-8), as the ingest rules allow.
 MAX_ID_BYTES = 256
@@ -80,6 +80,17 @@ class ScoresAnswer(BaseModel):
     interest_change: float | None
 
 
+class RecommendedItem(BaseModel):
+    item_id: str
+    score: float
+
+
+class RecommendationsAnswer(BaseModel):
+    user_id: str
+    as_of: float
+    items: list[RecommendedItem]
+
+
 class ErrorAnswer(BaseModel):
     error: str
     detail: str
@@ -124,7 +135,10 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(service.start)
-        tasks = [asyncio.create_task(service.watch_segments())]
+        tasks = [
+            asyncio.create_task(service.watch_segments()),
+            asyncio.create_task(service.refresh_recommendations_forever()),
+        ]
         tasks += [asyncio.create_task(factory()) for factory in background]
         try:
             yield
@@ -246,6 +260,20 @@ def create_app(
                 "categories": categories,
             }
         )
+
+    @app.get(
+        "/v1/users/{user_id}/recommendations",
+        dependencies=[read],
+        responses={200: {"model": RecommendationsAnswer}, **errors},
+        summary="Top-k items for the user (lists refreshed every few minutes; see as_of)",
+    )
+    async def recommendations(
+        user_id: UserId, k: Annotated[int, Query(ge=1, le=MAX_RECOMMENDATIONS)] = 10
+    ) -> Response:
+        try:
+            return _json(service.recommendations(user_id, k))
+        except KeyError:
+            return _unknown(user_id)
 
     @app.delete(
         "/v1/users/{user_id}",

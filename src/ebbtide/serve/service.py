@@ -26,11 +26,12 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from ebbtide.activate.segments import SegmentRules
 from ebbtide.errors import ConfigError, PrivacyError
+from ebbtide.features.history import snapshot
 from ebbtide.ingest.pseudonymise import Pseudonymiser
 from ebbtide.ingest.validation import ValidationRules
 from ebbtide.models.decay import DecayModel
@@ -52,6 +53,9 @@ from ebbtide.serve.wal import AppendLog
 from ebbtide.store import EventStore
 
 log = logging.getLogger("ebbtide.serve")
+
+#: The longest recommendation list kept per user.
+MAX_RECOMMENDATIONS = 50
 
 
 class Clock:
@@ -78,7 +82,8 @@ class ServiceConfig:
 
     db : the store; model_dir : a saved `decay` model; log_dir : the append log (default
     ``<db>.log/``); horizon_days : the default horizon of reads; sweep_seconds : pause
-    between two sweeps of the segment watch; flush_seconds : pause between loads into the
+    between two sweeps of the segment watch; recommend_seconds : between two refreshes of
+    the recommendation lists; flush_seconds : pause between loads into the
     store; fsync : off only for throw-away runs; key_file : the pseudonymisation key
     (else ``EBBTIDE_PSEUDONYM_KEY``) for a pseudonymised store.
     """
@@ -90,6 +95,7 @@ class ServiceConfig:
     rules: SegmentRules = field(default_factory=SegmentRules)
     validation: ValidationRules = field(default_factory=ValidationRules)
     sweep_seconds: float = 5.0
+    recommend_seconds: float = 300.0
     flush_seconds: float = 1.0
     fsync: bool = True
     key_file: Path | None = None
@@ -184,6 +190,7 @@ class Service:
         self._latest_user_ts = -math.inf
         self._subscribers: set[asyncio.Queue] = set()
         self.ready = False
+        self._recommendations: tuple[float, dict[str, list[dict]]] = (0.0, {})
         self.metrics = ServiceMetrics()
         self.wal = AppendLog(
             config.log_folder, fsync=config.fsync, on_commit=self.metrics.on_commit
@@ -255,6 +262,7 @@ class Service:
         fresh = MemoryState(model)
         count = rebuild(fresh, self.stored_events())
         self.model, self.state = model, fresh
+        self.refresh_recommendations()
         if model_dir is not None:
             self.config = replace(self.config, model_dir=model_dir)
         self.watch = SegmentWatch(self.config.rules, self.config.horizon_days)
@@ -343,6 +351,7 @@ class Service:
         with EventStore(self.config.db) as store:
             report = store.forget(stored)
         in_state = self.state.forget(stored)
+        self._recommendations[1].pop(stored, None)
         self.watch.forget(stored)
         if self.latest_user == stored:
             self.latest_user = None
@@ -352,6 +361,39 @@ class Service:
             "quarantined_rows": report.quarantined_rows,
             "live_state": in_state,
         }
+
+    # -- recommendations ---------------------------------------------------------------
+    def refresh_recommendations(self, k: int = MAX_RECOMMENDATIONS) -> None:
+        """Every user's top-`k` items from the store as it is now.
+
+        Why a table and not a per-event update: `decay` ranks items by the user's own
+        recent events *and* every item's recent popularity, a sum over all users' events,
+        so the lists are recomputed in one vectorised pass, in a thread, every
+        `recommend_seconds`; reads look them up and say how old they are."""
+        with EventStore(self.config.db) as store:
+            last = store.last_event()
+            if last is None:
+                return
+            at = max(last + timedelta(seconds=1), self.model.cutoff_)
+            history = snapshot(store, at=at)
+        frame = self.model.recommend(history, k=k)
+        lists: dict[str, list[dict]] = {}
+        for user, item, score in zip(
+            frame["user_id"], frame["item_id"], frame["score"], strict=True
+        ):
+            lists.setdefault(user, []).append({"item_id": item, "score": float(score)})
+        self._recommendations = (at.timestamp(), lists)
+
+    def recommendations(self, user_id: str, k: int) -> dict:
+        """KeyError when the user had no events at the last refresh."""
+        at, lists = self._recommendations
+        items = lists[self.stored_id(user_id)]
+        return {"user_id": user_id, "as_of": at, "items": items[:k]}
+
+    async def refresh_recommendations_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.recommend_seconds)
+            await asyncio.to_thread(self.refresh_recommendations)
 
     # -- alerts --------------------------------------------------------------------------
     def subscribe(self) -> asyncio.Queue:
