@@ -88,6 +88,7 @@ def test_parse_redis_url() -> None:
     assert parse_redis_url("redis://h:1") == ("redis://h:1/0", None, {})
 
 
+@pytest.mark.slow  # each starts services rebuilding 73k stored events
 def test_two_processes_share_the_state(live: Replay, tmp_path: Path, redis_url: str) -> None:
     a = _service(live, redis_url, tmp_path / "log-a")
     b = _service(live, redis_url, tmp_path / "log-b")
@@ -124,6 +125,7 @@ def test_two_processes_share_the_state(live: Replay, tmp_path: Path, redis_url: 
         assert got["segment"] == want["segment"]
 
 
+@pytest.mark.slow  # each starts services rebuilding 73k stored events
 def test_a_restart_does_not_count_twice(live: Replay, tmp_path: Path, redis_url: str) -> None:
     model = Model.load(live.model_dir)
     with EventStore(live.db, read_only=True) as store:
@@ -140,6 +142,7 @@ def test_a_restart_does_not_count_twice(live: Replay, tmp_path: Path, redis_url:
     second.close()
 
 
+@pytest.mark.slow  # each starts services rebuilding 73k stored events
 def test_forget_through_one_process(live: Replay, tmp_path: Path, redis_url: str) -> None:
     a = _service(live, redis_url, tmp_path / "log-a")
     b = _service(live, redis_url, tmp_path / "log-b")
@@ -154,6 +157,7 @@ def test_forget_through_one_process(live: Replay, tmp_path: Path, redis_url: str
         assert len(a.state) == users - 1
 
 
+@pytest.mark.slow  # each starts services rebuilding 73k stored events
 def test_stream_consumer(live: Replay, tmp_path: Path, redis_url: str) -> None:
     service = _service(live, redis_url, tmp_path / "log")
     base, _, _ = parse_redis_url(redis_url)
