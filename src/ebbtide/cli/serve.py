@@ -84,6 +84,22 @@ def serve(
             help="Pseudonymisation key of a pseudonymised store (else EBBTIDE_PSEUDONYM_KEY).",
         ),
     ] = None,
+    state: Annotated[
+        str,
+        typer.Option(
+            "--state",
+            help="Where the live state lives: memory (this process) or redis://HOST:PORT/DB,"
+            " shared by several service processes (each with its own --log-dir).",
+        ),
+    ] = "memory",
+    stream: Annotated[
+        str | None,
+        typer.Option(
+            "--stream",
+            help="Also read events from a Redis stream: redis://HOST:PORT/DB/STREAM"
+            "[?group=NAME] (consumer group, default ebbtide).",
+        ),
+    ] = None,
     replay: Annotated[
         bool,
         typer.Option(
@@ -151,13 +167,26 @@ def serve(
             log_dir=log_dir,
             horizon_days=horizon_days,
             key_file=key_file,
+            state_url=_state_url(state),
         )
         service = Service(config, clock)
         background = [lambda: play(service, events)] if events else []
+        if stream is not None:
+            from ebbtide.serve.stream import StreamConsumer
+
+            background.append(StreamConsumer(service, stream).run)
         application = create_app(service, guard, max_body_bytes=max_body, background=background)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
         err().print(f"Serving on http://{host}:{port} (monitor: /monitor, docs: /docs)")
         uvicorn.run(application, host=host, port=port, access_log=False, log_level="warning")
+
+
+def _state_url(state: str) -> str | None:
+    if state == "memory":
+        return None
+    if state.startswith(("redis://", "rediss://", "unix://")):
+        return state
+    raise ConfigError(f"--state {state!r}: memory or a Redis URL, redis://HOST:PORT/DB")
 
 
 def _keys_beside(db: Path) -> Path:

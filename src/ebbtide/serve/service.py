@@ -85,7 +85,9 @@ class ServiceConfig:
     between two sweeps of the segment watch; recommend_seconds : between two refreshes of
     the recommendation lists; flush_seconds : pause between loads into the
     store; fsync : off only for throw-away runs; key_file : the pseudonymisation key
-    (else ``EBBTIDE_PSEUDONYM_KEY``) for a pseudonymised store.
+    (else ``EBBTIDE_PSEUDONYM_KEY``) for a pseudonymised store; state_url : a Redis URL
+    (``redis://HOST:PORT/DB``) to keep the live state in, shared by several processes
+    (`ebbtide.serve.redis_state`), or None to keep it in this process.
     """
 
     db: Path
@@ -99,6 +101,7 @@ class ServiceConfig:
     flush_seconds: float = 1.0
     fsync: bool = True
     key_file: Path | None = None
+    state_url: str | None = None
 
     @property
     def log_folder(self) -> Path:
@@ -203,9 +206,16 @@ class Service:
             interval=config.flush_seconds,
             on_flush=lambda result: self.metrics.loads.inc(result.lines),
         )
-        self.state: LiveState = MemoryState(self.model)
+        self.state: LiveState = self._new_state(self.model)
         self.metrics.users.set_function(lambda: len(self.state))
         self.watch = SegmentWatch(config.rules, config.horizon_days)
+
+    def _new_state(self, model: DecayModel) -> LiveState:
+        if self.config.state_url is None:
+            return MemoryState(model)
+        from ebbtide.serve.redis_state import RedisState
+
+        return RedisState(model, self.config.state_url)
 
     def _pseudonymiser(self) -> Pseudonymiser | None:
         with EventStore(self.config.db) as store:
@@ -238,6 +248,9 @@ class Service:
         self.ready = False
         self.sink.stop()
         self.wal.close()
+        close = getattr(self.state, "close", None)
+        if close is not None:
+            close()
 
     def _noting_latest(self, events: Iterator[LiveEvent]) -> Iterator[LiveEvent]:
         for event in events:
@@ -259,7 +272,7 @@ class Service:
         model = load_decay(model_dir or self.config.model_dir)
         while self.sink.flush() is not None:
             pass
-        fresh = MemoryState(model)
+        fresh = self._new_state(model)
         count = rebuild(fresh, self.stored_events())
         self.model, self.state = model, fresh
         self.refresh_recommendations()

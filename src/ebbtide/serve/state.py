@@ -224,7 +224,14 @@ class SegmentWatch:
 
 
 def rebuild(state: LiveState, events: Iterable[LiveEvent], chunk: int = 10_000) -> int:
-    """Feed every event of the store (and the log) into a fresh state; returns the count."""
+    """Feed every event of the store (and the log) into a fresh state; returns the count.
+
+    A state with a `load_from` method (`RedisState`, shared by several processes) loads
+    the events itself, idempotently: a second process starting does not count them twice.
+    """
+    load_from = getattr(state, "load_from", None)
+    if load_from is not None:
+        return load_from(events)
     batch: list[LiveEvent] = []
     count = 0
     for event in events:
