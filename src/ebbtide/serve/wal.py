@@ -16,11 +16,11 @@ Examples
 >>> import tempfile
 >>> with tempfile.TemporaryDirectory() as folder:
 ...     log = AppendLog(folder)
-...     log.append([b'{"a": 1}', b'{"a": 2}']).result(timeout=5)
+...     durable = log.append([b'{"a": 1}', b'{"a": 2}']).result(timeout=5)
 ...     lines, end = log.read(Position(1, 0))
 ...     log.close()
->>> lines
-[b'{"a": 1}', b'{"a": 2}']
+>>> lines, end == durable
+([b'{"a": 1}', b'{"a": 2}'], True)
 """
 
 from __future__ import annotations
