@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -132,7 +133,16 @@ def chromium():
     executable = shutil.which("chromium") or shutil.which("chromium-browser")
     if executable is None:
         pytest.fail("Chromium is not installed: run `make test` (it installs it) or apt install")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+    # Chromium puts a Unix socket in TMPDIR and aborts when its path is over ~108 bytes:
+    # a CI machine's TMPDIR may be that long, so it gets a short one of its own.
+    short = tempfile.mkdtemp(prefix="chromium-", dir="/tmp" if os.path.isdir("/tmp") else None)
+    env = {**os.environ, "TMPDIR": short}
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=executable, args=CHROMIUM_ARGS, env=env
+            )
+            yield browser
+            browser.close()
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
