@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,7 +192,6 @@ class StoreSink:
             except EbbtideError as exc:  # e.g. a batch command holds the store: next round
                 self.last_error = str(exc)
                 log.warning("loading the event log into the store failed, will retry: %s", exc)
-            time.sleep(0)
 
 
 def _as_is(ids: list[str]) -> list[str]:

@@ -180,25 +180,16 @@ class Alert:
 class SegmentWatch:
     """Segments now, and alerts when a user's segment worsens (the early-warning rule).
 
-    A user fades by staying silent, so no event announces it: `sweep` re-reads a slice
-    of users at a time (all of them every few seconds on a shop of thousands), keeps each
-    user's last segment, and returns an `Alert` for each move to a worse segment.
+    A user fades by staying silent, so no event announces it: the service `observe`s
+    every user in turn (`Service.watch_segments`, a few users per slice of the event
+    loop), keeps each user's last segment, and gets an `Alert` for each move to a worse
+    segment.
     """
 
     def __init__(self, rules: SegmentRules, horizon_days: float) -> None:
         self.rules = rules
         self.horizon_days = horizon_days
         self.segments: dict[str, str] = {}
-        self._cursor = 0
-
-    def sweep(self, state: LiveState, at: float, limit: int = 5_000) -> list[Alert]:
-        users = state.user_ids()
-        if not users:
-            return []
-        start = self._cursor % len(users)
-        chosen = users[start : start + limit]
-        self._cursor = start + len(chosen)
-        return [a for a in (self.observe(state, u, at) for u in chosen) if a is not None]
 
     def observe(self, state: LiveState, user_id: str, at: float) -> Alert | None:
         try:
