@@ -8,9 +8,8 @@ rate belongs to the category::
 ``w_b`` are fixed behaviour weights, ``μ_uc`` the pair's background rate, ``α_c`` the jump of
 the intensity per unit-weight event and ``ln 2 / δ_c`` the category's half-life (days).
 
-Fitting is EM on the branching structure, vectorised over pairs: events are sorted by
-(pair, time) and the recursions over the position ``k`` within a pair run as one numpy step
-per ``k`` (``D = t_i − t_{i−1}``)::
+Fitting is EM on the branching structure: events are sorted by (pair, time) and one
+compiled pass over each pair's events runs the recursions (``D = t_i − t_{i−1}``)::
 
     A_i = e^{−δD} (A_{i−1} + w_{i−1}),   B_i = e^{−δD} (B_{i−1} + D (A_{i−1} + w_{i−1}))
 
@@ -41,19 +40,26 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 from scipy.optimize import minimize_scalar
 
 from ebbtide.errors import ConfigError
+from ebbtide.features.history import Catalogue
 from ebbtide.features.sequences import EventArrays, to_days, user_event_ranges
-from ebbtide.metrics_core import log_loss
 from ebbtide.models.base import Model, Progress
+from ebbtide.models.decay_em import KEY as _KEY
+from ebbtide.models.decay_em import (
+    LOCAL_REDUCER,
+    PairEvents,
+    Reducer,
+    fit_hawkes,
+    occurrences,
+    reduce_parts,
+)
 from ebbtide.schema import Behavior
 
-_DELTA_MIN, _DELTA_MAX = 1e-4, 1e3
-_KEY = np.int64(2**31)  # pair key = user * 2**31 + category
 _GRID = np.concatenate([[0.0], np.geomspace(1e-4, 365.0, 400)])  # days, for return time
 _FRACTIONS = np.concatenate([[0.0], np.geomspace(1e-6, 1.0, 63)])  # of a span, for dropout
 _GRID_STEP = np.diff(_GRID)
@@ -148,21 +154,6 @@ class DecayConfig:
             raise ConfigError(f"DecayConfig.initial_half_life_days={h!r} must be > 0")
 
 
-def _occurrences(
-    key: np.ndarray, t: np.ndarray, w: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows of one pair at one instant as one occurrence, weighted by its strongest row.
-
-    An order's lines (or a burst logged in one second) are one decision, not a cascade
-    of events a minute apart: counted separately they would drive the half-life to its
-    floor. `key`, `t` are sorted by (key, t); returns the occurrences' key, t and weight.
-    """
-    if t.size == 0:
-        return key, t, w
-    first = np.flatnonzero(np.r_[True, (key[1:] != key[:-1]) | (t[1:] != t[:-1])])
-    return key[first], t[first], np.maximum.reduceat(w, first)
-
-
 def _pad(values: np.ndarray, size: int, fill: float) -> np.ndarray:
     if values.size >= size:
         return values
@@ -194,120 +185,126 @@ class DecayModel(Model):
 
     # -- fitting -----------------------------------------------------------------------
     def _fit(self, events: EventArrays, progress: Progress | None) -> None:
+        start = float(np.quantile(events.t, 0.001))
+        self._set_state(self.fit_partition(events, start=start, progress=progress))
+
+    def fit_partition(
+        self,
+        events: EventArrays,
+        *,
+        start: float,
+        reducer: Reducer = LOCAL_REDUCER,
+        progress: Progress | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Fit on one partition's users and return this partition's state.
+
+        `events` holds whole users in the model's numbering (``n_users`` and
+        ``n_categories`` are the global sizes; other partitions' users have empty runs);
+        `start` is the 0.001 quantile of all event times (days) and `self.cutoff_` must be
+        set. Category-level arrays come out identical on every worker; the pair arrays
+        and ``nu_``/``rho_`` are right for this partition's users only
+        (`from_partitions` puts them together). One process: the whole log, the default
+        reducer.
+        """
         self._pairs_cache = None  # new parameters: earlier answers no longer hold
         cfg = self.config
-        w_b = np.asarray(cfg.behavior_weights)
         t_end = to_days(self.cutoff_)
-        start = float(np.quantile(events.t, 0.001))
         span = max(t_end - start, 1e-6)
         n_cat = max(events.n_categories, 1)
-
-        key = events.user_idx.astype(np.int64) * _KEY + events.category_idx
-        order = np.argsort(key, kind="stable")  # events are time-sorted within a user
-        key, t, w = _occurrences(key[order], events.t[order], w_b[events.behavior[order]])
-        user, cat = key // _KEY, key % _KEY
-        n = t.size
-        new_pair = np.r_[True, key[1:] != key[:-1]] if n else np.zeros(0, dtype=bool)
-        pair_start = np.flatnonzero(new_pair)
-        pair = np.cumsum(new_pair) - 1
-        pos = np.arange(n) - pair_start[pair] if n else np.zeros(0, dtype=np.int64)
-        n_pairs = pair_start.size
-        gap = np.zeros(n)
-        gap[1:] = np.where(new_pair[1:], 0.0, np.maximum(t[1:] - t[:-1], 0.0))
-        # Events grouped by their position within the pair, for the recursion over k.
-        by_pos = np.argsort(pos, kind="stable")
-        bounds = np.searchsorted(pos[by_pos], np.arange(int(pos.max(initial=0)) + 2))
-        steps = [by_pos[bounds[k] : bounds[k + 1]] for k in range(1, bounds.size - 1)]
-        tail = np.maximum(t_end - t, 0.0)  # time each event can still spawn offspring
-
-        delta = np.full(n_cat, math.log(2.0) / cfg.initial_half_life_days)
-        alpha = 0.5 * delta
-        mu = np.full(n_pairs, 0.5 * np.bincount(pair, minlength=n_pairs).mean() / span)
-        kappa = cfg.shrink_events
+        w_b = np.asarray(cfg.behavior_weights)
+        occ = PairEvents.build(
+            events.user_idx, events.category_idx, events.t, w_b[events.behavior], t_end
+        )
+        fit = fit_hawkes(
+            occ,
+            n_cat=n_cat,
+            span=span,
+            shrink_events=cfg.shrink_events,
+            mu_prior_days=cfg.mu_prior_days,
+            initial_half_life_days=cfg.initial_half_life_days,
+            max_iter=cfg.max_iter,
+            tol=cfg.tol,
+            reducer=reducer,
+            progress=progress,
+        )
         m = cfg.mu_prior_days
-        loglik = -np.inf
-        iterations = 0
-        for iterations in range(1, cfg.max_iter + 1):
-            d_e, a_e = delta[cat], alpha[cat]
-            decay = np.exp(-d_e * gap)
-            a = np.zeros(n)
-            b = np.zeros(n)
-            for idx in steps:
-                prev = idx - 1
-                carry = a[prev] + w[prev]
-                a[idx] = decay[idx] * carry
-                b[idx] = decay[idx] * (b[prev] + gap[idx] * carry)
-            lam = mu[pair] + a_e * a
-            comp_unit = -np.expm1(-d_e * tail) / d_e  # ∫ kernel / α over [t_j, T_end)
-            compensator = np.sum(mu) * span + np.sum(a_e * w * comp_unit)
-            new_loglik = float(np.sum(np.log(lam)) - compensator)
-            converged = abs(new_loglik - loglik) <= cfg.tol * abs(new_loglik)
-            loglik = new_loglik
-            if converged:
-                break
-            # E-step.
-            p_bg = mu[pair] / lam
-            off = a_e * a / lam
-            delay = a_e * b / lam
-            # M-step: background rates.
-            bg = np.bincount(pair, p_bg, minlength=n_pairs)
-            mu_bar = bg.sum() / (n_pairs * span) if n_pairs else 1.0
-            mu = (bg + m * mu_bar) / (span + m)
-            # Decay: N / (delay mass + N · mean censored time of the missing offspring).
-            n_c = np.bincount(cat, off, minlength=n_cat)
-            d_c = np.bincount(cat, delay, minlength=n_cat)
-            g_c = np.bincount(cat, w * comp_unit, minlength=n_cat)
-            h_c = np.bincount(cat, w * tail * np.exp(-d_e * tail) / d_e, minlength=n_cat)
-            censored = n_c * h_c / np.maximum(g_c, 1e-300)
-            denom = d_c + censored
-            delta_global = np.clip(n_c.sum() / max(denom.sum(), 1e-300), _DELTA_MIN, _DELTA_MAX)
-            raw = np.clip(n_c / np.maximum(denom, 1e-300), _DELTA_MIN, _DELTA_MAX)
-            log_delta = (n_c * np.log(raw) + kappa * math.log(delta_global)) / np.maximum(
-                n_c + kappa, 1e-300
-            )
-            delta = np.clip(np.exp(np.where(n_c + kappa > 0, log_delta, 0.0)), _DELTA_MIN, 1e3)
-            delta = np.where(n_c + kappa > 0, delta, delta_global)
-            # Jump size, with the compensator at the new δ and a gamma prior around the mean.
-            g_new = np.bincount(cat, w * -np.expm1(-delta[cat] * tail) / delta[cat], n_cat)
-            alpha_global = max(n_c.sum() / max(g_new.sum(), 1e-300), 1e-12)
-            alpha = (n_c + kappa) / (g_new + kappa / alpha_global)
-            if progress is not None:
-                progress(f"decay EM iteration {iterations}", iterations / cfg.max_iter)
-
-        first_mu = (1.0 + m * (mu.sum() / max(n_pairs, 1) if n_pairs else 1.0)) / (span + m)
-        self.delta_ = delta
-        self.alpha_ = alpha
-        self.delta_global_ = np.asarray(
-            math.exp(float(np.average(np.log(delta), weights=np.bincount(cat, minlength=n_cat))))
-            if n
-            else math.log(2.0) / cfg.initial_half_life_days
-        )
-        self.alpha_global_ = np.asarray(
-            float(np.average(alpha, weights=np.bincount(cat, minlength=n_cat))) if n else 0.0
-        )
-        self.pair_key_ = key[pair_start]
-        self.pair_user_ = user[pair_start]
-        self.pair_category_ = cat[pair_start]
-        self.pair_mu_ = mu
-        self.default_mu_ = np.asarray(first_mu)
-        self._fit_users(events, t_end)
-        self._restrict_answers()
-        fitted = self._fit_dropout(events, t_end) if cfg.dropout != "off" else 0.0
-        self.dropout_ = np.asarray(fitted)
-        choice = self._validate_dropout(events, t_end, start) if cfg.dropout == "auto" else {}
+        weights = fit.category_events
+        pair_key = occ.key[occ.bounds[:-1]]
+        state = {
+            "delta_": fit.delta,
+            "alpha_": fit.alpha,
+            "delta_global_": np.asarray(
+                math.exp(float(np.average(np.log(fit.delta), weights=weights)))
+                if fit.n_events
+                else math.log(2.0) / cfg.initial_half_life_days
+            ),
+            "alpha_global_": np.asarray(
+                float(np.average(fit.alpha, weights=weights)) if fit.n_events else 0.0
+            ),
+            "pair_key_": pair_key,
+            "pair_user_": pair_key // _KEY,
+            "pair_category_": pair_key % _KEY,
+            "pair_mu_": fit.mu,
+            "default_mu_": np.asarray((1.0 + m * fit.mean_mu) / (span + m)),
+            **self._fit_users(events, t_end, reducer),
+            "dropout_": np.asarray(0.0),
+        }
+        self._set_state(state)
+        if cfg.dropout != "off":
+            self.dropout_ = np.asarray(self._fit_dropout(events, t_end, reducer))
+        choice = {}
+        if cfg.dropout == "auto":
+            choice = self._validate_dropout(events, t_end, start, reducer)
         if choice and not choice["dropout_chosen"]:
             self.dropout_ = np.asarray(0.0)
+        state["dropout_"] = self.dropout_
         self.metrics_ = {
-            "loglik_per_event": loglik / max(n, 1),
-            "iterations": iterations,
-            "events": int(n),
-            "pairs": int(n_pairs),
-            "median_half_life_days": float(np.median(math.log(2.0) / delta)),
+            "loglik_per_event": fit.loglik / max(fit.n_events, 1),
+            "iterations": fit.iterations,
+            "events": fit.n_events,
+            "pairs": fit.n_pairs,
+            "median_half_life_days": float(np.median(math.log(2.0) / fit.delta)),
             "dropout_per_day": float(self.dropout_),
             **choice,
         }
+        return state
 
-    def _fit_users(self, events: EventArrays, t_end: float) -> None:
+    @classmethod
+    def from_partitions(
+        cls,
+        config: DecayConfig | None,
+        *,
+        cutoff: datetime,
+        catalogue: Catalogue,
+        parts: list[dict[str, np.ndarray]],
+        metrics: dict | None = None,
+    ) -> DecayModel:
+        """The fitted model from every partition's `fit_partition` state."""
+        if not parts:
+            raise ConfigError("from_partitions needs the state of at least one partition")
+        model = cls(config)
+        model.cutoff_ = cutoff
+        model.catalogue_ = catalogue
+        state = dict(parts[0])
+        key = np.concatenate([np.asarray(p["pair_key_"], dtype=np.int64) for p in parts])
+        order = np.argsort(key, kind="stable")
+        for name in ("pair_key_", "pair_user_", "pair_category_", "pair_mu_"):
+            state[name] = np.concatenate([np.asarray(p[name]) for p in parts])[order]
+        n_users = catalogue.user_ids.size
+        for name in ("nu_", "rho_"):
+            merged = np.zeros(n_users)
+            for part in parts:
+                owned = np.asarray(part["owned_users_"], dtype=np.int64)
+                merged[owned] = np.asarray(part[name])[owned]
+            state[name] = merged
+        state.pop("owned_users_", None)
+        model._set_state(state)
+        model.metrics_ = dict(metrics or {})
+        return model
+
+    def _fit_users(
+        self, events: EventArrays, t_end: float, reducer: Reducer
+    ) -> dict[str, np.ndarray]:
         """ν_u: rate of first touches of new categories; ρ_u: shrunk share of a user's
         occurrences (instants, so a basket counts once) that include a buy."""
         cfg = self.config
@@ -315,24 +312,29 @@ class DecayModel(Model):
         counts = events.lengths()
         key = events.user_idx.astype(np.int64) * _KEY + events.category_idx
         distinct = np.bincount(np.unique(key) // _KEY, minlength=n_users)
-        first_t = np.where(
-            counts > 0, events.t[np.minimum(events.offsets[:-1], events.t.size - 1)], t_end
-        )
+        active = counts > 0
+        first_t = np.full(n_users, t_end)
+        first_t[active] = events.t[events.offsets[:-1][active]]
         span = np.maximum(t_end - first_t, 0.0)
         new = np.maximum(distinct - 1, 0).astype(np.float64)
-        active = counts > 0
-        nu_global = new[active].sum() / max(span[active].sum(), 1e-9)
-        c = cfg.nu_prior_days
-        self.nu_ = (new + c * nu_global) / (span + c) if c > 0 else new / np.maximum(span, 1e-9)
-        self.nu_global_ = np.asarray(nu_global)
         bought = (events.behavior == Behavior.BUY.code).astype(np.float64)
-        user, _, has_buy = _occurrences(events.user_idx.astype(np.int64), events.t, bought)
+        user, _, has_buy = occurrences(events.user_idx.astype(np.int64), events.t, bought)
         instants = np.bincount(user, minlength=n_users).astype(np.float64)
         buys = np.bincount(user, has_buy, minlength=n_users)
-        share = buys.sum() / max(instants.sum(), 1.0)
+        sums = reduce_parts(
+            reducer, [new[active].sum(), span[active].sum(), buys.sum(), instants.sum()]
+        )[0]
+        nu_global = sums[0] / max(sums[1], 1e-9)
+        c = cfg.nu_prior_days
+        share = sums[2] / max(sums[3], 1.0)
         a = cfg.buy_prior_events
-        self.rho_ = (buys + a * share) / np.maximum(instants + a, 1e-9)
-        self.rho_global_ = np.asarray(share)
+        return {
+            "nu_": (new + c * nu_global) / (span + c) if c > 0 else new / np.maximum(span, 1e-9),
+            "nu_global_": np.asarray(nu_global),
+            "rho_": (buys + a * share) / np.maximum(instants + a, 1e-9),
+            "rho_global_": np.asarray(share),
+            "owned_users_": np.flatnonzero(active),
+        }
 
     # -- shared query machinery --------------------------------------------------------
     def _params(self, n_categories: int) -> tuple[np.ndarray, np.ndarray]:
@@ -369,7 +371,7 @@ class DecayModel(Model):
         order = np.argsort(row_key, kind="stable")  # time-sorted within each pair
         idx = idx[order]
         w = np.asarray(self.config.behavior_weights)[events.behavior[idx]]
-        row_key, t, w = _occurrences(row_key[order], events.t[idx], w)
+        row_key, t, w = occurrences(row_key[order], events.t[idx], w)
         cat = row_key % _KEY
         delta, alpha = self._params(max(events.n_categories, int(cat.max(initial=-1)) + 1))
         at_row = at[row_key // _KEY] if isinstance(at, np.ndarray) else at
@@ -402,26 +404,28 @@ class DecayModel(Model):
         self._restrict_answers()
 
     # -- dropout: a user may leave for good ----------------------------------------------
-    def _fit_dropout(self, events: EventArrays, t_end: float) -> float:
+    def _fit_dropout(self, events: EventArrays, t_end: float, reducer: Reducer) -> float:
         """θ by maximum likelihood, the Hawkes parameters held fixed.
 
         A user seen at first and last occurrences ``t_1 ≤ t_n`` was alive over
         ``[t_1, t_n]`` (``e^{−θ(t_n − t_1)}``); after ``t_n`` the silence up to the
         cut-off is either a quiet life or a departure, `_quiet_chance`. One scalar, so a
-        bounded search on log θ is enough.
+        bounded search on log θ is enough; each step sums over every partition.
         """
         users = np.flatnonzero(events.lengths() > 0)
-        if users.size == 0:
-            return 0.0
         first = events.t[events.offsets[users]]
         last = events.t[events.offsets[users + 1] - 1]
         silence = self._silence_curve(events, users, last, t_end - last)
-        lived = float(np.sum(last - first))
+        (totals,) = reduce_parts(reducer, [users.size, np.sum(last - first)])
+        if totals[0] == 0:
+            return 0.0
+        lived = float(totals[1])
 
         def negative_loglik(log_theta: float) -> float:
             theta = math.exp(log_theta)
             quiet = _quiet_chance(theta, silence, t_end - last)
-            return theta * lived - float(np.sum(np.log(np.maximum(quiet, 1e-300))))
+            (surprise,) = reduce_parts(reducer, -np.sum(np.log(np.maximum(quiet, 1e-300))))
+            return theta * lived + float(surprise[0])
 
         found = minimize_scalar(
             negative_loglik,
@@ -431,7 +435,9 @@ class DecayModel(Model):
         )
         return math.exp(float(found.x))
 
-    def _validate_dropout(self, events: EventArrays, t_end: float, start: float) -> dict:
+    def _validate_dropout(
+        self, events: EventArrays, t_end: float, start: float, reducer: Reducer
+    ) -> dict:
         """Refit before the validation window and compare the log-loss of P(return within
         it) with and without dropout; ties and windows without both outcomes keep it off."""
         days = self.config.validation_days
@@ -440,24 +446,26 @@ class DecayModel(Model):
         t_val = t_end - days
         before = events.select(events.t < t_val)
         users = np.flatnonzero(before.lengths() > 0)
-        if users.size == 0:
-            return {"dropout_chosen": False, "validation_days": days}
         returned = (events.lengths() - before.lengths())[users] > 0
-        if returned.all() or not returned.any():
+        (counts,) = reduce_parts(reducer, [users.size, returned.sum()])
+        if counts[1] == 0 or counts[1] == counts[0]:
             return {"dropout_chosen": False, "validation_days": days}
         probe = DecayModel(replace(self.config, dropout="fit"))
         probe.cutoff_ = self.cutoff_ - timedelta(days=days)
-        probe._fit(before, None)
-        losses = {}
-        for label, theta in (("with", probe.dropout_), ("without", 0.0)):
+        probe.fit_partition(before, start=min(start, t_val), reducer=reducer)
+        sums = []
+        for theta in (probe.dropout_, 0.0):
             probe.dropout_ = np.asarray(theta)
             p = probe._p_any(before, users, t_val, days, np.ones(users.size))
-            losses[label] = log_loss(returned, np.clip(p, 1e-9, 1 - 1e-9))
+            p = np.clip(p, 1e-9, 1 - 1e-9)
+            sums.append(-np.sum(np.log(np.where(returned, p, 1.0 - p))))
+        (loss,) = reduce_parts(reducer, sums)
+        loss = loss / counts[0]
         return {
-            "dropout_chosen": bool(losses["with"] < losses["without"]),
+            "dropout_chosen": bool(loss[0] < loss[1]),
             "validation_days": days,
-            "validation_log_loss_with_dropout": losses["with"],
-            "validation_log_loss_without_dropout": losses["without"],
+            "validation_log_loss_with_dropout": float(loss[0]),
+            "validation_log_loss_without_dropout": float(loss[1]),
         }
 
     def _silence_curve(
