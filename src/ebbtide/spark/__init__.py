@@ -8,6 +8,6 @@ optional dependency (``pip install ebbtide[spark]``); nothing else in ebbtide im
 Modules, in the order data flows: `session` (the SparkSession), `lake` (canonical events
 from Parquet/CSV, every row used or counted), `numbering` (the model's codes, as
 `Catalogue.localise` gives them), `partitions` (users to partitions, a partition to
-`EventArrays`), `scoring` (a fitted model's answers per user, as Parquet) and `decay_fit`
-(the EM across partitions, its global sums through barrier tasks).
+`EventArrays`), `scoring` (a fitted model's answers per user, as Parquet), `decay_fit`
+(the EM across partitions in barrier tasks) and `reducers` (how those tasks sum).
 """
