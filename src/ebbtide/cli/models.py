@@ -16,8 +16,12 @@ import typer
 from ebbtide.cli.options import (
     DbOption,
     DebugOption,
+    Engine,
+    EngineOption,
+    InputOption,
     ModelDirOption,
     QuietOption,
+    SparkMasterOption,
     after_last_event,
     key_value_table,
     load_model,
@@ -26,12 +30,17 @@ from ebbtide.cli.options import (
     parse_duration,
     parse_instant,
     parse_time_zone,
+    require_lake,
     require_store,
+    stages,
     training_bar,
     write_frame,
 )
-from ebbtide.errors import ConfigError
+from ebbtide.errors import ConfigError, EbbtideError
 from ebbtide.store import EventStore
+
+#: `--spark-master` by default: every core of this machine.
+LOCAL_SPARK = "local[*]"
 
 app = typer.Typer()
 
@@ -93,12 +102,22 @@ def train(
             callback=lambda value: None if value is None else parse_time_zone(value, "--tz"),
         ),
     ] = None,
+    engine: EngineOption = Engine.LOCAL,
+    spark_master: SparkMasterOption = LOCAL_SPARK,
+    inputs: InputOption = None,
     quiet: QuietOption = False,
     _debug: DebugOption = False,
 ) -> None:
     """Fit a model on the store's events before --cutoff and save it to --out-dir."""
     from ebbtide.models.scoring import build_model
 
+    lake = require_lake(engine, inputs)
+    if engine is Engine.SPARK:
+        _only_for(model_name, "decay", "--engine spark")
+        model, when, lake_rows = _train_in_spark(lake, spark_master, cutoff, quiet)
+        model.save(out_dir)
+        _print_trained(model, model_name, when, out_dir, lake_rows)
+        return
     require_store(db)
     settings: dict[str, Any] = {}
     if device != "cpu":
@@ -125,8 +144,15 @@ def train(
         with training_bar(quiet, f"training {model_name}") as report:
             model.fit(store, cutoff=when, progress=report, checkpoint=checkpoint, resume=resume)
         model.save(out_dir)
+    _print_trained(model, model_name, when, out_dir, [])
+
+
+def _print_trained(
+    model: Any, model_name: str, when: Any, out_dir: Path, lake_rows: list[tuple[str, str]]
+) -> None:
     metrics = getattr(model, "metrics_", {})
     rows = [("family", model_name), ("trained on events before", when.isoformat())]
+    rows += lake_rows
     rows += [
         (name, f"{value:,}" if isinstance(value, int) else _number(value))
         for name, value in metrics.items()
@@ -136,6 +162,39 @@ def train(
         rows.append(("horizons (days)", ", ".join(f"{h:.3g}" for h in metrics["horizons_days"])))
     rows.append(("saved to", str(out_dir)))
     out().print(key_value_table("Trained", rows))
+
+
+def _train_in_spark(
+    lake: list[str], master: str, cutoff: str | None, quiet: bool
+) -> tuple[Any, Any, list[tuple[str, str]]]:
+    """Fit decay on a lake in Spark; returns the model, the cut-off and the lake's counts."""
+    from ebbtide.spark.decay_fit import fit_decay
+    from ebbtide.spark.lake import read_lake
+    from ebbtide.spark.session import spark_session
+
+    with stages(quiet, "training decay in Spark") as stage:
+        stage("starting Spark")
+        spark = spark_session(master)
+        stage("reading the lake")
+        events = read_lake(spark, lake)
+        when = parse_instant(cutoff, "--cutoff") if cutoff else _after_last(events)
+        summary = events.summary(when)
+        stage("fitting over partitions of users")
+        model = fit_decay(events.valid, cutoff=when)
+    return model, when, summary.rows()
+
+
+def _after_last(events: Any) -> Any:
+    """One second after the lake's last valid event (as `after_last_event` for a store)."""
+    from datetime import UTC, datetime
+
+    last = events.last_micros()
+    if last is None:
+        raise EbbtideError(
+            f"{events.source} holds no valid event: `ebbtide train --engine spark` needs"
+            " rows with the canonical columns (see the Spark section of the README)"
+        )
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=last, seconds=1)
 
 
 def _only_for(model_name: str, family: str, flag: str) -> None:
@@ -172,14 +231,25 @@ def score(
         Path | None,
         typer.Option(help="Also write one row per (user, category touched before --at)."),
     ] = None,
+    engine: EngineOption = Engine.LOCAL,
+    spark_master: SparkMasterOption = LOCAL_SPARK,
+    inputs: InputOption = None,
     _debug: DebugOption = False,
 ) -> None:
-    """Score every user with history before --at: return, purchase, interests, items."""
+    """Score every user with history before --at: return, purchase, interests, items.
+
+    With --engine spark (decay models): return, purchase, top categories and segment,
+    written by Spark as a Parquet folder at --out.
+    """
     from ebbtide.features.history import UNCATEGORISED, snapshot
     from ebbtide.models.scoring import score_users
 
-    require_store(db)
+    lake = require_lake(engine, inputs)
     when, window = parse_instant(at, "--at"), parse_duration(horizon, "--horizon")
+    if engine is Engine.SPARK:
+        _score_in_spark(lake, spark_master, model_dir, when, window, out_file, per_category_out)
+        return
+    require_store(db)
     model = load_model(model_dir)
     with EventStore(db, read_only=True) as store:
         history = snapshot(store, at=when)
@@ -200,3 +270,50 @@ def score(
             ("categories", f"none in the log: interest is per user, as category {UNCATEGORISED}")
         )
     out().print(key_value_table(f"Scores from {model_dir}", rows))
+
+
+def _score_in_spark(
+    lake: list[str],
+    master: str,
+    model_dir: Path,
+    when: Any,
+    window: timedelta,
+    out_file: Path,
+    per_category_out: Path | None,
+) -> None:
+    """Score every user of a lake with a decay model in Spark, as a Parquet folder."""
+    from ebbtide.spark.lake import read_lake
+    from ebbtide.spark.scoring import score_events
+    from ebbtide.spark.session import spark_session
+
+    if per_category_out is not None:
+        raise ConfigError(
+            "--per-category-out is not written by --engine spark: leave it out (the top"
+            " categories are in the per-user table) or score with --engine local"
+        )
+    if out_file.suffix.lower() != ".parquet":
+        raise ConfigError(
+            f"--out {out_file}: --engine spark writes a Parquet folder; name it e.g. scores.parquet"
+        )
+    model = load_model(model_dir)
+    if model.name != "decay":
+        raise ConfigError(
+            f"--engine spark scores decay models only, and {model_dir} holds a"
+            f" {model.name} model: score it with --engine local"
+        )
+    spark = spark_session(master)
+    events = read_lake(spark, lake)
+    scored = score_events(model, events.before(when), at=when, horizon=window)
+    scored.write.mode("overwrite").parquet(str(out_file))
+    written = spark.read.parquet(str(out_file))
+    columns = [c for c in ("p_return", "p_buy", "expected_return_days") if c in written.columns]
+    means = written.selectExpr("count(*)", *(f"avg({c})" for c in columns)).collect()[0]
+    rows = [("users scored", f"{means[0]:,}"), ("at", when.isoformat())]
+    rows.append(("horizon", f"{window / timedelta(days=1):g} d"))
+    rows += [
+        (f"mean {c}", f"{value:.3f}")
+        for c, value in zip(columns, means[1:], strict=True)
+        if value is not None
+    ]
+    rows.append(("written to", f"{out_file} (Parquet folder)"))
+    out().print(key_value_table(f"Scores from {model_dir} (Spark)", rows))

@@ -24,6 +24,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -102,6 +103,53 @@ CatalogueOption = Annotated[
     typer.Option("--catalogue", help="Action catalogue (TOML file); default: the shipped one."),
 ]
 ArmColOption = Annotated[str, typer.Option(help="Column holding each row's arm.")]
+
+
+class Engine(StrEnum):
+    """Where the batch work runs: this process on a store, or Spark on a lake."""
+
+    LOCAL = "local"
+    SPARK = "spark"
+
+
+EngineOption = Annotated[
+    Engine,
+    typer.Option(
+        help="local: this process, reading --db; spark: Apache Spark, reading the Parquet or"
+        " CSV lake named by --input (decay only)."
+    ),
+]
+SparkMasterOption = Annotated[
+    str,
+    typer.Option(
+        help="With --engine spark: local[*] (every core here), local[N], or a cluster URL"
+        " (spark://host:7077, yarn, k8s://...)."
+    ),
+]
+InputOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--input",
+        help="With --engine spark: a lake of canonical events (user_id, item_id,"
+        " category_id, behavior, ts): Parquet or CSV files, folders or globs (repeatable).",
+    ),
+]
+
+
+def require_lake(engine: Engine, inputs: list[str] | None) -> list[str]:
+    """The lake paths of a Spark run; refuses --input without --engine spark and the reverse."""
+    if engine is Engine.LOCAL:
+        if inputs:
+            raise ConfigError(
+                "--input names a lake for --engine spark; the local engine reads the store"
+                " named by --db (or add --engine spark)"
+            )
+        return []
+    if not inputs:
+        raise ConfigError(
+            "--engine spark reads a lake: name its Parquet or CSV files with --input PATH"
+        )
+    return list(inputs)
 
 
 def parse_time_zone(text: str, flag: str = "--tz") -> str:
