@@ -42,6 +42,7 @@ import math
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+import numba
 import numpy as np
 from scipy.optimize import minimize_scalar
 
@@ -77,12 +78,31 @@ def _quiet_chance(theta: float, curve: np.ndarray, span: np.ndarray) -> np.ndarr
 
         e^{−θS − Λ(S)} + ∫_0^S θ e^{−θs − Λ(s)} ds
 
-    with ``Λ`` given on ``s = span · _FRACTIONS`` (rows of `curve`); trapezoid rule.
+    with ``Λ`` given on ``s = span · _FRACTIONS`` (rows of `curve`); trapezoid rule. A
+    compiled loop: the dropout fit asks it for every user some twenty times; a few users
+    (one live read) skip the threads.
     """
-    s = span[:, None] * _FRACTIONS
-    quiet = np.exp(-theta * s - curve)
-    area = _trapezoid(quiet, s[:, 1:] - s[:, :-1])
-    return np.minimum(np.maximum(quiet[:, -1] + theta * area, 0.0), 1.0)
+    kernel = _quiet_parallel if curve.shape[0] >= 4096 else _quiet_serial
+    return kernel(float(theta), np.ascontiguousarray(curve, dtype=np.float64), span, _FRACTIONS)
+
+
+def _quiet_loop(theta, curve, span, fractions):  # pragma: no cover
+    """`_quiet_chance`'s loop; `numba.prange` is a plain range when compiled serial."""
+    out = np.empty(curve.shape[0])
+    for u in numba.prange(curve.shape[0]):
+        prev_s, prev_q = 0.0, math.exp(-curve[u, 0])
+        area = 0.0
+        for j in range(1, fractions.size):
+            s = span[u] * fractions[j]
+            q = math.exp(-theta * s - curve[u, j])
+            area += (s - prev_s) * (q + prev_q) / 2.0
+            prev_s, prev_q = s, q
+        out[u] = min(max(prev_q + theta * area, 0.0), 1.0)
+    return out
+
+
+_quiet_serial = numba.njit(cache=True)(_quiet_loop)
+_quiet_parallel = numba.njit(cache=True, parallel=True)(_quiet_loop)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -195,6 +215,7 @@ class DecayModel(Model):
         start: float,
         reducer: Reducer = LOCAL_REDUCER,
         progress: Progress | None = None,
+        warm: DecayModel | None = None,
     ) -> dict[str, np.ndarray]:
         """Fit on one partition's users and return this partition's state.
 
@@ -204,7 +225,8 @@ class DecayModel(Model):
         set. Category-level arrays come out identical on every worker; the pair arrays
         and ``nu_``/``rho_`` are right for this partition's users only
         (`from_partitions` puts them together). One process: the whole log, the default
-        reducer.
+        reducer. `warm`: a model fitted on the same partition whose parameters start the
+        EM (the dropout validation's refit starts from the full fit).
         """
         self._pairs_cache = None  # new parameters: earlier answers no longer hold
         cfg = self.config
@@ -226,6 +248,7 @@ class DecayModel(Model):
             tol=cfg.tol,
             reducer=reducer,
             progress=progress,
+            initial=None if warm is None else warm._initial(occ.key[occ.bounds[:-1]], n_cat),
         )
         m = cfg.mu_prior_days
         weights = fit.category_events
@@ -302,6 +325,16 @@ class DecayModel(Model):
         model.metrics_ = dict(metrics or {})
         return model
 
+    def _initial(self, pair_key: np.ndarray, n_cat: int) -> tuple[np.ndarray, ...]:
+        """This model's δ, α and the μ of `pair_key` (the default for pairs it lacks)."""
+        fitted = np.asarray(self.pair_key_, dtype=np.int64)
+        where = np.minimum(np.searchsorted(fitted, pair_key), max(fitted.size - 1, 0))
+        hit = fitted[where] == pair_key if fitted.size else np.zeros(pair_key.size, bool)
+        mu = np.where(hit, np.asarray(self.pair_mu_)[where] if fitted.size else 0.0, 0.0)
+        mu = np.where(hit, mu, float(self.default_mu_))
+        delta, alpha = self._params(n_cat)
+        return delta[:n_cat], alpha[:n_cat], mu
+
     def _fit_users(
         self, events: EventArrays, t_end: float, reducer: Reducer
     ) -> dict[str, np.ndarray]:
@@ -376,7 +409,8 @@ class DecayModel(Model):
         delta, alpha = self._params(max(events.n_categories, int(cat.max(initial=-1)) + 1))
         at_row = at[row_key // _KEY] if isinstance(at, np.ndarray) else at
         contrib = w * np.exp(-delta[cat] * np.maximum(at_row - t, 0.0))
-        keys, inverse = np.unique(row_key, return_inverse=True)
+        new = np.r_[True, row_key[1:] != row_key[:-1]] if row_key.size else row_key > 0
+        keys, inverse = row_key[new], np.cumsum(new) - 1  # row_key is sorted
         pq_, pc = keys // _KEY, keys % _KEY
         excitation = alpha[pc] * np.bincount(inverse, contrib, minlength=keys.size)
         fitted_key = np.asarray(self.pair_key_, dtype=np.int64)
@@ -452,7 +486,7 @@ class DecayModel(Model):
             return {"dropout_chosen": False, "validation_days": days}
         probe = DecayModel(replace(self.config, dropout="fit"))
         probe.cutoff_ = self.cutoff_ - timedelta(days=days)
-        probe.fit_partition(before, start=min(start, t_val), reducer=reducer)
+        probe.fit_partition(before, start=min(start, t_val), reducer=reducer, warm=self)
         sums = []
         for theta in (probe.dropout_, 0.0):
             probe.dropout_ = np.asarray(theta)

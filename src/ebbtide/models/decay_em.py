@@ -303,6 +303,7 @@ def fit_hawkes(
     tol: float,
     reducer: Reducer,
     progress=None,
+    initial: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> HawkesFit:
     """EM for δ_c, α_c and μ_uc, accelerated; every global quantity goes through `reducer`.
 
@@ -311,15 +312,19 @@ def fit_hawkes(
     a step along their direction, one more update from there; a cycle that lowers the
     likelihood is dropped for its two plain updates. `max_iter` counts EM updates, and
     the fit stops when one plain update moves the log-likelihood by less than `tol`
-    (relative).
+    (relative). `initial`: (δ, α, this partition's μ) to start from, else every
+    category at `initial_half_life_days`.
     """
     n_local, counts = occ.t.size, np.bincount(occ.cat, minlength=n_cat).astype(np.float64)
     totals, category_events = reduce_parts(reducer, [n_local, occ.n_pairs], counts)
     n_total, n_pairs = int(totals[0]), int(totals[1])
     update = _EMStep(occ, n_cat, n_pairs, span, shrink_events, mu_prior_days, reducer)
-    delta = np.full(n_cat, math.log(2.0) / initial_half_life_days)
-    mean_count = n_total / n_pairs if n_pairs else 0.0
-    theta = _Params(np.full(occ.n_pairs, 0.5 * mean_count / span), delta, 0.5 * delta)
+    if initial is None:
+        delta = np.full(n_cat, math.log(2.0) / initial_half_life_days)
+        mean_count = n_total / n_pairs if n_pairs else 0.0
+        theta = _Params(np.full(occ.n_pairs, 0.5 * mean_count / span), delta, 0.5 * delta)
+    else:
+        theta = _Params(initial[2], initial[0], initial[1])
     iterations, best = 0, -np.inf
 
     def step(point: _Params) -> tuple[_Params, float]:
