@@ -57,6 +57,7 @@ from ebbtide.models.decay_em import (
     Reducer,
     fit_hawkes,
     occurrences,
+    pair_order,
     reduce_parts,
 )
 from ebbtide.schema import Behavior
@@ -401,7 +402,7 @@ class DecayModel(Model):
     ) -> dict[str, np.ndarray]:
         idx, q = user_event_ranges(events.offsets, users)
         row_key = q * _KEY + events.category_idx[idx]
-        order = np.argsort(row_key, kind="stable")  # time-sorted within each pair
+        order = pair_order(q, events.category_idx[idx])  # time-sorted within each pair
         idx = idx[order]
         w = np.asarray(self.config.behavior_weights)[events.behavior[idx]]
         row_key, t, w = occurrences(row_key[order], events.t[idx], w)

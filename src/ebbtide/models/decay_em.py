@@ -71,6 +71,26 @@ def occurrences(
     return key[first], t[first], np.maximum.reduceat(w, first)
 
 
+@numba.njit(cache=True, parallel=True)
+def _stable_within(starts, cat):  # pragma: no cover
+    order = np.empty(cat.size, dtype=np.int64)
+    for r in numba.prange(starts.size - 1):
+        lo, hi = starts[r], starts[r + 1]
+        sub = np.argsort(cat[lo:hi], kind="mergesort")
+        for j in range(hi - lo):
+            order[lo + j] = lo + sub[j]
+    return order
+
+
+def pair_order(run: np.ndarray, category: np.ndarray) -> np.ndarray:
+    """The permutation that sorts rows grouped by `run` (a user, a query row) stably by
+    category within each run: ``argsort(run · 2^31 + category, stable)`` for grouped rows,
+    one short sort per run in threads instead of one sort of every row."""
+    n = run.size
+    starts = np.flatnonzero(np.r_[True, run[1:] != run[:-1]]) if n else np.zeros(0, np.int64)
+    return _stable_within(np.append(starts, n).astype(np.int64), category.astype(np.int64))
+
+
 @dataclass(frozen=True, slots=True)
 class PairEvents:
     """One partition's occurrences sorted by (pair, time), with the pairs' boundaries.
@@ -103,7 +123,7 @@ class PairEvents:
     ) -> PairEvents:
         """From events sorted by (user, time): occurrences grouped by pair."""
         key = user_idx.astype(np.int64) * KEY + category_idx
-        order = np.argsort(key, kind="stable")  # events are time-sorted within a user
+        order = pair_order(user_idx, category_idx)  # events are time-sorted within a user
         key, t, w = occurrences(key[order], t[order], w[order])
         n = t.size
         new_pair = np.r_[True, key[1:] != key[:-1]] if n else np.zeros(0, dtype=bool)
