@@ -209,14 +209,11 @@ def _launch_processes(ctx: typer.Context, nproc: int) -> int:
 def _given_options(ctx: typer.Context, leave_out: set[str]) -> list[str]:
     """The options given on this command line, as arguments again (the rest, defaults and
     environment variables, reach a child process by themselves)."""
-    import click
-    from click.core import ParameterSource
-
     args: list[str] = []
-    for param in ctx.command.params:
-        if param.name in leave_out or not isinstance(param, click.Option):
+    for param in ctx.command.params:  # Typer's own Option class: not click's, so by kind
+        if param.name in leave_out or param.param_type_name != "option":
             continue
-        if ctx.get_parameter_source(param.name) is not ParameterSource.COMMANDLINE:
+        if ctx.get_parameter_source(param.name).name != "COMMANDLINE":
             continue
         value = ctx.params[param.name]
         if param.is_flag:
