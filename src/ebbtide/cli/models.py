@@ -8,6 +8,7 @@ it only turns options into library calls; `ebbtide.cli.main` adds these commands
 from __future__ import annotations
 
 from datetime import timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -34,6 +35,14 @@ from ebbtide.errors import ConfigError
 from ebbtide.store import EventStore
 
 app = typer.Typer()
+
+
+class Runtime(StrEnum):
+    """How `score` runs the neural network (`ebbtide.models.neural_compressed`)."""
+
+    torch = "torch"
+    int8 = "int8"
+    onnx = "onnx"
 
 
 @app.command()
@@ -249,6 +258,17 @@ def score(
         Path | None,
         typer.Option(help="Also write one row per (user, category touched before --at)."),
     ] = None,
+    runtime: Annotated[
+        Runtime,
+        typer.Option(
+            help="neural only: the network's runtime: torch (float32), int8 (dynamic"
+            " quantisation) or onnx (onnxruntime; writes model.onnx in --model-dir once)."
+        ),
+    ] = Runtime.torch,
+    threads: Annotated[
+        int | None,
+        typer.Option(min=1, help="neural only: CPU threads of the int8 or onnx runtime."),
+    ] = None,
     _debug: DebugOption = False,
 ) -> None:
     """Score every user with history before --at: return, purchase, interests, items."""
@@ -258,6 +278,11 @@ def score(
     require_store(db)
     when, window = parse_instant(at, "--at"), parse_duration(horizon, "--horizon")
     model = load_model(model_dir)
+    if runtime is not Runtime.torch or threads is not None:
+        _only_for(
+            model.name, "neural", "--runtime" if runtime is not Runtime.torch else "--threads"
+        )
+        model.compress(runtime.value, directory=model_dir, threads=threads)
     with EventStore(db, read_only=True) as store:
         history = snapshot(store, at=when)
     users, categories = score_users(model, history, horizon=window, k=k)

@@ -1574,6 +1574,30 @@ class NeuralModel(Model):
         self.next_item_ = head.to(self._device()).eval()
         self._restrict_answers()
 
+    # -- compressed scoring ------------------------------------------------------------
+    def compress(
+        self, runtime: str, directory: str | Path | None = None, threads: int | None = None
+    ) -> NeuralModel:
+        """Answer the queries with `runtime`: ``"torch"`` (float32, the default),
+        ``"int8"`` or ``"onnx"`` (see `ebbtide.models.neural_compressed`); returns self.
+
+        `directory` is the model's folder, where ``"onnx"`` keeps ``model.onnx``;
+        `threads` the CPU threads of a compressed runtime (default: all it may use).
+        """
+        from ebbtide.models.neural_compressed import attach_runtime
+
+        if not self.is_fitted:
+            raise NotFittedError("NeuralModel is not fitted: fit or load it, then compress")
+        self.runner_ = attach_runtime(self, runtime, directory=directory, threads=threads)
+        self._state_cache = None
+        return self
+
+    @property
+    def runtime(self) -> str:
+        """The runtime the queries use (`compress`)."""
+        runner = getattr(self, "runner_", None)
+        return "torch" if runner is None else runner.runtime
+
     # -- shared query machinery --------------------------------------------------------
     def _query_state(self, events: EventArrays, users: np.ndarray, at: float) -> _State:
         """`_user_state` for the queries: scoring asks up to five questions of the same
@@ -1616,6 +1640,13 @@ class NeuralModel(Model):
         # excitation of each read event at the user's last event; summed per category below
         long_j, fast_j = np.zeros(sub.n_events), np.zeros(sub.n_events)
         live_all = np.flatnonzero(has)
+        runner = getattr(self, "runner_", None)  # a compressed runtime (`compress`)
+        if runner is not None and live_all.size:
+            terms = runner.last_event_terms(seq, starts[live_all], ends[live_all])
+            h_out[live_all], buy_burst[live_all] = terms.h, terms.buy
+            conversion[live_all] = terms.conversion
+            long_j[terms.event], fast_j[terms.event] = terms.long, terms.fast
+            live_all = live_all[:0]
         with torch.no_grad():
             for lo in range(0, live_all.size, chunk):
                 live = live_all[lo : lo + chunk]
