@@ -67,8 +67,24 @@ def occurrences(
     """
     if t.size == 0:
         return key, t, w
-    first = np.flatnonzero(np.r_[True, (key[1:] != key[:-1]) | (t[1:] != t[:-1])])
-    return key[first], t[first], np.maximum.reduceat(w, first)
+    first, weight = _occurrence_runs(key, t, np.asarray(w, dtype=np.float64))
+    return key[first], t[first], weight
+
+
+@numba.njit(cache=True)
+def _occurrence_runs(key, t, w):  # pragma: no cover
+    """Where each run of equal (key, t) starts, and its largest weight: one pass."""
+    first = np.empty(key.size, dtype=np.int64)
+    weight = np.empty(key.size)
+    n = 0
+    for i in range(key.size):
+        if i == 0 or key[i] != key[i - 1] or t[i] != t[i - 1]:
+            first[n] = i
+            weight[n] = w[i]
+            n += 1
+        elif w[i] > weight[n - 1]:
+            weight[n - 1] = w[i]
+    return first[:n], weight[:n]
 
 
 @numba.njit(cache=True, parallel=True)
@@ -153,8 +169,9 @@ def _e_step(bounds, chunks, cat, w, gap, tail, mu, delta, alpha, n_cat):  # prag
     category sums (offspring N_c, delay mass D_c, G_c = Σ w ∫kernel/α, H_c for the
     censored time); per pair, the background count. Numba-compiled; see `e_step`.
 
-    Two transcendentals per occurrence: the fade ``e^{−δD}`` and ``log λ``; the tail's
-    ``e^{−δ(T−t_i)}`` is the previous one divided by the fade (recomputed if it underflows).
+    One transcendental per occurrence, the fade ``e^{−δD}``: ``Σ log λ`` is the log of
+    running products, taken when one leaves [1e-200, 1e200], and the tail's
+    ``e^{−δ(T−t_i)}`` is the previous one over the fade (recomputed if that underflows).
     """
     n_units = chunks.size - 1
     stats = np.zeros((n_units, 2 + 4 * n_cat))
@@ -162,6 +179,7 @@ def _e_step(bounds, chunks, cat, w, gap, tail, mu, delta, alpha, n_cat):  # prag
     for unit in numba.prange(n_units):
         log_sum = 0.0
         excited = 0.0
+        product = 1.0  # of λ's not yet logged: one log per several occurrences
         for p in range(chunks[unit], chunks[unit + 1]):
             lo, hi = bounds[p], bounds[p + 1]
             c = cat[lo]
@@ -176,9 +194,12 @@ def _e_step(bounds, chunks, cat, w, gap, tail, mu, delta, alpha, n_cat):  # prag
                     carry = a + w[i - 1]
                     b = fade * (b + gap[i] * carry)
                     a = fade * carry
-                    kept = kept / fade if fade > 1e-200 else math.exp(-d * tail[i])
+                    kept = kept * (1.0 / fade) if fade > 1e-200 else math.exp(-d * tail[i])
                 lam = m + a_c * a
-                log_sum += math.log(lam)
+                product *= lam
+                if not 1e-200 < product < 1e200:
+                    log_sum += math.log(product)
+                    product = 1.0
                 inv = 1.0 / lam
                 bg += m * inv
                 off += a * inv
@@ -191,7 +212,7 @@ def _e_step(bounds, chunks, cat, w, gap, tail, mu, delta, alpha, n_cat):  # prag
             stats[unit, 2 + n_cat + c] += a_c * late
             stats[unit, 2 + 2 * n_cat + c] += mass / d
             stats[unit, 2 + 3 * n_cat + c] += censored / d
-        stats[unit, 0] = log_sum
+        stats[unit, 0] = log_sum + math.log(product)
         stats[unit, 1] = excited
     return stats, background
 
