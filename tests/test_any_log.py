@@ -3,10 +3,11 @@
 Every family runs the whole command-line path (train, score at 1, 7 and 30 days,
 segments, plan; evaluate and report with the family drawn) on CDNOW (purchases only, no
 items or categories, 18 months, day resolution), MovieLens (ratings, no categories, no
-purchases) and a synthetic order log (a year of purchases, several lines per order, no
-category or behaviour column, people who stop buying). At 30 days every family's
-P(return) ranks users at least as well as days since the last event (within 0.01) and
-beats the base rate's Brier score.
+purchases; a third of its users for the commands) and a synthetic order log (a year of
+purchases, several lines per order, no category or behaviour column, people who stop
+buying). At 30 days every family's P(return) ranks users at least as well as days since
+the last event (within 0.01; on the whole of each log) and beats the base rate's Brier
+score.
 """
 
 from __future__ import annotations
@@ -56,31 +57,60 @@ def _ingest_orders(tmp: Path, datasets: Path) -> list[str]:
     ]
 
 
+def _movielens(tmp: Path, datasets: Path) -> list[str]:
+    return [str(datasets / "ml-100k" / "ml-100k.inter"), "--format", "movielens"]
+
+
+#: Of MovieLens, the commands' tests read the users whose id is a multiple of this (a third
+#: of the log, the same seven months): they check that every command runs and answers
+#: within bounds, which the whole log only makes slower. The return-ranking test, which
+#: checks accuracy, reads the whole log.
+MOVIELENS_EVERY = 3
+
+
+def _movielens_slice(tmp: Path, datasets: Path) -> list[str]:
+    header, *rows = (datasets / "ml-100k" / "ml-100k.inter").read_text().splitlines(True)
+    path = tmp / "ml-100k-slice.inter"
+    kept = [row for row in rows if int(row.split("\t", 1)[0]) % MOVIELENS_EVERY == 0]
+    path.write_text(header + "".join(kept))
+    return [str(path), "--format", "movielens"]
+
+
 LOGS = {
     "cdnow": lambda tmp, datasets: [
         str(datasets / "cdnow" / "CDNOW_sample.txt"),
         "--format",
         "cdnow",
     ],
-    "movielens": lambda tmp, datasets: [
-        str(datasets / "ml-100k" / "ml-100k.inter"),
-        "--format",
-        "movielens",
-    ],
+    "movielens": _movielens_slice,
     "orders": _ingest_orders,
 }
 
 
+def _ingest(cli, name: str, arguments, datasets: Path, tmp: pytest.TempPathFactory) -> Path:
+    folder = tmp.mktemp(name)
+    db = folder / "store.duckdb"
+    cli.ok("ingest", *arguments(folder, datasets), "--db", str(db), "--quiet")
+    return db
+
+
 @pytest.fixture(scope="module")
 def logs(cli, datasets: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Each log ingested once through `ebbtide ingest` (do not write to these stores)."""
-    stores = {}
-    for name, arguments in LOGS.items():
-        folder = tmp_path_factory.mktemp(name)
-        db = folder / "store.duckdb"
-        cli.ok("ingest", *arguments(folder, datasets), "--db", str(db), "--quiet")
-        stores[name] = db
-    return stores
+    """Each log ingested once through `ebbtide ingest` (do not write to these stores);
+    MovieLens as its slice (see `MOVIELENS_EVERY`)."""
+    return {
+        name: _ingest(cli, name, arguments, datasets, tmp_path_factory)
+        for name, arguments in LOGS.items()
+    }
+
+
+@pytest.fixture(scope="module")
+def whole_logs(
+    cli, logs: dict[str, Path], datasets: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
+    """`logs` with the whole of MovieLens, for the test that checks accuracy."""
+    whole = _ingest(cli, "movielens-whole", _movielens, datasets, tmp_path_factory)
+    return {**logs, "movielens": whole}
 
 
 def _cut(db: Path) -> str:
@@ -146,12 +176,12 @@ def test_evaluate_and_report_with_a_model_drawn(
 
 @pytest.mark.parametrize("log", sorted(LOGS))
 def test_return_at_30_days_ranks_like_recency_and_beats_the_base_rate(
-    logs: dict[str, Path], log: str
+    whole_logs: dict[str, Path], log: str
 ) -> None:
     families = [
         build_model(name, **NEURAL_SMALL) if name == "neural" else name for name in FAMILIES
     ]
-    with EventStore(logs[log], read_only=True) as store:
+    with EventStore(whole_logs[log], read_only=True) as store:
         cut = after_last_event(store) - MONTH
         result = temporal_holdout(store, families, cutoff=cut, horizon=MONTH)
     table = result.table.set_index("model")

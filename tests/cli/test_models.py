@@ -58,6 +58,7 @@ def test_train_and_score_refuse_bad_arguments(cli, tmp_path: Path) -> None:
 
 
 def test_train_neural_checkpoints_resumes_and_refuses_a_missing_gpu(cli, tmp_path: Path) -> None:
+    """Plumbing, not training: budgets of seconds (the resumed run's counts the first's)."""
     import torch
 
     db = tmp_path / "shop.duckdb"
@@ -77,9 +78,9 @@ def test_train_neural_checkpoints_resumes_and_refuses_a_missing_gpu(cli, tmp_pat
     ]
     missing = cli(*base, "--resume")
     assert missing.exit_code == 1 and "no checkpoint" in missing.output
-    cli.ok(*base, "--max-seconds", "5", "--seed", "1")
+    cli.ok(*base, "--max-seconds", "2", "--seed", "1")
     assert (model_dir / "checkpoint.pt").exists() and (model_dir / "network.pt").exists()
-    resumed = cli.ok(*base, "--max-seconds", "15", "--seed", "1", "--resume")
+    resumed = cli.ok(*base, "--max-seconds", "4", "--seed", "1", "--resume")
     assert "epochs" in resumed.output
     scores, interests = tmp_path / "scores.csv", tmp_path / "interests.parquet"
     cli.ok(
@@ -92,7 +93,7 @@ def test_train_neural_checkpoints_resumes_and_refuses_a_missing_gpu(cli, tmp_pat
     assert {"p_engage", "interest_score", "p_activate", "half_life_days"} <= set(table.columns)
     assert table.p_activate.between(0, 1).all() and len(table) == 15_930
     assert_refused_before_the_cutoff(cli, db, model_dir)
-    other = cli(*base, "--max-seconds", "15", "--seed", "2", "--resume")
+    other = cli(*base, "--max-seconds", "4", "--seed", "2", "--resume")
     assert other.exit_code == 1 and "other data, cut-off or settings" in other.output
     if not torch.cuda.is_available():
         gpu = cli(*base, "--device", "cuda")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from ebbtide.features.history import Catalogue, snapshot
-from ebbtide.models.decay import DecayModel
+from ebbtide.models.decay import DecayConfig, DecayModel
 from ebbtide.models.decay_em import LOCAL_REDUCER, reduce_parts
 from ebbtide.store import EventStore
 
@@ -43,7 +43,7 @@ class BarrierReducer:
         return _Worker()
 
 
-def _fit_in_partitions(store: EventStore, workers: int) -> DecayModel:
+def _fit_in_partitions(store: EventStore, workers: int, config: DecayConfig) -> DecayModel:
     history = snapshot(store, at=CUT)
     local = Catalogue.empty().localise(history)
     events = local.events
@@ -55,7 +55,7 @@ def _fit_in_partitions(store: EventStore, workers: int) -> DecayModel:
 
     def run(rank: int) -> None:
         try:
-            model = DecayModel()
+            model = DecayModel(config)
             model.cutoff_ = history.at
             mine = events.select(owner[events.user_idx] == rank)
             parts[rank] = model.fit_partition(mine, start=start, reducer=reducer.for_worker(rank))
@@ -71,17 +71,18 @@ def _fit_in_partitions(store: EventStore, workers: int) -> DecayModel:
     if errors:
         raise errors[0]
     return DecayModel.from_partitions(
-        None, cutoff=history.at, catalogue=local.catalogue, parts=parts
+        config, cutoff=history.at, catalogue=local.catalogue, parts=parts
     )
 
 
-@pytest.fixture(scope="module")
-def whole(taobao: EventStore) -> DecayModel:
-    return DecayModel().fit(taobao, cutoff=CUT)
+# the default, and a validation refit on a sample of users (a log past validation_events)
+CONFIGS = [DecayConfig(), DecayConfig(validation_events=30_000)]
 
 
-def test_three_partitions_equal_the_whole_log(taobao: EventStore, whole: DecayModel) -> None:
-    parted = _fit_in_partitions(taobao, workers=3)
+@pytest.mark.parametrize("config", CONFIGS, ids=["whole-validation", "sampled-validation"])
+def test_three_partitions_equal_the_whole_log(taobao: EventStore, config: DecayConfig) -> None:
+    whole = DecayModel(config).fit(taobao, cutoff=CUT)
+    parted = _fit_in_partitions(taobao, workers=3, config=config)
     for name in DecayModel.state_attributes:
         np.testing.assert_allclose(
             np.asarray(getattr(parted, name), dtype=np.float64),

@@ -8,6 +8,7 @@ it only turns options into library calls; `ebbtide.cli.main` adds these commands
 from __future__ import annotations
 
 from datetime import timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -45,8 +46,17 @@ LOCAL_SPARK = "local[*]"
 app = typer.Typer()
 
 
+class Runtime(StrEnum):
+    """How `score` runs the neural network (`ebbtide.models.neural_compressed`)."""
+
+    torch = "torch"
+    int8 = "int8"
+    onnx = "onnx"
+
+
 @app.command()
 def train(
+    ctx: typer.Context,
     model_name: Annotated[
         str, typer.Option("--model", "-m", help="Family: popular, btyd, gbdt, decay, neural.")
     ],
@@ -105,10 +115,20 @@ def train(
     engine: EngineOption = Engine.LOCAL,
     spark_master: SparkMasterOption = LOCAL_SPARK,
     inputs: InputOption = None,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="neural only: train with this many processes (PyTorch DDP, the users shared"
+            " out; gloo on CPU, NCCL with --device cuda, one GPU each). Runs"
+            " torch.distributed.run for you; under torchrun leave it out.",
+        ),
+    ] = 1,
     quiet: QuietOption = False,
     _debug: DebugOption = False,
 ) -> None:
     """Fit a model on the store's events before --cutoff and save it to --out-dir."""
+    from ebbtide.models import distributed
     from ebbtide.models.scoring import build_model
 
     lake = require_lake(engine, inputs)
@@ -119,6 +139,12 @@ def train(
         _print_trained(model, model_name, when, out_dir, lake_rows)
         return
     require_store(db)
+    if nproc > 1:
+        _only_for(model_name, "neural", "--nproc")
+        raise typer.Exit(_launch_processes(ctx, nproc))
+    main = distributed.is_main()  # only rank 0 of a DDP run reports and saves
+    if distributed.launch_env() is not None:
+        _only_for(model_name, "neural", "several processes (torchrun)")
     settings: dict[str, Any] = {}
     if device != "cpu":
         settings["device"] = device
@@ -141,9 +167,11 @@ def train(
         when = parse_instant(cutoff, "--cutoff") if cutoff else after_last_event(store)
         model = build_model(model_name, **settings)
         checkpoint = out_dir / "checkpoint.pt"
-        with training_bar(quiet, f"training {model_name}") as report:
+        with training_bar(quiet or not main, f"training {model_name}") as report:
             model.fit(store, cutoff=when, progress=report, checkpoint=checkpoint, resume=resume)
-        model.save(out_dir)
+    if not main:
+        return
+    model.save(out_dir)
     _print_trained(model, model_name, when, out_dir, [])
 
 
@@ -205,6 +233,64 @@ def _only_for(model_name: str, family: str, flag: str) -> None:
         )
 
 
+def _launch_processes(ctx: typer.Context, nproc: int) -> int:
+    """Run this `train` again as `nproc` processes on this machine (what torchrun does:
+    torch.distributed.run's launcher, a free local port) and return their exit code.
+
+    The processes get the options given here, less the process count; on CPU each gets
+    an equal share of the cores unless OMP_NUM_THREADS says otherwise.
+    """
+    import os
+    import sys
+    import uuid
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    from ebbtide.models import distributed
+
+    if distributed.launch_env() is not None:
+        raise ConfigError(
+            "--nproc starts the processes itself, but this one is already one of several"
+            " (WORLD_SIZE is set): leave --nproc out under torchrun"
+        )
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=nproc,
+        run_id=str(uuid.uuid4()),
+        rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0",
+        max_restarts=0,
+    )
+    args = ("-m", "ebbtide.cli", ctx.info_name or "train", *_given_options(ctx, {"nproc"}))
+    try:
+        elastic_launch(config, entrypoint=sys.executable)(*args)
+    except ChildFailedError as failure:
+        codes = sorted({error.exitcode for error in failure.failures.values()})
+        out().print(f"training failed in {len(failure.failures)} of {nproc} processes (see above)")
+        return max(codes) if codes and codes[-1] > 0 else 1
+    return 0
+
+
+def _given_options(ctx: typer.Context, leave_out: set[str]) -> list[str]:
+    """The options given on this command line, as arguments again (the rest, defaults and
+    environment variables, reach a child process by themselves)."""
+    args: list[str] = []
+    for param in ctx.command.params:  # Typer's own Option class: not click's, so by kind
+        if param.name in leave_out or param.param_type_name != "option":
+            continue
+        if ctx.get_parameter_source(param.name).name != "COMMANDLINE":
+            continue
+        value = ctx.params[param.name]
+        if param.is_flag:
+            args.append(param.opts[0] if value else param.secondary_opts[0])
+        else:
+            args += [param.opts[0], str(value)]
+    return args
+
+
 def _horizons_days(text: str) -> tuple[float, ...]:
     """``1h,1d,7d`` as days."""
     parts = names(text)
@@ -234,6 +320,17 @@ def score(
     engine: EngineOption = Engine.LOCAL,
     spark_master: SparkMasterOption = LOCAL_SPARK,
     inputs: InputOption = None,
+    runtime: Annotated[
+        Runtime,
+        typer.Option(
+            help="neural only: the network's runtime: torch (float32), int8 (dynamic"
+            " quantisation) or onnx (onnxruntime; writes model.onnx in --model-dir once)."
+        ),
+    ] = Runtime.torch,
+    threads: Annotated[
+        int | None,
+        typer.Option(min=1, help="neural only: CPU threads of the int8 or onnx runtime."),
+    ] = None,
     _debug: DebugOption = False,
 ) -> None:
     """Score every user with history before --at: return, purchase, interests, items.
@@ -251,6 +348,11 @@ def score(
         return
     require_store(db)
     model = load_model(model_dir)
+    if runtime is not Runtime.torch or threads is not None:
+        _only_for(
+            model.name, "neural", "--runtime" if runtime is not Runtime.torch else "--threads"
+        )
+        model.compress(runtime.value, directory=model_dir, threads=threads)
     with EventStore(db, read_only=True) as store:
         history = snapshot(store, at=when)
     users, categories = score_users(model, history, horizon=window, k=k)

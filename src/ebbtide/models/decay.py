@@ -42,6 +42,7 @@ import math
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+import numba
 import numpy as np
 from scipy.optimize import minimize_scalar
 
@@ -56,6 +57,7 @@ from ebbtide.models.decay_em import (
     Reducer,
     fit_hawkes,
     occurrences,
+    pair_order,
     reduce_parts,
 )
 from ebbtide.schema import Behavior
@@ -77,12 +79,31 @@ def _quiet_chance(theta: float, curve: np.ndarray, span: np.ndarray) -> np.ndarr
 
         e^{−θS − Λ(S)} + ∫_0^S θ e^{−θs − Λ(s)} ds
 
-    with ``Λ`` given on ``s = span · _FRACTIONS`` (rows of `curve`); trapezoid rule.
+    with ``Λ`` given on ``s = span · _FRACTIONS`` (rows of `curve`); trapezoid rule. A
+    compiled loop: the dropout fit asks it for every user some twenty times; a few users
+    (one live read) skip the threads.
     """
-    s = span[:, None] * _FRACTIONS
-    quiet = np.exp(-theta * s - curve)
-    area = _trapezoid(quiet, s[:, 1:] - s[:, :-1])
-    return np.minimum(np.maximum(quiet[:, -1] + theta * area, 0.0), 1.0)
+    kernel = _quiet_parallel if curve.shape[0] >= 4096 else _quiet_serial
+    return kernel(float(theta), np.ascontiguousarray(curve, dtype=np.float64), span, _FRACTIONS)
+
+
+def _quiet_loop(theta, curve, span, fractions):  # pragma: no cover
+    """`_quiet_chance`'s loop; `numba.prange` is a plain range when compiled serial."""
+    out = np.empty(curve.shape[0])
+    for u in numba.prange(curve.shape[0]):
+        prev_s, prev_q = 0.0, math.exp(-curve[u, 0])
+        area = 0.0
+        for j in range(1, fractions.size):
+            s = span[u] * fractions[j]
+            q = math.exp(-theta * s - curve[u, j])
+            area += (s - prev_s) * (q + prev_q) / 2.0
+            prev_s, prev_q = s, q
+        out[u] = min(max(prev_q + theta * area, 0.0), 1.0)
+    return out
+
+
+_quiet_serial = numba.njit(cache=True)(_quiet_loop)
+_quiet_parallel = numba.njit(cache=True, parallel=True)(_quiet_loop)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -115,6 +136,10 @@ class DecayConfig:
     validation_days : float or None
         Length of that window; None: a tenth of the log before the cut-off, within
         [1, 30] days.
+    validation_events : int
+        Most events the validation refit sees: on a larger log it takes the users a fixed
+        hash of their code draws (a yes/no on dropout needs a sample, not the whole
+        log: on 10M events it was half the fit).
     """
 
     behavior_weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
@@ -127,6 +152,7 @@ class DecayConfig:
     initial_half_life_days: float = 1.0
     dropout: str = "auto"
     validation_days: float | None = None
+    validation_events: int = 2_000_000
 
     def __post_init__(self) -> None:
         if self.dropout not in ("auto", "fit", "off"):
@@ -145,6 +171,10 @@ class DecayConfig:
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
                 raise ConfigError(f"DecayConfig.{name}={value!r} must be a finite number >= 0")
+        if not isinstance(self.validation_events, int) or self.validation_events < 1:
+            raise ConfigError(
+                f"DecayConfig.validation_events={self.validation_events!r} must be an integer >= 1"
+            )
         if not isinstance(self.max_iter, int) or self.max_iter < 1:
             raise ConfigError(f"DecayConfig.max_iter={self.max_iter!r} must be an integer >= 1")
         if not (isinstance(self.tol, int | float) and self.tol > 0):
@@ -152,6 +182,15 @@ class DecayConfig:
         h = self.initial_half_life_days
         if not (isinstance(h, int | float) and math.isfinite(h) and h > 0):
             raise ConfigError(f"DecayConfig.initial_half_life_days={h!r} must be > 0")
+
+
+def _user_draw(n_users: int) -> np.ndarray:
+    """A fixed uniform number in [0, 1) per user code (a multiplicative hash), so a sample
+    of users is the same on every run and in every partition."""
+    codes = np.arange(n_users, dtype=np.uint64) + np.uint64(1)
+    mixed = codes * np.uint64(0x9E3779B97F4A7C15)
+    mixed ^= mixed >> np.uint64(29)
+    return (mixed >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
 def _pad(values: np.ndarray, size: int, fill: float) -> np.ndarray:
@@ -195,6 +234,7 @@ class DecayModel(Model):
         start: float,
         reducer: Reducer = LOCAL_REDUCER,
         progress: Progress | None = None,
+        warm: DecayModel | None = None,
     ) -> dict[str, np.ndarray]:
         """Fit on one partition's users and return this partition's state.
 
@@ -204,7 +244,8 @@ class DecayModel(Model):
         set. Category-level arrays come out identical on every worker; the pair arrays
         and ``nu_``/``rho_`` are right for this partition's users only
         (`from_partitions` puts them together). One process: the whole log, the default
-        reducer.
+        reducer. `warm`: a model fitted on the same partition whose parameters start the
+        EM (the dropout validation's refit starts from the full fit).
         """
         self._pairs_cache = None  # new parameters: earlier answers no longer hold
         cfg = self.config
@@ -226,6 +267,7 @@ class DecayModel(Model):
             tol=cfg.tol,
             reducer=reducer,
             progress=progress,
+            initial=None if warm is None else warm._initial(occ.key[occ.bounds[:-1]], n_cat),
         )
         m = cfg.mu_prior_days
         weights = fit.category_events
@@ -302,6 +344,16 @@ class DecayModel(Model):
         model.metrics_ = dict(metrics or {})
         return model
 
+    def _initial(self, pair_key: np.ndarray, n_cat: int) -> tuple[np.ndarray, ...]:
+        """This model's δ, α and the μ of `pair_key` (the default for pairs it lacks)."""
+        fitted = np.asarray(self.pair_key_, dtype=np.int64)
+        where = np.minimum(np.searchsorted(fitted, pair_key), max(fitted.size - 1, 0))
+        hit = fitted[where] == pair_key if fitted.size else np.zeros(pair_key.size, bool)
+        mu = np.where(hit, np.asarray(self.pair_mu_)[where] if fitted.size else 0.0, 0.0)
+        mu = np.where(hit, mu, float(self.default_mu_))
+        delta, alpha = self._params(n_cat)
+        return delta[:n_cat], alpha[:n_cat], mu
+
     def _fit_users(
         self, events: EventArrays, t_end: float, reducer: Reducer
     ) -> dict[str, np.ndarray]:
@@ -347,20 +399,24 @@ class DecayModel(Model):
         fill = float(getattr(self, name.removesuffix("_") + "_global_"))
         return _pad(values, int(users.max(initial=-1)) + 1, fill)[users]
 
-    def _pairs(self, events: EventArrays, users: np.ndarray, at: float) -> dict[str, np.ndarray]:
+    def _pairs(
+        self, events: EventArrays, users: np.ndarray, at: float | np.ndarray
+    ) -> dict[str, np.ndarray]:
         """Per (query row q, category) pair before `at`: μ, excitation now E, δ.
 
         ``E = α_c Σ_j w_j exp(−δ_c (at − t_j))`` (per day); pairs unseen at fit get the
-        default μ. Rows are sorted by (q, category). The last answer is kept: p_return,
-        p_buy and interest for the same users at the same instant (a plan, a report) ask
-        for the same pairs, which on millions of events is most of their cost.
+        default μ. Rows are sorted by (q, category). The last two answers are kept:
+        p_return, p_buy and interest for the same users at the same instant (a plan, a
+        report) ask for the same pairs, now and at each user's last occurrence, which on
+        millions of events is most of their cost.
         """
-        key = (id(events), at, users.size, hashlib.blake2b(users.tobytes()).digest())
-        cached = getattr(self, "_pairs_cache", None)
-        if cached is not None and cached[0] == key:
-            return cached[1]
+        when = hashlib.blake2b(at.tobytes()).digest() if isinstance(at, np.ndarray) else at
+        key = (id(events), when, users.size, hashlib.blake2b(users.tobytes()).digest())
+        cache = getattr(self, "_pairs_cache", None) or {}
+        if key in cache:
+            return cache[key]
         pairs = self._compute_pairs(events, users, at)
-        self._pairs_cache = (key, pairs)
+        self._pairs_cache = {**dict(list(cache.items())[-1:]), key: pairs}
         return pairs
 
     def _compute_pairs(
@@ -368,7 +424,7 @@ class DecayModel(Model):
     ) -> dict[str, np.ndarray]:
         idx, q = user_event_ranges(events.offsets, users)
         row_key = q * _KEY + events.category_idx[idx]
-        order = np.argsort(row_key, kind="stable")  # time-sorted within each pair
+        order = pair_order(q, events.category_idx[idx])  # time-sorted within each pair
         idx = idx[order]
         w = np.asarray(self.config.behavior_weights)[events.behavior[idx]]
         row_key, t, w = occurrences(row_key[order], events.t[idx], w)
@@ -376,7 +432,8 @@ class DecayModel(Model):
         delta, alpha = self._params(max(events.n_categories, int(cat.max(initial=-1)) + 1))
         at_row = at[row_key // _KEY] if isinstance(at, np.ndarray) else at
         contrib = w * np.exp(-delta[cat] * np.maximum(at_row - t, 0.0))
-        keys, inverse = np.unique(row_key, return_inverse=True)
+        new = np.r_[True, row_key[1:] != row_key[:-1]] if row_key.size else row_key > 0
+        keys, inverse = row_key[new], np.cumsum(new) - 1  # row_key is sorted
         pq_, pc = keys // _KEY, keys % _KEY
         excitation = alpha[pc] * np.bincount(inverse, contrib, minlength=keys.size)
         fitted_key = np.asarray(self.pair_key_, dtype=np.int64)
@@ -444,7 +501,14 @@ class DecayModel(Model):
         if days is None:
             days = float(np.clip((t_end - start) / 10.0, 1.0, 30.0))
         t_val = t_end - days
-        before = events.select(events.t < t_val)
+        early = events.t < t_val
+        (total,) = reduce_parts(reducer, np.count_nonzero(early))
+        share = min(1.0, self.config.validation_events / max(float(total[0]), 1.0))
+        if share < 1.0:  # a sample of users, the same whatever the partitions
+            drawn = _user_draw(events.n_users) < share
+            events = events.select(drawn[events.user_idx])
+            early = events.t < t_val
+        before = events.select(early)
         users = np.flatnonzero(before.lengths() > 0)
         returned = (events.lengths() - before.lengths())[users] > 0
         (counts,) = reduce_parts(reducer, [users.size, returned.sum()])
@@ -452,7 +516,7 @@ class DecayModel(Model):
             return {"dropout_chosen": False, "validation_days": days}
         probe = DecayModel(replace(self.config, dropout="fit"))
         probe.cutoff_ = self.cutoff_ - timedelta(days=days)
-        probe.fit_partition(before, start=min(start, t_val), reducer=reducer)
+        probe.fit_partition(before, start=min(start, t_val), reducer=reducer, warm=self)
         sums = []
         for theta in (probe.dropout_, 0.0):
             probe.dropout_ = np.asarray(theta)
@@ -473,7 +537,7 @@ class DecayModel(Model):
     ) -> np.ndarray:
         """``Λ_u(s)`` (all categories and new ones) on ``s = span_u · _FRACTIONS`` after
         ``start_u``: (users, grid)."""
-        p = self._compute_pairs(events, users, start)
+        p = self._pairs(events, users, start)
         return self._cumulative(p, self._user_param("nu_", users), span)
 
     # -- the queries' maths on pairs: shared by the batch queries below and by the live
@@ -582,7 +646,7 @@ class DecayModel(Model):
             return alive
         who = users[seen]
         last = events.t[events.offsets[who + 1] - 1]
-        p_last = self._compute_pairs(events, who, last)
+        p_last = self._pairs(events, who, last)
         gap = np.maximum(at - last, 0.0)
         alive[seen] = self._alive(p_last, self._user_param("nu_", who), gap)
         return alive

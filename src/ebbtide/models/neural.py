@@ -83,6 +83,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -96,6 +97,7 @@ from ebbtide.errors import ConfigError, NotFittedError
 from ebbtide.features.cycle import Cycle
 from ebbtide.features.sequences import EventArrays, user_event_ranges
 from ebbtide.metrics_core import log_loss, roc_auc
+from ebbtide.models import distributed
 from ebbtide.models.base import Model, Progress
 from ebbtide.models.next_item import (
     NextItemNet,
@@ -824,6 +826,45 @@ def _item_nll(net, h, target, next_cat, item_chunk, negatives) -> torch.Tensor:
     return total
 
 
+class _Objective(nn.Module):
+    """The training loss of a batch as a module's forward: DDP averages the gradients of
+    what runs inside a wrapped module's forward."""
+
+    def __init__(self, net: _Net, cfg: NeuralConfig) -> None:
+        super().__init__()
+        self.net, self.cfg = net, cfg
+
+    def forward(self, batch: dict, negatives: torch.Tensor | None) -> tuple[torch.Tensor, int]:
+        cfg = self.cfg
+        return _batch_loss(
+            self.net, batch, cfg.item_weight, cfg.item_chunk, negatives, cfg.modulation_penalty
+        )
+
+
+def _my_chunks(group: distributed.Group, events: EventArrays, reads: np.ndarray) -> np.ndarray:
+    """The training chunks of this rank's users (all of them alone): users, not chunks,
+    are shared out, balanced by their chunk counts."""
+    if group.world == 1:
+        return np.arange(reads.size)
+    user = np.searchsorted(events.offsets, reads, side="right") - 1
+    users = group.shard_balanced(np.bincount(user, minlength=events.n_users))
+    return np.flatnonzero(np.isin(user, users))
+
+
+def _rank_seed(seed: int, group: distributed.Group, epoch: int) -> int:
+    """The shuffling and negative-sampling seed of a rank in an epoch."""
+    return int(np.random.SeedSequence([seed, group.world, group.rank, epoch]).generate_state(1)[0])
+
+
+def _step_totals(
+    group: distributed.Group, loss: torch.Tensor, n: int, late: bool
+) -> tuple[float, int, bool]:
+    """Summed loss and scored intervals of a step over the ranks, and whether any rank
+    is out of time: one collective, so every rank scales and stops alike."""
+    summed, count, late_ranks = group.sum([float(loss.detach()), float(n), float(late)])
+    return summed, int(count), late_ranks > 0
+
+
 #: Settings a resumed run may change (the rest must match the checkpoint).
 _RESUMABLE = frozenset(
     {"epochs", "max_train_seconds", "patience", "device", "precision"}
@@ -929,8 +970,19 @@ class NeuralModel(Model):
         return replace(events, t=self.cycle.warp(events.t))
 
     def _fit(self, events: EventArrays, progress: Progress | None) -> None:
+        # ranks wait in a collective while rank 0 calibrates and trains the next-item head
+        wait = timedelta(minutes=30) + 2 * timedelta(seconds=self.config.item_max_seconds)
+        with distributed.process_group(self._device(), wait) as group:
+            self._fit_on(events, progress if group.is_main else None, group)
+
+    def _fit_on(
+        self, events: EventArrays, progress: Progress | None, group: distributed.Group
+    ) -> None:
+        """`_fit` as one of `group`'s processes: alone, or one rank of a DDP run (its
+        share of the users' sequences, gradients averaged; every decision taken on
+        quantities summed over the ranks, so all agree; only rank 0 writes)."""
         cfg = self.config
-        device = self._device()
+        device = group.device
         t_end = self.cutoff_.timestamp() / 86_400
         cycle = Cycle()
         if cfg.cycle and events.n_events:
@@ -961,11 +1013,18 @@ class NeuralModel(Model):
             train, t_train = events, t_end
         has_val = t_train < t_end  # survival through the window is scored too
 
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed)  # every rank starts from the same weights
         generator = torch.Generator().manual_seed(cfg.seed)
         net = _Net(n_items, n_cat, cfg)
         self._init_biases(net, train, t_train)
         net.to(device)
+        step = _Objective(net, cfg)
+        if group.world > 1:
+            step = nn.parallel.DistributedDataParallel(
+                step,
+                device_ids=[device] if device.type == "cuda" else None,
+                find_unused_parameters=True,  # an idle or unscored batch leaves some out
+            )
         self.net_ = net
         self._state_cache = None
         optimiser = torch.optim.Adam(
@@ -975,6 +1034,8 @@ class NeuralModel(Model):
         )
         seq = self._sequences(train, t_train)
         reads, starts, ends = _chunks(train.offsets, cfg.max_len, False, cfg.context_len)
+        mine = _my_chunks(group, train, reads)
+        steps = -(-group.most(mine.size) // cfg.batch_size)  # the same on every rank
         n_intervals = max(int(train.n_events), 1)
         if has_val:
             val_seq = self._sequences(events, t_end, t_start=t_train)
@@ -987,15 +1048,20 @@ class NeuralModel(Model):
             run = self._restore(checkpoint, net, optimiser, generator, events)
             run.stop = "epochs"
         clock = time.monotonic() - run.elapsed
-        batches = -(-starts.size // cfg.batch_size)
+        batches = steps
         amp = amp_dtype(cfg.precision, device)
         scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
         for epoch in range(run.epoch + 1, cfg.epochs + 1):
             net.train()
-            order = torch.randperm(starts.size, generator=generator).numpy()
+            if group.world > 1:  # each rank its own stream, a resume continues it
+                generator.manual_seed(_rank_seed(cfg.seed, group, epoch))
+            order = mine[torch.randperm(mine.size, generator=generator).numpy()]
             total, count, seen, epoch_clock = 0.0, 0, 0, time.monotonic()
-            for b, lo in enumerate(range(0, order.size, cfg.batch_size)):
+            for b, lo in enumerate(range(0, steps * cfg.batch_size, cfg.batch_size)):
                 rows = order[lo : lo + cfg.batch_size]
+                idle = rows.size == 0  # a rank whose share ran out still joins the step
+                if idle:
+                    rows = np.zeros(1, dtype=np.int64)
                 batch = _batch(seq, reads[rows], ends[rows], device, starts[rows])
                 negatives = None
                 if cfg.item_negatives and n_items > cfg.full_softmax_items:
@@ -1003,24 +1069,30 @@ class NeuralModel(Model):
                         n_items, (cfg.item_negatives,), generator=generator
                     ).to(device)
                 with autocast(device, amp):
-                    loss, n = _batch_loss(
-                        net,
-                        batch,
-                        cfg.item_weight,
-                        cfg.item_chunk,
-                        negatives,
-                        cfg.modulation_penalty,
-                    )
-                if n == 0:
-                    continue
+                    loss, n = step(batch, negatives)
+                if group.world == 1:
+                    if n == 0:
+                        continue
+                    mean_loss, summed = loss / n, float(loss.detach())
+                else:
+                    if idle:
+                        loss, n = loss * 0.0, 0
+                    late = time.monotonic() - clock > cfg.max_train_seconds
+                    summed, n, late = _step_totals(group, loss, n, late)
+                    if n == 0:  # nothing scored on any rank: DDP still needs the backward
+                        (loss * 0.0).backward()
+                        optimiser.zero_grad()
+                        continue
+                    # DDP averages the ranks' gradients: the mean over all scored intervals
+                    mean_loss = loss * (group.world / n)
                 prior = cfg.delta_prior * net.log_delta_offset.square().sum() / n_intervals
                 optimiser.zero_grad()
-                scaler.scale(loss / n + prior).backward()
+                scaler.scale(mean_loss + prior).backward()
                 scaler.unscale_(optimiser)  # clip the true gradients
                 nn.utils.clip_grad_norm_(net.parameters(), 5.0)
                 scaler.step(optimiser)  # skipped when an fp16 gradient overflowed
                 scaler.update()
-                total, count, seen = total + float(loss.detach()), count + n, seen + n
+                total, count, seen = total + summed, count + n, seen + n
                 if progress is not None and (b % 10 == 0 or b == batches - 1):
                     progress(
                         self._progress_line(
@@ -1028,33 +1100,38 @@ class NeuralModel(Model):
                         ),
                         _POINT_PROCESS_SHARE * (epoch - 1 + (b + 1) / batches) / cfg.epochs,
                     )
-                if time.monotonic() - clock > cfg.max_train_seconds:
+                if group.world == 1:
+                    late = time.monotonic() - clock > cfg.max_train_seconds
+                if late:  # under DDP: any rank's clock, summed with the step's totals
                     run.stop = "time"
                     break
             run.train_nll = total / max(count, 1)
             run.epoch = epoch
             if has_val:
-                nll = self._validation_nll(net, val_seq, val_starts, val_ends, device)
-                loss = self._window_loss(window)
+                nll = self._validation_nll(net, val_seq, val_starts, val_ends, device, group)
+                loss = self._window_loss(window, group)
                 if loss < run.best:
                     run.best, run.best_nll, run.best_epoch = loss, nll, epoch
                     run.best_state, run.stale = copy.deepcopy(net.state_dict()), 0
                 else:
                     run.stale += 1
             run.elapsed = time.monotonic() - clock
-            if checkpoint is not None:
+            if checkpoint is not None and group.is_main:
                 self._checkpoint(checkpoint, run, net, optimiser, generator, events)
             if run.stop == "time":
                 break
             if has_val and run.stale > cfg.patience:
                 run.stop = "patience"
                 break
-            if time.monotonic() - clock > cfg.max_train_seconds:
+            if group.any(time.monotonic() - clock > cfg.max_train_seconds):
                 run.stop = "time"
                 break
         if run.best_state is not None:
             net.load_state_dict(run.best_state)
         net.eval()
+        if not group.is_main:  # rank 0 finishes alone; the others take its result
+            self._take_finish(group.from_main())
+            return
         calibration = {}
         if has_val:
             calibration = self._calibrate(window)
@@ -1091,6 +1168,25 @@ class NeuralModel(Model):
             **calibration,
             **{f"next_item_{name}": value for name, value in next_item.items()},
         }
+        if group.world > 1:
+            self.metrics_["processes"] = group.world
+            group.from_main(self._finish_payload())
+        self._restrict_answers()
+
+    def _finish_payload(self) -> dict:
+        """What rank 0 learned after the point process (calibration, intervals, the
+        next-item head, metrics), for the other ranks of a DDP run."""
+        head = {name: value.cpu() for name, value in self.next_item_.state_dict().items()}
+        return {"state": self._state(), "metrics": self.metrics_, "next_item": head}
+
+    def _take_finish(self, payload: dict) -> None:
+        """Become the model rank 0 finished (`_finish_payload`)."""
+        self._set_state(payload["state"])
+        self.metrics_ = payload["metrics"]
+        cfg, n_items, n_cat = self.config, int(self.n_items_), int(self.n_categories_)
+        head = NextItemNet(n_items, n_cat, cfg.hidden, cfg.item_dropout)
+        head.load_state_dict(payload["next_item"])
+        self.next_item_ = head.to(self._device()).eval()
         self._restrict_answers()
 
     def half_lives(self) -> pd.DataFrame:
@@ -1263,9 +1359,12 @@ class NeuralModel(Model):
         starts: np.ndarray,
         ends: np.ndarray,
         device: torch.device,
+        group: distributed.Group = distributed.SINGLE,
     ) -> float:
         net.eval()
         total, count = 0.0, 0
+        part = group.shard_contiguous(ends - starts)
+        starts, ends = starts[part], ends[part]
         with torch.no_grad():
             for lo in range(0, starts.size, self.config.batch_size):
                 batch = _batch(
@@ -1276,6 +1375,8 @@ class NeuralModel(Model):
                 )
                 loss, n = _batch_loss(net, batch, self.config.item_weight, self.config.item_chunk)
                 total, count = total + float(loss.detach()), count + n
+        if group.world > 1:
+            total, count = group.sum([total, count])
         return total / max(count, 1)
 
     def _window(self, train: EventArrays, events: EventArrays, t_train: float, t_end: float):
@@ -1308,16 +1409,21 @@ class NeuralModel(Model):
         np.minimum.at(first, events.user_idx[after], events.t[after] - t_train)
         return first[users]
 
-    def _window_scores(self, window: _Window) -> tuple[np.ndarray, ...]:
+    def _window_scores(
+        self, window: _Window, group: distributed.Group = distributed.SINGLE
+    ) -> tuple[np.ndarray, ...]:
         """Over the window from its start: p_engage per touched pair, p_buy and the
-        expected activity per user."""
-        state = self._user_state(window.train, window.users, window.t_train)
+        expected activity per user. Each rank scores a block of the users; the blocks,
+        gathered in rank order, are in the order of the whole."""
+        users = window.users[group.shard_contiguous(window.train.lengths()[window.users])]
+        state = self._user_state(window.train, users, window.t_train)
         pairs = self._pair_params(state)
         p_engage = -np.expm1(-self._pair_increment(state, pairs, window.horizon))
         activity = self._activity(state, window.horizon)
-        return p_engage, self._buy_probability(state, window.horizon, activity), activity
+        p_buy = self._buy_probability(state, window.horizon, activity)
+        return group.gather((p_engage, p_buy, activity))
 
-    def _window_loss(self, window: _Window) -> float:
+    def _window_loss(self, window: _Window, group: distributed.Group = distributed.SINGLE) -> float:
         """1 − mean ROC-AUC of the window's return, purchase (per user) and engagement (per
         touched pair).
 
@@ -1327,7 +1433,7 @@ class NeuralModel(Model):
         kept improving for epochs while the day-scale ranking got worse. A window with one
         outcome only is left out; with none left, the return log-loss decides.
         """
-        p_engage, p_buy, activity = self._window_scores(window)
+        p_engage, p_buy, activity = self._window_scores(window, group)
         p_return = -np.expm1(-activity)
         scores = []
         for label, p in (
@@ -1468,6 +1574,30 @@ class NeuralModel(Model):
         self.next_item_ = head.to(self._device()).eval()
         self._restrict_answers()
 
+    # -- compressed scoring ------------------------------------------------------------
+    def compress(
+        self, runtime: str, directory: str | Path | None = None, threads: int | None = None
+    ) -> NeuralModel:
+        """Answer the queries with `runtime`: ``"torch"`` (float32, the default),
+        ``"int8"`` or ``"onnx"`` (see `ebbtide.models.neural_compressed`); returns self.
+
+        `directory` is the model's folder, where ``"onnx"`` keeps ``model.onnx``;
+        `threads` the CPU threads of a compressed runtime (default: all it may use).
+        """
+        from ebbtide.models.neural_compressed import attach_runtime
+
+        if not self.is_fitted:
+            raise NotFittedError("NeuralModel is not fitted: fit or load it, then compress")
+        self.runner_ = attach_runtime(self, runtime, directory=directory, threads=threads)
+        self._state_cache = None
+        return self
+
+    @property
+    def runtime(self) -> str:
+        """The runtime the queries use (`compress`)."""
+        runner = getattr(self, "runner_", None)
+        return "torch" if runner is None else runner.runtime
+
     # -- shared query machinery --------------------------------------------------------
     def _query_state(self, events: EventArrays, users: np.ndarray, at: float) -> _State:
         """`_user_state` for the queries: scoring asks up to five questions of the same
@@ -1510,6 +1640,13 @@ class NeuralModel(Model):
         # excitation of each read event at the user's last event; summed per category below
         long_j, fast_j = np.zeros(sub.n_events), np.zeros(sub.n_events)
         live_all = np.flatnonzero(has)
+        runner = getattr(self, "runner_", None)  # a compressed runtime (`compress`)
+        if runner is not None and live_all.size:
+            terms = runner.last_event_terms(seq, starts[live_all], ends[live_all])
+            h_out[live_all], buy_burst[live_all] = terms.h, terms.buy
+            conversion[live_all] = terms.conversion
+            long_j[terms.event], fast_j[terms.event] = terms.long, terms.fast
+            live_all = live_all[:0]
         with torch.no_grad():
             for lo in range(0, live_all.size, chunk):
                 live = live_all[lo : lo + chunk]

@@ -13,7 +13,9 @@ import importlib
 from datetime import timedelta
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from ebbtide.errors import ConfigError, UnsupportedQueryError
 from ebbtide.features.history import History
@@ -80,25 +82,41 @@ def score_users(
     categories = None
     if "interest" in model.answers:
         categories = model.interest(history, horizon=horizon)
-        answers.append(
+        top = (
             categories.sort_values(  # ties: in the order the model ranked them
                 ["user_id", "p_engage"], ascending=[True, False], kind="stable"
             )
             .groupby("user_id", sort=False)
             .head(top_categories)
-            .groupby("user_id", sort=False)
-            .agg(
-                top_categories=("category_id", list),
-                top_category_p_engage=("p_engage", list),
-                top_category_half_life_days=("half_life_days", list),
+        )
+        answers.append(
+            _lists(
+                top,
+                top_categories="category_id",
+                top_category_p_engage="p_engage",
+                top_category_half_life_days="half_life_days",
             )
-            .reset_index()
         )
     if "recommend" in model.answers:
-        recs = model.recommend(history, k=k)
-        items = recs.groupby("user_id", sort=False)["item_id"].agg(list).rename("top_items")
-        answers.append(items.reset_index())
+        answers.append(_lists(model.recommend(history, k=k), top_items="item_id"))
     table = answers[0]
     for answer in answers[1:]:
         table = table.merge(answer, on="user_id", how="outer")
     return table.sort_values("user_id", kind="stable").reset_index(drop=True), categories
+
+
+def _lists(frame: pd.DataFrame, **columns: str) -> pd.DataFrame:
+    """One row per user of `frame` (its rows grouped by user_id), each named column's
+    values as a list, in row order.
+
+    Arrow cuts the lists at the users' offsets in one call: pandas' ``agg(list)`` makes a
+    Series per user, most of the scoring time on a million users.
+    """
+    users = frame["user_id"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if users.size else users
+    offsets = pa.array(np.append(starts, users.size).astype(np.int64), type=pa.int64())
+    out = {"user_id": users[starts] if users.size else users}
+    for name, source in columns.items():
+        values = pa.array(frame[source].to_numpy())
+        out[name] = pa.LargeListArray.from_arrays(offsets, values).to_pylist()
+    return pd.DataFrame(out)
