@@ -224,8 +224,7 @@ class DecayModel(Model):
 
     # -- fitting -----------------------------------------------------------------------
     def _fit(self, events: EventArrays, progress: Progress | None) -> None:
-        start = float(np.quantile(events.t, 0.001))
-        self._set_state(self.fit_partition(events, start=start, progress=progress))
+        self.fit_partition(events, start=float(np.quantile(events.t, 0.001)), progress=progress)
 
     def fit_partition(
         self,
