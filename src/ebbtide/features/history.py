@@ -19,11 +19,23 @@ from ebbtide.errors import EbbtideError
 from ebbtide.features.sequences import EventArrays, load_events, to_days, user_event_ranges
 from ebbtide.store import EventStore
 
-__all__ = ["UNCATEGORISED", "Catalogue", "History", "IdMaps", "Localised", "snapshot"]
+__all__ = [
+    "FORGOTTEN",
+    "UNCATEGORISED",
+    "Catalogue",
+    "History",
+    "IdMaps",
+    "Localised",
+    "snapshot",
+]
 
 #: The category of events the log gives none: a log without categories is modelled at
 #: user level, as one implicit category, rather than not at all.
 UNCATEGORISED = "(uncategorised)"
+#: What a model's catalogue holds in place of a forgotten user's id (`Model.forget`): the
+#: code stays, so other users keep theirs, but it matches no id, as ingest and the live
+#: service refuse empty ids; nothing of the old id is kept.
+FORGOTTEN = ""
 
 
 @dataclass(frozen=True)
@@ -145,7 +157,7 @@ class Catalogue:
         thousand instants (leave-one-out) would otherwise rebuild it each time."""
         cache = self.__dict__.setdefault("_indexes", {})
         if name not in cache:
-            cache[name] = pd.Index(getattr(self, name), dtype=object)
+            cache[name] = _id_index(getattr(self, name))
         return cache[name]
 
     @classmethod
@@ -158,12 +170,16 @@ class Catalogue:
         ev = history.events
         lengths = ev.lengths()
         present_users = np.flatnonzero(lengths > 0)
-        user_codes, user_ids = _codes(self._index("user_ids"), history.ids.user_ids, present_users)
+        user_codes, user_ids = _codes(
+            self.user_ids, self._index("user_ids"), history.ids.user_ids, present_users
+        )
         item_codes, item_ids = _codes(
-            self._index("item_ids"), history.ids.item_ids, _present(ev.item_idx)
+            self.item_ids, self._index("item_ids"), history.ids.item_ids, _present(ev.item_idx)
         )
         cats, dictionary = _implicit_category(ev.category_idx, history.ids.category_ids)
-        cat_codes, category_ids = _codes(self._index("category_ids"), dictionary, _present(cats))
+        cat_codes, category_ids = _codes(
+            self.category_ids, self._index("category_ids"), dictionary, _present(cats)
+        )
         n_users = user_ids.size
         dense_of_code = np.full(n_users, -1, dtype=np.int64)
         dense_of_code[user_codes[present_users]] = present_users
@@ -205,7 +221,7 @@ class Localised:
         """
         ids = self.catalogue.user_ids
         wanted = pd.Index(list(users), dtype=object)
-        codes = pd.Index(ids).get_indexer(wanted)
+        codes = _id_index(ids).get_indexer(wanted)
         missing = codes < 0
         if not missing.any():
             return self, codes.astype(np.int64)
@@ -228,12 +244,28 @@ def _present(dense: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.bincount(dense.astype(np.int64, copy=False)))
 
 
+def _id_index(ids: np.ndarray) -> pd.Index:
+    """A hash index of `ids` in which `FORGOTTEN` entries match nothing.
+
+    Why: a catalogue holds one tombstone per forgotten user, so the value repeats and a
+    plain index could not look ids up; each tombstone becomes a distinct object instead,
+    equal to no string, so no id (not even an empty one) finds a forgotten user's code.
+    """
+    ids = np.asarray(ids, dtype=object)
+    holes = np.flatnonzero(ids == FORGOTTEN)
+    if holes.size:
+        ids = ids.copy()
+        ids[holes] = [object() for _ in range(holes.size)]
+    return pd.Index(ids, dtype=object)
+
+
 def _codes(
-    fitted: pd.Index, dense_ids: np.ndarray, present: np.ndarray
+    fitted_ids: np.ndarray, fitted: pd.Index, dense_ids: np.ndarray, present: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Code of each dense id (-1 where absent) and the external id of each code.
 
-    Fitted ids keep their position; present ids new to `fitted` follow in dense order.
+    Fitted ids keep their position (`fitted` is their `_id_index`); present ids new to
+    them follow in dense order.
     """
     ids = dense_ids[present]
     if fitted.size:
@@ -244,7 +276,8 @@ def _codes(
     found[new] = fitted.size + np.arange(int(new.sum()))
     codes = np.full(dense_ids.size, -1, dtype=np.int64)
     codes[present] = found
-    return codes, np.concatenate([fitted.to_numpy(dtype=object), ids[new]]).astype(object)
+    kept = np.asarray(fitted_ids, dtype=object)
+    return codes, np.concatenate([kept, ids[new]]).astype(object)
 
 
 def _implicit_category(

@@ -12,10 +12,12 @@ in its own numbering of users, items and categories (its `Catalogue`), and decla
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -30,7 +32,7 @@ from ebbtide.errors import (
     QueryTimeError,
     UnsupportedQueryError,
 )
-from ebbtide.features.history import Catalogue, History, Localised, snapshot
+from ebbtide.features.history import FORGOTTEN, Catalogue, History, Localised, snapshot
 from ebbtide.features.sequences import EventArrays, to_days
 from ebbtide.store import EventStore
 
@@ -301,6 +303,36 @@ class Model(ABC):
     ) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
+    # -- privacy -----------------------------------------------------------------------
+    def forget(self, user_ids: Iterable[str]) -> int:
+        """Make the model hold nothing of these users; returns how many it knew.
+
+        Each known user's catalogue entry becomes `FORGOTTEN` (the code stays, so other
+        users keep theirs and their answers do not change) and the family resets the
+        per-user parameters of those codes to what a user unseen at fit gets
+        (`_forget_users`). A forgotten user who comes back is a new user to the model.
+        What the shared parameters learnt from the user's events stays: retrain to
+        remove that too.
+        """
+        if not self.is_fitted:
+            raise NotFittedError(f"{type(self).__name__} is not fitted: nothing to forget")
+        wanted = pd.Index([str(u) for u in user_ids], dtype=object)
+        codes = self.catalogue_._index("user_ids").get_indexer(wanted)
+        codes = np.unique(codes[codes >= 0]).astype(np.int64)
+        if codes.size == 0:
+            return 0
+        user_ids_kept = np.array(self.catalogue_.user_ids, dtype=object, copy=True)
+        user_ids_kept[codes] = FORGOTTEN
+        self.catalogue_ = replace(self.catalogue_, user_ids=user_ids_kept)
+        self._local = None  # a cached localised history holds the old ids
+        self._forget_users(codes)
+        return int(codes.size)
+
+    def _forget_users(self, codes: np.ndarray) -> None:
+        """Reset the per-user parameters of user `codes` to an unseen user's; the default
+        (families whose parameters are shared by all users) has nothing to reset."""
+        return None
+
     # -- persistence -------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
         """Write ``config.json`` (versioned) and ``weights.npz``; returns the directory."""
@@ -316,21 +348,40 @@ class Model(ABC):
             "metrics": getattr(self, "metrics_", {}),
         }
         (directory / "config.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
-        state = {f"state_{k}": v for k, v in self._state().items()}
-        ids = {f"ids_{k}": np.asarray(v, dtype=str) for k, v in asdict(self.catalogue_).items()}
-        np.savez(directory / "weights.npz", allow_pickle=False, **state, **ids)
+        self._write_weights(directory)
         self._save_extra(directory)
         return directory
+
+    def _write_weights(self, directory: Path) -> None:
+        """``weights.npz``: the learned arrays and the catalogue's ids, replaced atomically
+        (written beside, then renamed) so a reader or a crash never sees half a file."""
+        state = {f"state_{k}": v for k, v in self._state().items()}
+        ids = {f"ids_{k}": np.asarray(v, dtype=str) for k, v in asdict(self.catalogue_).items()}
+        target = directory / "weights.npz"
+        partial = directory / "weights.npz.partial"
+        with partial.open("wb") as handle:
+            np.savez(handle, allow_pickle=False, **state, **ids)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, target)
 
     @classmethod
     def load(cls, directory: str | Path) -> Model:
         """Rebuild a saved model; it answers queries on any store's `History` by id."""
         directory = Path(directory)
+        model = cls._load_arrays(directory)
+        model._load_extra(directory)
+        return model
+
+    @classmethod
+    def _load_arrays(cls, directory: Path) -> Model:
+        """A saved model's config, catalogue and arrays, without `_load_extra` (networks,
+        trees): enough to rewrite ``weights.npz`` without torch or joblib."""
         try:
             meta = json.loads((directory / "config.json").read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise EbbtideError(f"{directory} holds no readable ebbtide model ({exc})") from None
-        family = _REGISTRY.get(meta.get("model", ""))
+        family = _family(str(meta.get("model", "")))
         if family is None:
             raise EbbtideError(f"{directory}: unknown model family {meta.get('model')!r}")
         if meta.get("format_version") != family.format_version:
@@ -348,7 +399,6 @@ class Model(ABC):
         model.metrics_ = meta.get("metrics", {})
         model.catalogue_ = Catalogue(**{k: v.astype(object) for k, v in ids.items()})
         model._set_state(state)
-        model._load_extra(directory)
         return model
 
     def _state(self) -> dict[str, np.ndarray]:
@@ -367,6 +417,61 @@ class Model(ABC):
     def _load_extra(self, directory: Path) -> None:
         """Read what `_save_extra` wrote."""
         return None
+
+
+def forget_in_saved_model(directory: str | Path, user_ids: Iterable[str]) -> int:
+    """`Model.forget` applied to a saved model: rewrites its ``weights.npz`` in place.
+
+    Only ``weights.npz`` holds user ids or per-user parameters (networks, trees and an
+    exported ``model.onnx`` are shared by all users), so only it is rewritten, atomically;
+    an untouched file keeps its date, so a compiled ``model.onnx`` stays valid. Returns
+    how many of the users the model knew (0: nothing was written).
+    """
+    directory = Path(directory)
+    model = Model._load_arrays(directory)
+    forgotten = model.forget(user_ids)
+    if forgotten:
+        model._write_weights(directory)
+    return forgotten
+
+
+@dataclass(frozen=True, slots=True)
+class ModelsForgotten:
+    """What `forget_in_models` did with each folder: rewritten (the model knew the user),
+    unchanged (it did not), gone (no model there any more) or failed (with the reason)."""
+
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    gone: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def forget_in_models(directories: Iterable[str | Path], user_ids: Sequence[str]) -> ModelsForgotten:
+    """`forget_in_saved_model` over several folders, going on past one that fails, so a
+    model moved away or unreadable does not keep the others holding the user."""
+    result = ModelsForgotten()
+    for directory in dict.fromkeys(str(Path(d).resolve()) for d in directories):
+        if not (Path(directory) / "weights.npz").is_file():
+            result.gone.append(directory)
+            continue
+        try:
+            known = forget_in_saved_model(directory, user_ids)
+        except (EbbtideError, OSError, ValueError) as exc:
+            result.failed.append((directory, str(exc)))
+            continue
+        (result.updated if known else result.unchanged).append(directory)
+    return result
+
+
+def _family(name: str) -> type[Model] | None:
+    """The registered family `name`, importing its module ``ebbtide.models.<name>`` if
+    need be (only that one: rewriting a decay model must not import torch)."""
+    if name not in _REGISTRY and name.isidentifier():
+        try:
+            importlib.import_module(f"ebbtide.models.{name}")
+        except ModuleNotFoundError:
+            return None
+    return _REGISTRY.get(name)
 
 
 def registered_families() -> dict[str, type[Model]]:

@@ -459,6 +459,19 @@ class DecayModel(Model):
         super()._set_state(state)
         self._restrict_answers()
 
+    def _forget_users(self, codes: np.ndarray) -> None:
+        """Drop the users' (user, category) pairs (their μ falls back to ``default_mu_``)
+        and set their ν and ρ to the global values: what a user unseen at fit gets."""
+        self._pairs_cache = None
+        keep = ~np.isin(np.asarray(self.pair_user_, dtype=np.int64), codes)
+        for name in ("pair_key_", "pair_user_", "pair_category_", "pair_mu_"):
+            setattr(self, name, np.asarray(getattr(self, name))[keep])
+        for name in ("nu_", "rho_"):
+            values = np.array(getattr(self, name), dtype=np.float64, copy=True)
+            inside = codes[codes < values.size]
+            values[inside] = float(getattr(self, name.removesuffix("_") + "_global_"))
+            setattr(self, name, values)
+
     # -- dropout: a user may leave for good ----------------------------------------------
     def _fit_dropout(self, events: EventArrays, t_end: float, reducer: Reducer) -> float:
         """θ by maximum likelihood, the Hawkes parameters held fixed.

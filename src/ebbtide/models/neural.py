@@ -1598,6 +1598,10 @@ class NeuralModel(Model):
         runner = getattr(self, "runner_", None)
         return "torch" if runner is None else runner.runtime
 
+    def _forget_users(self, codes: np.ndarray) -> None:
+        """No per-user parameters (the network is shared); only the cached states go."""
+        self._state_cache = None
+
     # -- shared query machinery --------------------------------------------------------
     def _query_state(self, events: EventArrays, users: np.ndarray, at: float) -> _State:
         """`_user_state` for the queries: scoring asks up to five questions of the same
