@@ -33,6 +33,8 @@ from ebbtide.schema import BEHAVIORS, Behavior
 from ebbtide.sql import bind
 
 #: Bumped whenever the tables change shape; a store written by another version is refused.
+#: (A table added beside the others, as ``saved_models``, is created on the next write and
+#: read as empty before: no bump, old stores stay readable.)
 STORE_FORMAT_VERSION = 1
 
 _SCHEMA = """
@@ -54,7 +56,12 @@ CREATE TABLE IF NOT EXISTS ingests (
     ingest_id INTEGER, source VARCHAR, sha256 VARCHAR, options VARCHAR,
     started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ, rows_read BIGINT, loaded BIGINT,
     duplicates BIGINT, quarantined BIGINT, reasons VARCHAR);
+CREATE TABLE IF NOT EXISTS saved_models (
+    path VARCHAR PRIMARY KEY, model VARCHAR, saved_at TIMESTAMPTZ);
 """
+#: The tables whose strings name users; `forget` and `retain` rewrite them so the deleted
+#: rows' blocks are released rather than left in place beside the live ones.
+_ID_TABLES = ("users", "quarantine")
 #: Canonical field -> the events column holding it.
 _FIELD_COLUMNS = {
     "user_id": "user_idx",
@@ -279,6 +286,37 @@ class ForgetReport:
     user_entry: bool
 
 
+@dataclass(frozen=True, slots=True)
+class RetainReport:
+    """What `EventStore.retain` removed (or, with ``dry_run``, would remove).
+
+    ``oldest_remaining`` is the first event kept (None when none is left).
+    """
+
+    before: datetime
+    events: int
+    quarantined_rows: int
+    users: int
+    events_left: int
+    oldest_remaining: datetime | None
+    dry_run: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in ("before", "oldest_remaining"):
+            data[key] = data[key].isoformat() if data[key] else None
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class SavedModel:
+    """A model folder `ebbtide train` saved from this store (`EventStore.saved_models`)."""
+
+    path: str
+    model: str
+    saved_at: datetime
+
+
 class EventStore:
     """A DuckDB-backed store of canonical events.
 
@@ -306,6 +344,7 @@ class EventStore:
         config: dict[str, str | int] = {"memory_limit": memory_limit}
         if threads is not None:
             config["threads"] = threads
+        self._config = config
         try:
             self.con = duckdb.connect(self.path, read_only=read_only, config=config)
         except duckdb.IOException as exc:
@@ -809,8 +848,143 @@ class EventStore:
         except BaseException:
             con.execute("ROLLBACK")
             raise
-        con.execute("CHECKPOINT").fetchall()
+        self._release_deleted()
         return ForgetReport(user_id, int(events), int(quarantined), idx is not None)
+
+    def _release_deleted(self) -> None:
+        """Rewrite the tables holding user ids, then checkpoint.
+
+        Why: DuckDB deletes a row by marking it, and a checkpoint keeps the rest of its
+        block, so the deleted ids stay readable in the file (found by scanning the raw
+        bytes after `forget`). Rewriting the small id tables moves the live rows to new
+        blocks and frees the old ones; freed blocks may still hold old bytes until reused,
+        which only `compact` rules out.
+        """
+        con = self.con
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for table in _ID_TABLES:
+                con.execute(f"CREATE TABLE ebbtide_rewrite AS SELECT * FROM {table}")
+                con.execute(f"DROP TABLE {table}")
+                con.execute(f"ALTER TABLE ebbtide_rewrite RENAME TO {table}")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("CHECKPOINT").fetchall()
+
+    def compact(self) -> int:
+        """Copy the store into a fresh file and put it in place of this one; returns bytes.
+
+        Why: after `forget` or `retain`, blocks the deleted rows lived in may still hold
+        their bytes (ids, times) until DuckDB reuses them. A fresh copy holds only live
+        rows. It costs a full copy (time and disk space like the store's), so it is asked
+        for (``--compact``), not done on every delete. Needs the store to itself: another
+        process that holds it open keeps reading the old file.
+        """
+        if self.path == ":memory:":
+            return 0
+        target = Path(self.path)
+        fresh = target.with_name(target.name + ".compact")
+        for leftover in (fresh, fresh.with_name(fresh.name + ".wal")):
+            leftover.unlink(missing_ok=True)
+        con = self.con
+        con.execute("CHECKPOINT").fetchall()
+        name = con.execute("SELECT current_database()").fetchone()[0]
+        quoted = str(fresh).replace("'", "''")
+        con.execute(f"ATTACH '{quoted}' AS ebbtide_compact")
+        try:
+            con.execute(
+                f'COPY FROM DATABASE "{name.replace(chr(34), chr(34) * 2)}" TO ebbtide_compact'
+            )
+            con.execute("CHECKPOINT ebbtide_compact").fetchall()
+        finally:
+            con.execute("DETACH ebbtide_compact")
+        con.close()
+        fresh.replace(target)
+        target.with_name(target.name + ".wal").unlink(missing_ok=True)
+        self.con = duckdb.connect(self.path, config=self._config)
+        self.con.execute("SET TimeZone = 'UTC'")
+        return target.stat().st_size
+
+    # -- retention ----------------------------------------------------------------
+    def retain(
+        self, before: datetime, *, dry_run: bool = False, progress: Progress | None = None
+    ) -> RetainReport:
+        """Delete events with ``ts < before``, in one transaction, and what goes with them.
+
+        What goes with them: quarantined rows whose load finished before `before` (a
+        quarantined row has no trusted event time: its time may be the very thing that
+        could not be read, so the time it was loaded stands for it), and the id entry of
+        each user left with no event. Items and categories stay (they describe the
+        catalogue, not people). `dry_run` counts without deleting. `progress` is told each
+        step; if anything fails, nothing is deleted.
+        """
+        if before.tzinfo is None:
+            raise ConfigError(
+                f"retain(before={before.isoformat()}) needs a time zone: pass an aware datetime"
+            )
+        report = progress or (lambda stage: None)
+        con = self.con
+        con.execute("BEGIN TRANSACTION")
+        try:
+            report("deleting old events")
+            events = con.execute("SELECT count(*) FROM events WHERE ts < ?", [before]).fetchone()[0]
+            if not dry_run:
+                con.execute("DELETE FROM events WHERE ts < ?", [before])
+            report("deleting old quarantined rows")
+            old_loads = "SELECT ingest_id FROM ingests WHERE coalesce(finished_at, started_at) < ?"
+            quarantined = con.execute(
+                f"SELECT count(*) FROM quarantine WHERE ingest_id IN ({old_loads})", [before]
+            ).fetchone()[0]
+            if not dry_run:
+                con.execute(f"DELETE FROM quarantine WHERE ingest_id IN ({old_loads})", [before])
+            report("removing users with no events left")
+            keeps = "ts >= ?" if dry_run else "TRUE"
+            left = (
+                "SELECT count(*) FROM users WHERE user_idx NOT IN"
+                f" (SELECT DISTINCT user_idx FROM events WHERE {keeps})"
+            )
+            users = con.execute(left, [before] if dry_run else []).fetchone()[0]
+            if not dry_run:
+                con.execute(
+                    "DELETE FROM users WHERE user_idx NOT IN (SELECT DISTINCT user_idx FROM events)"
+                )
+            remaining, oldest = con.execute(
+                f"SELECT count(*), min(ts) FROM events WHERE {'ts >= ?' if dry_run else 'TRUE'}",
+                [before] if dry_run else [],
+            ).fetchone()
+            con.execute("ROLLBACK" if dry_run else "COMMIT")
+        except BaseException as exc:
+            con.execute("ROLLBACK")
+            if isinstance(exc, duckdb.Error):
+                raise StoreError(f"retain failed, nothing was deleted: {exc}") from exc
+            raise
+        if not dry_run:
+            self._release_deleted()
+        return RetainReport(
+            before, int(events), int(quarantined), int(users), int(remaining), oldest, dry_run
+        )
+
+    # -- saved models ---------------------------------------------------------------
+    def record_model(self, path: str | Path, model: str) -> None:
+        """Remember that a model learnt from this store was saved in `path` (absolute),
+        so that `ebbtide forget` can reach it later."""
+        self.con.execute(
+            "INSERT OR REPLACE INTO saved_models VALUES (?, ?, now())",
+            [str(Path(path).resolve()), model],
+        )
+
+    def saved_models(self) -> list[SavedModel]:
+        """Model folders recorded by `record_model`, oldest first (empty for a store
+        written before the table existed)."""
+        try:
+            rows = self.con.execute(
+                "SELECT path, model, saved_at FROM saved_models ORDER BY saved_at, path"
+            ).fetchall()
+        except duckdb.CatalogException:
+            return []
+        return [SavedModel(path, model, at) for path, model, at in rows]
 
     def require_pseudonym(self, raw_user_id: str, pseudonymise: Callable[[str], str] | None) -> str:
         """The id under which `raw_user_id` is stored, refusing to guess in pseudonymised stores."""

@@ -31,6 +31,7 @@ from ebbtide.cli.options import (
     parse_duration,
     parse_instant,
     parse_time_zone,
+    record_saved_model,
     require_lake,
     require_store,
     stages,
@@ -172,6 +173,7 @@ def train(
     if not main:
         return
     model.save(out_dir)
+    record_saved_model(db, out_dir, model_name)
     _print_trained(model, model_name, when, out_dir, [])
 
 

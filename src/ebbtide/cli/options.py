@@ -187,6 +187,24 @@ def require_store(db: Path) -> None:
         raise ConfigError(f"no store at {db}; create one with `ebbtide ingest FILE --db {db}`")
 
 
+def record_saved_model(db: Path, model_dir: Path, family: str) -> None:
+    """Note in the store that a model learnt from it lives in `model_dir`, so `ebbtide
+    forget` reaches it; when the store is busy (a service loading it), say how instead."""
+    from ebbtide.errors import StoreError
+    from ebbtide.store import EventStore
+
+    try:
+        with EventStore(db) as store:
+            store.record_model(model_dir, family)
+    except StoreError as exc:
+        err().print(
+            f"Note: the model was saved, but {db} could not record where ({exc}); pass"
+            f" --model {model_dir} to `ebbtide forget` so it forgets users there too.",
+            highlight=False,
+            markup=False,
+        )
+
+
 def after_last_event(store: EventStore) -> datetime:
     """One second after the store's last event: "now" for a store that stopped growing."""
     last = store.last_event()

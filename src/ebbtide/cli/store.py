@@ -1,8 +1,8 @@
-"""`ebbtide ingest`, `stats`, `quarantine`, `forget` and `synth`: data into the store and back.
+"""`ebbtide ingest`, `stats`, `quarantine`, `forget`, `retain` and `synth`: data in and out.
 
-Loading a log, looking at what was loaded and what was not, deleting a user, and writing
-a synthetic log with known truth to load. Like every command module, it only turns options
-into library calls; `ebbtide.cli.main` adds these commands to the app.
+Loading a log, looking at what was loaded and what was not, deleting a user or old events,
+and writing a synthetic log with known truth to load. Like every command module, it only
+turns options into library calls; `ebbtide.cli.main` adds these commands to the app.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from ebbtide.cli.options import (
     err,
     key_value_table,
     out,
+    parse_duration,
+    parse_instant,
     require_store,
     stages,
     write_json,
@@ -399,27 +401,146 @@ def forget(
     pseudonym: Annotated[
         bool, typer.Option(help="USER_ID is already the stored pseudonym, not the raw id.")
     ] = False,
+    model: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--model",
+            help="Also forget the user in this model folder (repeatable); folders `ebbtide"
+            " train` saved from this store are reached without it.",
+        ),
+    ] = None,
+    compact: Annotated[
+        bool,
+        typer.Option(
+            help="Rewrite the store into a fresh file afterwards, so no freed block of the"
+            " old file still holds the user's rows (costs a full copy of the store)."
+        ),
+    ] = False,
     _debug: DebugOption = False,
 ) -> None:
-    """Delete one user's events, quarantined rows and id entry, and say what went."""
+    """Delete one user from the store and from the models saved from it, and say what went.
+
+    The store loses the user's events, quarantined rows and id entry; every model folder
+    `ebbtide train` recorded (and each --model) has the user's id replaced by a tombstone
+    and their per-user parameters reset, so they score as a stranger. Score, plan and
+    report files written before are not touched: delete or rewrite them.
+    """
+    from ebbtide.models.base import forget_in_models
+
     require_store(db)
     with EventStore(db) as store:
         stored_id = user_id
         if store.pseudonymised and not pseudonym:
             stored_id = Pseudonymiser.from_env_or_file(key_file)(user_id)
         report = store.forget(stored_id)
-    if not report.user_entry and not report.quarantined_rows:
-        out().print(
-            f"No data for user {user_id!r} in {db}: nothing removed.", highlight=False, markup=False
+        recorded = [saved.path for saved in store.saved_models()]
+        if compact:
+            store.compact()
+    models = forget_in_models([*recorded, *(model or [])], [stored_id])
+    console = out()
+    if report.user_entry or report.quarantined_rows:
+        console.print(
+            f"Forgot user {user_id!r}: {report.events:,} events, {report.quarantined_rows:,}"
+            f" quarantined rows and the id entry removed from {db}"
+            f"{' (compacted)' if compact else ''}.",
+            highlight=False,
+            markup=False,
         )
-        return
-    out().print(
-        f"Forgot user {user_id!r}: {report.events:,} events, {report.quarantined_rows:,}"
-        f" quarantined rows and the id entry removed from {db}."
-        " Models and score files made before now still hold what they learnt: retrain them.",
+    else:
+        console.print(
+            f"No data for user {user_id!r} in {db}: nothing removed from the store.",
+            highlight=False,
+            markup=False,
+        )
+    for label, paths in (
+        ("Models rewritten without the user", models.updated),
+        ("Models that did not know the user", models.unchanged),
+        ("Recorded model folders that are gone", models.gone),
+    ):
+        if paths:
+            console.print(f"{label}: {', '.join(paths)}", highlight=False, markup=False)
+    console.print(
+        "Score, segment, plan and report files written before now may still name the user:"
+        " delete them or write them again.",
         highlight=False,
         markup=False,
     )
+    if models.failed:
+        for path, reason in models.failed:
+            err().print(
+                f"Error: could not rewrite the model in {path}: {reason}",
+                highlight=False,
+                markup=False,
+            )
+        err().print(
+            "Those models still hold the user: fix the folder and run `ebbtide forget` again"
+            " with --model FOLDER, or delete it.",
+            highlight=False,
+            markup=False,
+        )
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def retain(
+    older_than: Annotated[
+        str | None,
+        typer.Option(help="Delete events older than this, counted back from now: 180d, 26w, 12h."),
+    ] = None,
+    before: Annotated[
+        str | None,
+        typer.Option(help="Delete events before this instant instead (ISO 8601; UTC by default)."),
+    ] = None,
+    db: DbOption = Path("ebbtide.duckdb"),
+    dry_run: Annotated[bool, typer.Option(help="Count what would go, delete nothing.")] = False,
+    compact: Annotated[
+        bool,
+        typer.Option(
+            help="Rewrite the store into a fresh file afterwards, so no freed block still"
+            " holds deleted rows (costs a full copy of the store)."
+        ),
+    ] = False,
+    json_out: JsonOption = None,
+    quiet: QuietOption = False,
+    _debug: DebugOption = False,
+) -> None:
+    """Delete events older than a horizon, their loads' quarantined rows and emptied users.
+
+    One transaction: it all goes or nothing does. A quarantined row goes when the load it
+    came in finished before the horizon (its own time may be what could not be read).
+    Users left without events lose their id entry; items and categories stay. Models
+    already trained keep what they learnt: retrain them.
+    """
+    from datetime import UTC, datetime
+
+    if (older_than is None) == (before is None):
+        raise ConfigError(
+            "give one of --older-than (e.g. --older-than 180d) or --before (e.g. --before"
+            " 2024-01-01)"
+        )
+    if older_than is not None:
+        cut = datetime.now(UTC) - parse_duration(older_than, "--older-than")
+    else:
+        cut = parse_instant(before or "", "--before")
+    require_store(db)
+    with EventStore(db) as store, stages(quiet, "retaining") as stage:
+        report = store.retain(cut, dry_run=dry_run, progress=stage)
+        if compact and not dry_run:
+            stage("compacting")
+            store.compact()
+    verb = "would delete" if dry_run else "deleted"
+    oldest = report.oldest_remaining.isoformat() if report.oldest_remaining else "none"
+    rows = [
+        ("horizon (UTC)", cut.isoformat()),
+        (f"events {verb}", f"{report.events:,}"),
+        (f"quarantined rows {verb}", f"{report.quarantined_rows:,}"),
+        (f"users {verb}", f"{report.users:,}"),
+        ("events left", f"{report.events_left:,}"),
+        ("oldest event left (UTC)", oldest),
+    ]
+    title = f"Retention of {db}{' (dry run: nothing deleted)' if dry_run else ''}"
+    out().print(key_value_table(title, rows))
+    write_json(json_out, report.to_dict())
 
 
 class SynthPreset(StrEnum):
