@@ -21,7 +21,8 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Replay:
 
 @pytest.fixture
 def live(prepared: Replay, tmp_path: Path) -> Replay:
-    """A fresh copy of the prepared store (the model is read only)."""
+    """Fresh copies of the prepared store and model (`forget` rewrites both)."""
     db = tmp_path / "events.duckdb"
     shutil.copyfile(prepared.db, db)
-    return Replay(db, prepared.model_dir, prepared.start, prepared.events)
+    model_dir = shutil.copytree(prepared.model_dir, tmp_path / "live-model")
+    return Replay(db, model_dir, prepared.start, prepared.events)

@@ -252,11 +252,15 @@ class RedisState:
             finally:
                 self._live.forget(user_id)
 
-    def forget(self, user_id: str) -> bool:
+    def forget(self, user_id: str, digests: Sequence[bytes] = ()) -> bool:
+        with self._lock:
+            self._live.forget_fitted(user_id)
         with self.redis.pipeline() as pipe:
             pipe.delete(self._user(user_id))
             pipe.srem(self._users_key, user_id)
-            deleted, _ = pipe.execute()
+            for lo in range(0, len(digests), CHUNK):
+                pipe.delete(*(self._seen(d) for d in digests[lo : lo + CHUNK]))
+            deleted, *_ = pipe.execute()
         return bool(deleted)
 
     def user_ids(self) -> list[str]:

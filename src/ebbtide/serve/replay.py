@@ -30,14 +30,19 @@ _EVENTS_SQL = """
         epoch(e.ts), e.price, e.quantity, e.brand, e.session_id
     FROM events e JOIN users u USING (user_idx) JOIN items i USING (item_idx)
     LEFT JOIN categories c USING (category_idx)
-    WHERE e.ts >= $start AND e.ts < $stop
+    WHERE e.ts >= $start AND e.ts < $stop AND ($user IS NULL OR u.user_id = $user)
     ORDER BY e.ts, e.user_idx, e.item_idx"""
 
 
 def read_events(
-    store: EventStore, start: datetime | None = None, stop: datetime | None = None
+    store: EventStore,
+    start: datetime | None = None,
+    stop: datetime | None = None,
+    *,
+    user_id: str | None = None,
 ) -> Iterator[LiveEvent]:
-    """The store's events in ``[start, stop)``, in time order, as the service's events."""
+    """The store's events in ``[start, stop)`` (of one user, if given), in time order, as
+    the service's events."""
     cursor = store.con.cursor()
     cursor.execute("SET TimeZone = 'UTC'")
     cursor.execute(
@@ -45,6 +50,7 @@ def read_events(
         {
             "start": start or datetime(1, 1, 2, tzinfo=UTC),
             "stop": stop or datetime(9999, 1, 1, tzinfo=UTC),
+            "user": user_id,
         },
     )
     while rows := cursor.fetchmany(50_000):

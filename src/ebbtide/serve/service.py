@@ -357,22 +357,45 @@ class Service:
         return scores_of(answer, user_id, instant, horizon_days, self.config.rules)
 
     def forget(self, user_id: str) -> dict:
-        """Remove a user from the store (after loading the log) and from the live state."""
+        """Remove a user from everything the service holds or wrote.
+
+        The log is rotated and loaded into the store, then the user goes from the store,
+        and the segments of the log that held their lines are deleted; the loaded model,
+        its folder and every model folder the store recorded (`ebbtide train`) get the
+        user's tombstone and an unseen user's parameters; the live state loses their
+        state and their events' digests (a returning user's events are new); so do the
+        recommendations, segments, alerts and the monitor's latest user. Other service
+        processes sharing a Redis state keep the user in their own loaded model until
+        they reload it (``POST /v1/admin/reload``).
+        """
+        from ebbtide.models.base import forget_in_models
+
         stored = self.stored_id(user_id)
+        self.wal.rotate().result(timeout=60)
         while self.sink.flush() is not None:
             pass
         with EventStore(self.config.db) as store:
+            digests = [e.identity() for e in read_events(store, user_id=stored)]
             report = store.forget(stored)
-        in_state = self.state.forget(stored)
+            recorded = [saved.path for saved in store.saved_models()]
+        self.wal.drop_before(self.sink.position)
+        in_model = self.model.forget([stored]) > 0
+        models = forget_in_models([self.config.model_dir, *recorded], [stored])
+        in_state = self.state.forget(stored, digests)
         self._recommendations[1].pop(stored, None)
         self.watch.forget(stored)
         if self.latest_user == stored:
             self.latest_user = None
         self.alerts = deque((a for a in self.alerts if a.user_id != stored), maxlen=200)
+        for path, reason in models.failed:
+            log.warning("forget: the model in %s could not be rewritten: %s", path, reason)
         return {
             "events": report.events,
             "quarantined_rows": report.quarantined_rows,
             "live_state": in_state,
+            "model": in_model,
+            "models_rewritten": models.updated,
+            "models_failed": [path for path, _ in models.failed],
         }
 
     # -- recommendations ---------------------------------------------------------------

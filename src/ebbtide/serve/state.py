@@ -75,7 +75,9 @@ class LiveState(Protocol):
     def answer(self, user_id: str, at: float, horizon_days: float) -> LiveAnswer:
         """The model's answers for one user at `at` (epoch seconds); KeyError if unknown."""
 
-    def forget(self, user_id: str) -> bool: ...
+    def forget(self, user_id: str, digests: Sequence[bytes] = ()) -> bool:
+        """Drop the user's state, fitted rates (`LiveDecay.forget_fitted`) and the digests
+        of their events; True when there was a state."""
 
     def user_ids(self) -> list[str]: ...
 
@@ -120,8 +122,10 @@ class MemoryState:
         with self._lock:
             return self._live.answer(user_id, at / SECONDS_PER_DAY, horizon_days)
 
-    def forget(self, user_id: str) -> bool:
+    def forget(self, user_id: str, digests: Sequence[bytes] = ()) -> bool:
         with self._lock:
+            self._seen.difference_update(digests)
+            self._live.forget_fitted(user_id)
             return self._live.forget(user_id)
 
     def user_ids(self) -> list[str]:

@@ -80,7 +80,7 @@ class AppendLog:
         self.folder.mkdir(parents=True, exist_ok=True)
         self._fsync = fsync
         self._on_commit = on_commit
-        self._queue: list[tuple[list[bytes], Future]] = []
+        self._queue: list[tuple[list[bytes] | None, Future]] = []  # None: rotate
         self._cond = threading.Condition()
         self._closed = False
         segments = self.segments()
@@ -104,6 +104,22 @@ class AppendLog:
             self._cond.notify()
         return future
 
+    def rotate(self) -> Future:
+        """Close the current segment after the lines queued so far and start a new one;
+        the future resolves to the new segment's start.
+
+        Why: `drop_before` deletes whole segments only, so `Service.forget` rotates, loads
+        the log into the store and then drops every older segment: no file of the log
+        still holds the forgotten user's lines.
+        """
+        future: Future = Future()
+        with self._cond:
+            if self._closed:
+                raise StoreError("the event log is closed; the service is shutting down")
+            self._queue.append((None, future))
+            self._cond.notify()
+        return future
+
     def _write_loop(self) -> None:
         while True:
             with self._cond:
@@ -112,17 +128,36 @@ class AppendLog:
                 if not self._queue and self._closed:
                     return
                 batch, self._queue = self._queue, []
-            started = time.perf_counter()
-            try:
-                count = self._write(batch)
-            except BaseException as exc:  # the disk failed: nothing in this batch is acked
-                for _, future in batch:
-                    future.set_exception(StoreError(f"the event log could not be written: {exc}"))
-                continue
+            writes: list[tuple[list[bytes], Future]] = []
+            for lines, future in batch:
+                if lines is not None:
+                    writes.append((lines, future))
+                    continue
+                self._commit(writes)  # lines queued before the rotation go in the old segment
+                writes = []
+                try:
+                    self._rotate()
+                except BaseException as exc:
+                    future.set_exception(StoreError(f"the event log could not rotate: {exc}"))
+                else:
+                    future.set_result(self._durable)
+            self._commit(writes)
+
+    def _commit(self, batch: list[tuple[list[bytes], Future]]) -> None:
+        """Write one group of requests, fsync once, and answer each of them."""
+        if not batch:
+            return
+        started = time.perf_counter()
+        try:
+            count = self._write(batch)
+        except BaseException as exc:  # the disk failed: nothing in this batch is acked
             for _, future in batch:
-                future.set_result(self._durable)
-            if self._on_commit is not None:
-                self._on_commit(count, time.perf_counter() - started)
+                future.set_exception(StoreError(f"the event log could not be written: {exc}"))
+            return
+        for _, future in batch:
+            future.set_result(self._durable)
+        if self._on_commit is not None:
+            self._on_commit(count, time.perf_counter() - started)
 
     def _write(self, batch: list[tuple[list[bytes], Future]]) -> int:
         data = b"".join(line + b"\n" for lines, _ in batch for line in lines)
