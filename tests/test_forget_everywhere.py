@@ -123,7 +123,7 @@ def test_after_forget_nothing_written_holds_the_user(cli, tmp_path: Path) -> Non
     _outputs(cli, db, models, tmp_path / "before")
     assert len(_holders([tmp_path / "before", models, db], (USER,))) >= 5  # the scan sees it
 
-    result = cli.ok("forget", USER, "--db", str(db), "--compact")
+    result = cli.ok("forget", USER, "--db", str(db))
     assert "40 events, 1 quarantined rows" in result.stdout
     for family in ("decay", "btyd", "neural"):
         assert str((models / family).resolve()) in result.stdout
@@ -141,7 +141,7 @@ def test_forget_in_a_pseudonymised_store(cli, tmp_path: Path, monkeypatch) -> No
     cli.ok("ingest", str(_log(cli, tmp_path)), "--db", str(db), "--pseudonymise", "--quiet")
     cli.ok("train", "--model", "decay", "--out-dir", str(model), "--db", str(db), "--quiet")
     assert _holders([model], (pseudonym,))
-    cli.ok("forget", USER, "--db", str(db), "--compact")
+    cli.ok("forget", USER, "--db", str(db))
     assert _holders([model, db], (USER, pseudonym)) == []
 
 

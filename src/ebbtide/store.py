@@ -59,9 +59,6 @@ CREATE TABLE IF NOT EXISTS ingests (
 CREATE TABLE IF NOT EXISTS saved_models (
     path VARCHAR PRIMARY KEY, model VARCHAR, saved_at TIMESTAMPTZ);
 """
-#: The tables whose strings name users; `forget` and `retain` rewrite them so the deleted
-#: rows' blocks are released rather than left in place beside the live ones.
-_ID_TABLES = ("users", "quarantine")
 #: Canonical field -> the events column holding it.
 _FIELD_COLUMNS = {
     "user_id": "user_idx",
@@ -848,39 +845,19 @@ class EventStore:
         except BaseException:
             con.execute("ROLLBACK")
             raise
-        self._release_deleted()
-        return ForgetReport(user_id, int(events), int(quarantined), idx is not None)
-
-    def _release_deleted(self) -> None:
-        """Rewrite the tables holding user ids, then checkpoint.
-
-        Why: DuckDB deletes a row by marking it, and a checkpoint keeps the rest of its
-        block, so the deleted ids stay readable in the file (found by scanning the raw
-        bytes after `forget`). Rewriting the small id tables moves the live rows to new
-        blocks and frees the old ones; freed blocks may still hold old bytes until reused,
-        which only `compact` rules out.
-        """
-        con = self.con
-        con.execute("BEGIN TRANSACTION")
-        try:
-            for table in _ID_TABLES:
-                con.execute(f"CREATE TABLE ebbtide_rewrite AS SELECT * FROM {table}")
-                con.execute(f"DROP TABLE {table}")
-                con.execute(f"ALTER TABLE ebbtide_rewrite RENAME TO {table}")
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
         con.execute("CHECKPOINT").fetchall()
+        return ForgetReport(user_id, int(events), int(quarantined), idx is not None)
 
     def compact(self) -> int:
         """Copy the store into a fresh file and put it in place of this one; returns bytes.
 
-        Why: after `forget` or `retain`, blocks the deleted rows lived in may still hold
-        their bytes (ids, times) until DuckDB reuses them. A fresh copy holds only live
-        rows. It costs a full copy (time and disk space like the store's), so it is asked
-        for (``--compact``), not done on every delete. Needs the store to itself: another
-        process that holds it open keeps reading the old file.
+        Why: DuckDB deletes by marking rows, and neither CHECKPOINT, VACUUM nor rewriting
+        the tables clears the blocks they lived in: after `forget` the raw file still
+        held the user's id three times (users and quarantine), readable with ``strings``.
+        A fresh copy (``COPY FROM DATABASE``) holds only live rows. It costs a copy of the
+        store (time, and its size in free disk space), which `ebbtide forget` pays by
+        default and `ebbtide retain` on ``--compact``. Another process holding the store
+        open keeps reading the old file until it reopens.
         """
         if self.path == ":memory:":
             return 0
@@ -961,7 +938,7 @@ class EventStore:
                 raise StoreError(f"retain failed, nothing was deleted: {exc}") from exc
             raise
         if not dry_run:
-            self._release_deleted()
+            con.execute("CHECKPOINT").fetchall()
         return RetainReport(
             before, int(events), int(quarantined), int(users), int(remaining), oldest, dry_run
         )

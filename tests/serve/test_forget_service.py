@@ -67,6 +67,7 @@ def test_forget_reaches_state_model_log_and_digests(
         assert service.state.reserve([e.identity() for e in mine]) == [True] * len(mine)
         service.state.release([e.identity() for e in mine])
     assert known not in set(Model.load(live.model_dir).catalogue_.user_ids)
+    assert USER.encode() not in live.db.read_bytes()  # the store was compacted
     with EventStore(live.db, read_only=True) as store:
         for user in (USER, known):
             held = store.con.execute("SELECT count(*) FROM users WHERE user_id = ?", [user])

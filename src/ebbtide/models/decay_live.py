@@ -161,6 +161,16 @@ class LiveDecay:
         """Drop the user's state; False when there was none."""
         return self._users.pop(user_id, None) is not None
 
+    def forget_fitted(self, user_id: str) -> None:
+        """Drop the user's fitted code and rates, after `Model.forget` reset them in the
+        model: if the user comes back, they start as a user unseen at fit."""
+        self._user_code.pop(user_id, None)
+        model = self.model
+        self._pair_key = np.asarray(model.pair_key_, dtype=np.int64)
+        self._pair_mu = np.asarray(model.pair_mu_, dtype=np.float64)
+        self._nu = np.asarray(model.nu_, dtype=np.float64)
+        self._rho = np.asarray(model.rho_, dtype=np.float64)
+
     # -- events ------------------------------------------------------------------------
     def add(self, user_id: str, category_id: str | None, behavior: int, t: float) -> None:
         """One event: `t` in days since the Unix epoch (`to_days` units), `behavior` a

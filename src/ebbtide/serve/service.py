@@ -359,8 +359,9 @@ class Service:
     def forget(self, user_id: str) -> dict:
         """Remove a user from everything the service holds or wrote.
 
-        The log is rotated and loaded into the store, then the user goes from the store,
-        and the segments of the log that held their lines are deleted; the loaded model,
+        The log is rotated and loaded into the store, then the user goes from the store
+        (compacted: `EventStore.compact`), and the log segments that held their lines are
+        deleted; the loaded model,
         its folder and every model folder the store recorded (`ebbtide train`) get the
         user's tombstone and an unseen user's parameters; the live state loses their
         state and their events' digests (a returning user's events are new); so do the
@@ -374,10 +375,11 @@ class Service:
         self.wal.rotate().result(timeout=60)
         while self.sink.flush() is not None:
             pass
-        with EventStore(self.config.db) as store:
+        with self.sink.holding(), EventStore(self.config.db) as store:
             digests = [e.identity() for e in read_events(store, user_id=stored)]
             report = store.forget(stored)
             recorded = [saved.path for saved in store.saved_models()]
+            store.compact()  # else the file's free blocks keep the user's bytes
         self.wal.drop_before(self.sink.position)
         in_model = self.model.forget([stored]) > 0
         models = forget_in_models([self.config.model_dir, *recorded], [stored])

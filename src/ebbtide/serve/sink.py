@@ -18,7 +18,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,6 +125,12 @@ class StoreSink:
             first = self.wal.segments()
             return Position(first[0] if first else 1, 0)
         return Position.parse(text)
+
+    @contextmanager
+    def holding(self) -> Iterator[None]:
+        """No load runs meanwhile: `Service.forget` replaces the store's file."""
+        with self._lock:
+            yield
 
     @property
     def pending(self) -> bool:
