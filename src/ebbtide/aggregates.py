@@ -345,8 +345,7 @@ def _bounded(
     The choice reads only the user's own rows, so one user's presence moves at most
     `max_groups` groups by at most `max_rows` events each.
     """
-    keys = per_pair[[user, *by]].astype(str).agg("\x1f".join, axis=1)
-    tie = pd.util.hash_pandas_object(keys, index=False).to_numpy()
+    tie = pd.util.hash_pandas_object(per_pair[[user, *by]], index=False).to_numpy()
     ranked = per_pair.assign(_tie=tie).sort_values(
         [user, "_rows", "_tie"], ascending=[True, False, True], kind="stable"
     )
