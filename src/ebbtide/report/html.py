@@ -271,7 +271,9 @@ def _decay(data: ReportData) -> Section:
             "decay-curves",
             figures.decay_curves(data.decay_curves, data.category_half_lives),
             "Interest relative to now if the top categories' users had no new events.",
-            "No category interest to show: the model gives no per-category interest.",
+            "No category passed the release threshold: no interest curve to show."
+            if _private(data)
+            else "No category interest to show: the model gives no per-category interest.",
         ),
         _drawing(
             "half-life-distribution",

@@ -172,7 +172,7 @@ def build_report_data(
 
     stage("releasing the counts")
     release = Release(privacy, tables=_RELEASED_TABLES)
-    by_day = _release_events_by_day(release, store, tz)
+    by_day = _release_events_by_day(release, store, tz, start)
     categories, category_users = _release_categories(release, categories)
     curves, half_lives = _decay_curves(categories, top_categories, model)
     if category_users is not None:
@@ -245,18 +245,24 @@ _PRIVATE_NOTES = (
     "Differential privacy: per-user content (early-warning list, contacts, drill-downs, the"
     " plan table) is left out of this report, and so are the distribution of half-lives,"
     " item and category totals, exact first and last events, and the campaign section.",
-    "Differential privacy covers the counts of users and events per group. Model-evaluation"
+    "Differential privacy covers the counts of users and events per group; a noisy count can"
+    " also show a group of a public list (a day, segment or action) that has no users, and"
+    " contribution bounds make event totals lower than the log's. Model-evaluation"
     " numbers (comparison metrics, return curve, calibration shares, half-life medians and"
     " interest curves of the released categories) are computed from the data and are not"
     " noised.",
 )
 
 
-def _release_events_by_day(release: Release, store: EventStore, tz: str) -> pd.DataFrame:
+def _release_events_by_day(
+    release: Release, store: EventStore, tz: str, start: datetime
+) -> pd.DataFrame:
     """day, behavior, users, events: released per (local day, behaviour).
 
-    Under a budget the domain is every day from the log's first to its last (the span a
-    report covers, treated as public) times the four behaviours, so the table is pure ε-DP.
+    Under a budget the domain is every day from the log's bulk start (`_bulk_start`, so a
+    few stray early events do not add months of noise-only days) to its last day, the span
+    the report covers, treated as public, times the four behaviours: a pure ε-DP table.
+    Events before the bulk start are left out of it.
     """
     frame = store.con.execute(
         """SELECT user_idx, strftime(timezone(?, ts), '%Y-%m-%d') AS day, behavior,
@@ -266,7 +272,8 @@ def _release_events_by_day(release: Release, store: EventStore, tz: str) -> pd.D
     frame = _named_behaviors(frame)
     domain = None
     if release.config.epsilon is not None and not frame.empty:
-        days = pd.date_range(frame["day"].min(), frame["day"].max(), freq="D").strftime("%Y-%m-%d")
+        first = pd.Timestamp(start).tz_convert(tz).strftime("%Y-%m-%d")
+        days = pd.date_range(first, frame["day"].max(), freq="D").strftime("%Y-%m-%d")
         domain = pd.MultiIndex.from_product(
             [days, [b.value for b in BEHAVIORS]], names=["day", "behavior"]
         ).to_frame(index=False)
@@ -282,9 +289,11 @@ def _release_categories(
 ) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
     """The (user, category) pairs of released categories, and their released user counts.
 
-    Categories come from the data, so under a budget a category needs a noisy user count
-    over the threshold τ (`aggregates`), which also bounds the chance that a category only
-    one user touched is named at all.
+        Categories come from the data, so under a budget a category needs a noisy user count
+        over the threshold τ (`aggregates`), which also bounds the chance that a category only
+        one user touched is named at all. Each user counts in one category (their highest
+    interest level now):
+        τ grows with the groups a user may join, and with four it passes most shops' users.
     """
     if categories is None or categories.empty:
         release.counts(
@@ -293,8 +302,9 @@ def _release_categories(
         )  # fmt: skip
         return categories, None
     released = release.counts(
-        categories, ["category_id"], name="users per category", rows=None, events=False
-    )
+        categories, ["category_id"], name="users per category", rows="level", events=False,
+        max_groups=1,
+    )  # fmt: skip
     kept = categories[categories["category_id"].isin(released.table["category_id"])]
     return kept, released.table
 
