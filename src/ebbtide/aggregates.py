@@ -62,6 +62,7 @@ __all__ = [
     "ReleaseConfig",
     "ReleasedTable",
     "discrete_laplace",
+    "release_store_counts",
 ]
 
 #: Groups of fewer users than this are left out of every count table by default.
@@ -362,3 +363,98 @@ def _threshold(scale: float, max_groups: int, delta: float) -> float:
     q = math.exp(-1.0 / scale)
     m = math.ceil(math.log(delta * (1 + q) / max_groups) / math.log(q))
     return float(1 + max(m, 1))
+
+
+def release_store_counts(
+    store: Any, config: ReleaseConfig, *, tz: str = "UTC", per: str = "day"
+) -> dict[str, Any]:
+    """`ebbtide stats`'s counts, released: users, events per behaviour, per period and
+    per category, under one budget split over those four tables.
+
+    The SQL reads the store directly (one row per user and group) because contribution
+    bounding needs each user's rows; the store's own `stats` gives exact totals only.
+    Behaviours and the periods from the log's bulk start (its 1st percentile of time, so
+    stray early events add no noise-only periods; periods before it are left out) to its
+    last event are public domains; categories come from the data (threshold τ under a
+    budget).
+
+    Parameters
+    ----------
+    store : EventStore
+    config : ReleaseConfig
+    tz : str
+        Time zone in which periods begin.
+    per : {"day", "week", "month"}
+        Period of the time table.
+
+    Returns
+    -------
+    dict
+        ``privacy`` (the guarantee), ``users``, ``events``, ``events_by_behavior``,
+        ``events_per_period`` ([label, events] pairs), ``per_period`` and
+        ``per_category`` (DataFrames with ``users`` and ``events``), ``timezone``,
+        ``period``.
+    """
+    from ebbtide.schema import BEHAVIORS
+
+    label = {"day": "%Y-%m-%d", "week": "%Y-%m-%d", "month": "%Y-%m"}[per]
+    release = Release(config, tables=4)
+    con = store.con
+    everyone = con.execute(
+        "SELECT user_idx, 'all' AS g, count(*) AS rows FROM events GROUP BY user_idx"
+    ).df()
+    total = release.counts(
+        everyone, ["g"], name="users", user="user_idx", events=False, max_groups=1,
+        domain=pd.DataFrame({"g": ["all"]}),
+    ).table  # fmt: skip
+    behaviours = con.execute(
+        "SELECT user_idx, behavior, count(*) AS rows FROM events GROUP BY ALL"
+    ).df()
+    names = {b.code: b.value for b in BEHAVIORS}
+    behaviours["behavior"] = behaviours["behavior"].map(names)
+    by_behavior = release.counts(
+        behaviours, ["behavior"], name="events per behaviour", user="user_idx",
+        domain=pd.DataFrame({"behavior": list(names.values())}),
+    ).table  # fmt: skip
+    periods = con.execute(
+        """SELECT user_idx, strftime(date_trunc($per, timezone($tz, ts)), $label) AS period,
+        count(*) AS rows FROM events GROUP BY ALL""",
+        {"per": per, "tz": tz, "label": label},
+    ).df()
+    domain = None
+    if config.epsilon is not None and not periods.empty:
+        freq = {"day": "D", "week": "W-SUN", "month": "M"}[per]
+        start = con.execute(  # the bulk start: stray early events add no noise-only periods
+            "SELECT strftime(date_trunc($per, timezone($tz, quantile_disc(ts, 0.01))), $label)"
+            " FROM events",
+            {"per": per, "tz": tz, "label": label},
+        ).fetchone()[0]
+        span = pd.period_range(start, periods["period"].max(), freq=freq)
+        domain = pd.DataFrame({"period": span.start_time.strftime(label)})
+    per_period = release.counts(
+        periods, ["period"], name=f"events per {per}", user="user_idx", domain=domain
+    ).table
+    categories = con.execute(
+        """SELECT e.user_idx, c.category_id, count(*) AS rows FROM events e
+        JOIN categories c USING (category_idx) GROUP BY ALL"""
+    ).df()
+    per_category = release.counts(
+        categories, ["category_id"], name="events per category", user="user_idx"
+    ).table
+    users = int(total["users"].sum())
+    events = int(by_behavior["events"].sum())
+    return {
+        "privacy": release.summary() | {"notes": [t.note() for t in release.released]},
+        "users": users,
+        "events": events,
+        "events_by_behavior": dict(
+            zip(by_behavior["behavior"], by_behavior["events"].astype(int).tolist(), strict=True)
+        ),
+        "events_per_period": [
+            [p, int(n)] for p, n in zip(per_period["period"], per_period["events"], strict=True)
+        ],
+        "per_period": per_period,
+        "per_category": per_category,
+        "timezone": tz,
+        "period": per,
+    }
