@@ -31,9 +31,7 @@ OPTIONS = {"models": ["decay"], "drilldown_users": 1}
 def store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """About 120 synthetic users over 6 days, renamed ``shopper-NNNN`` so a scan finds them."""
     folder = tmp_path_factory.mktemp("private")
-    log = generate(
-        SynthConfig(users=120, days=6.0, categories=12, items_per_category=15, seed=4)
-    )
+    log = generate(SynthConfig(users=120, days=6.0, categories=12, items_per_category=15, seed=4))
     raw = folder / "raw.csv"
     write_taobao_csv(log, raw)
     frame = pd.read_csv(raw, header=None, dtype=str)
