@@ -170,3 +170,19 @@ def test_a_private_report_says_what_it_left_out_and_its_guarantee(private) -> No
 def test_a_plain_report_still_shows_users(plain, store_path: Path) -> None:
     data, page = plain
     assert "shopper-" in page and data.drilldowns and not data.early_warning.empty
+
+
+def test_a_model_trained_privately_states_its_guarantee(plain) -> None:
+    from dataclasses import replace
+
+    from ebbtide.report.html import render_report
+
+    guarantee = {
+        "epsilon": 3.0, "delta": 1e-5, "noise_multiplier": 1.1, "max_grad_norm": 1.0,
+        "sample_rate": 0.01, "steps": 1200, "unit": "user", "accountant": "rdp",
+    }  # fmt: skip
+    data = replace(plain[0], model_privacy={"neural": guarantee, "decay": None})
+    text = " ".join(re.sub(r"<[^>]+>", " ", render_report(data)).split())
+    assert "decay no differential privacy" in text
+    assert "neural differentially private training: ε = 3.000, δ = 1e-05, per user" in text
+    assert "1,200 steps, accountant rdp" in text
