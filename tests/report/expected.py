@@ -1,6 +1,6 @@
 """What every report must show, stated once for the HTML and the browser tests."""
 
-SECTIONS = ["overview", "decay", "return", "segments", "plan", "drilldown", "notes"]
+SECTIONS = ["overview", "privacy", "decay", "return", "segments", "plan", "drilldown", "notes"]
 FIGURES = [
     "events-by-day",
     "decay-curves",

@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
+import pandas as pd
 import typer
 from rich.markup import escape
 from rich.table import Table
@@ -18,12 +19,16 @@ from ebbtide.cli.options import (
     CatalogueOption,
     DbOption,
     DebugOption,
+    DpEpsilonOption,
+    MinGroupUsersOption,
     ModelDirOption,
+    err,
     key_value_table,
     load_model,
     out,
     parse_duration,
     parse_instant,
+    release_config,
     require_store,
     write_frame,
     write_json,
@@ -58,18 +63,38 @@ def segments(
         ),
     ] = None,
     k: Annotated[int, typer.Option(help="Users in the early-warning list.")] = 100,
+    sizes_out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also write users per segment: .parquet, .csv or .json (under --dp-epsilon"
+            " the only file written; default segment_sizes.csv beside --out).",
+        ),
+    ] = None,
+    dp_epsilon: DpEpsilonOption = None,
+    min_group_users: MinGroupUsersOption = None,
     _debug: DebugOption = False,
 ) -> None:
     """Put every user with history before --at in a segment, with the numbers behind it.
+
+    With --dp-epsilon the segment sizes are released with user-level differential privacy
+    (segments under 10 users, or --min-group-users, left out) and no per-user file is
+    written; --min-group-users alone leaves small segments out of the sizes.
 
     With --compare-at before the model's cut-off, the model's family and settings are
     fitted again at --compare-at for the earlier scores: the saved model knows what
     happened after that instant.
     """
-    from ebbtide.activate.segments import assign_segments, early_warning
+    from ebbtide.activate.segments import SEGMENTS, assign_segments, early_warning
+    from ebbtide.aggregates import Release
     from ebbtide.features.history import snapshot
     from ebbtide.models.scoring import score_users
 
+    privacy = release_config(dp_epsilon, min_group_users, default_k=None)
+    if privacy is not None and privacy.epsilon is not None and compare_at is not None:
+        raise ConfigError(
+            "--compare-at writes an early-warning list of single users, which a release under"
+            " --dp-epsilon leaves out: drop --compare-at, or --dp-epsilon"
+        )
     require_store(db)
     when, window = parse_instant(at, "--at"), parse_duration(horizon, "--horizon")
     before = parse_instant(compare_at, "--compare-at") if compare_at is not None else None
@@ -88,12 +113,29 @@ def segments(
                 None, None, before=before, at=when, horizon=window, top=k,
                 earlier=earlier, now=(users, categories),
             )  # fmt: skip
-    write_frame(table, out_file)
+    private = privacy is not None and privacy.epsilon is not None
+    if not private:
+        write_frame(table, out_file)
     if warning is not None:
         write_frame(warning, warning_out or out_file.with_name("early_warning.csv"))
-    counts = table["segment"].value_counts()
-    rows = [(name, f"{counts.get(name, 0):,}") for name in counts.index]
+    if privacy is None:
+        counts = table["segment"].value_counts()
+        sizes = pd.DataFrame({"segment": counts.index, "users": counts.to_numpy()})
+        notes: list[str] = []
+    else:
+        release = Release(privacy, tables=1)
+        domain = pd.DataFrame({"segment": list(SEGMENTS)})
+        released = release.counts(
+            table, ["segment"], name="users per segment", rows=None, events=False,
+            domain=domain, max_groups=1,
+        )  # fmt: skip
+        sizes, notes = released.table, [released.note()]
+    if sizes_out is not None or private:
+        write_frame(sizes, sizes_out or out_file.with_name("segment_sizes.csv"))
+    rows = [(name, f"{n:,}") for name, n in zip(sizes["segment"], sizes["users"], strict=True)]
     out().print(key_value_table(f"Segments at {when.isoformat()} ({horizon})", rows))
+    for note in notes:
+        err().print(note, highlight=False, markup=False)
 
 
 @app.command()

@@ -365,6 +365,49 @@ def write_table(table: Any, path: Path) -> None:
     err().print(f"wrote {path}", highlight=False, markup=False)
 
 
+DpEpsilonOption = Annotated[
+    float | None,
+    typer.Option(
+        "--dp-epsilon",
+        help="Release every count with user-level differential privacy under this total"
+        " budget (e.g. 1; smaller is more private and noisier); per-user output is left out.",
+        rich_help_panel="Privacy",
+    ),
+]
+
+
+MinGroupUsersOption = Annotated[
+    int | None,
+    typer.Option(
+        "--min-group-users",
+        help="Leave out groups with fewer users than this (noisy counts under --dp-epsilon);"
+        " 1 turns it off. Default 10 where a count table is released privately.",
+        rich_help_panel="Privacy",
+    ),
+]
+
+
+def release_config(dp_epsilon: float | None, min_group_users: int | None, default_k: int | None):
+    """`--dp-epsilon` and `--min-group-users` as an `aggregates.ReleaseConfig`, or None when
+    neither asks for a private release (`default_k` None: suppression only when asked)."""
+    from ebbtide.aggregates import DEFAULT_MIN_GROUP_USERS, ReleaseConfig
+
+    if dp_epsilon is not None and not dp_epsilon > 0:
+        raise ConfigError(
+            f"--dp-epsilon must be > 0, got {dp_epsilon:g}: pass a budget such as 1 (smaller"
+            " is more private and noisier), or leave it out for true counts"
+        )
+    if min_group_users is not None and min_group_users < 1:
+        raise ConfigError(
+            f"--min-group-users must be at least 1, got {min_group_users}: 1 turns"
+            f" suppression off, {DEFAULT_MIN_GROUP_USERS} is the default"
+        )
+    k = min_group_users if min_group_users is not None else default_k
+    if dp_epsilon is None and k is None:
+        return None
+    return ReleaseConfig(epsilon=dp_epsilon, min_group_users=k or DEFAULT_MIN_GROUP_USERS)
+
+
 MaxSecondsOption = Annotated[
     float, typer.Option(help="Training budget of the neural model, in seconds.")
 ]

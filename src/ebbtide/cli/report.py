@@ -14,13 +14,16 @@ from typing import Annotated, Any
 
 import typer
 
+from ebbtide.aggregates import DEFAULT_MIN_GROUP_USERS
 from ebbtide.cli.options import (
     ArmColOption,
     CatalogueOption,
     ControlOption,
     DbOption,
     DebugOption,
+    DpEpsilonOption,
     MaxSecondsOption,
+    MinGroupUsersOption,
     QuietOption,
     TimeZoneOption,
     err,
@@ -29,6 +32,7 @@ from ebbtide.cli.options import (
     neural_budget,
     out,
     parse_duration,
+    release_config,
     require_store,
     stages,
     write_frame,
@@ -100,14 +104,23 @@ def report(
         typer.Option(help="Also write the plan, early warnings and evaluation to this folder."),
     ] = None,
     tz: TimeZoneOption = "UTC",
+    dp_epsilon: DpEpsilonOption = None,
+    min_group_users: MinGroupUsersOption = DEFAULT_MIN_GROUP_USERS,
     quiet: QuietOption = False,
     _debug: DebugOption = False,
 ) -> None:
-    """Evaluate, score, segment and plan on a store, and write one offline HTML report."""
+    """Evaluate, score, segment and plan on a store, and write one offline HTML report.
+
+    Every table of counts per group leaves out groups under 10 users (--min-group-users;
+    1 turns it off); --dp-epsilon makes every count noisy (user-level differential
+    privacy) and leaves per-user content out of the report and of --tables-dir.
+    """
     from ebbtide.report import write_report
 
+    privacy = release_config(dp_epsilon, min_group_users, default_k=DEFAULT_MIN_GROUP_USERS)
     require_store(db)
     options = _pipeline_options(models, holdout, plan_horizon, max_seconds, catalogue_file)
+    options["privacy"] = privacy
     if campaign_file is not None:
         options["campaign"] = _campaign(campaign_file, arm_col, control, outcomes, features)
     with EventStore(db, read_only=True) as store, stages(quiet, "report") as stage:
@@ -242,7 +255,8 @@ def _write_tables(data, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     if data.plan_table is not None:
         write_frame(data.plan_table, folder / "plan.csv")
-    write_frame(data.early_warning, folder / "early_warning.csv")
+    if (data.privacy or {}).get("epsilon") is None:  # a private report has no user list
+        write_frame(data.early_warning, folder / "early_warning.csv")
     write_json(folder / "evaluation.json", data.comparison.to_dict())
 
 
@@ -256,15 +270,22 @@ def _print_summary(data, path: Path) -> None:
         ("return AUC on the holdout", _number(main.get("return_auc"))),
         (f"next items recall@{data.comparison.k}", _number(main.get("recall_at_k"))),
         ("segments", segments),
-        (
-            "plan",
-            f"{summary['contacts']:,} contacts, spend {summary['spend']:,.2f} of "
-            f"{summary['budget']:,.2f} {summary['currency']}, "
-            f"{summary['expected_conversions']:.1f} expected incremental conversions",
-        ),
+        ("plan", _plan_line(summary)),
         ("report", str(path)),
     ]
     out().print(key_value_table("ebbtide", rows))
+
+
+def _plan_line(summary: dict[str, Any]) -> str:
+    """Contacts, spend and conversions; a private report releases the contacts only."""
+    line = f"{summary['contacts']:,} contacts"
+    if summary.get("spend") is None:
+        return line + f" (budget {summary['budget']:,.2f} {summary['currency']})"
+    return (
+        f"{line}, spend {summary['spend']:,.2f} of {summary['budget']:,.2f}"
+        f" {summary['currency']}, {summary['expected_conversions']:.1f} expected incremental"
+        " conversions"
+    )
 
 
 def _number(value: Any) -> str:

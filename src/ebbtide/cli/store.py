@@ -19,7 +19,9 @@ from rich.table import Table
 from ebbtide.cli.options import (
     DbOption,
     DebugOption,
+    DpEpsilonOption,
     JsonOption,
+    MinGroupUsersOption,
     NewDbOption,
     QuietOption,
     TimeZoneOption,
@@ -28,8 +30,10 @@ from ebbtide.cli.options import (
     out,
     parse_duration,
     parse_instant,
+    release_config,
     require_store,
     stages,
+    write_frame,
     write_json,
     write_table,
 )
@@ -288,18 +292,78 @@ def stats(
         ),
     ] = None,
     json_out: JsonOption = None,
+    categories_out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also write users and events per category: .parquet, .csv or .json.",
+        ),
+    ] = None,
+    dp_epsilon: DpEpsilonOption = None,
+    min_group_users: MinGroupUsersOption = None,
     _debug: DebugOption = False,
 ) -> None:
     """Users, items, categories, events per behaviour, time span, per user and over time.
 
     The time table counts events per day for short logs, per week for logs up to a year
-    and per month beyond (--per chooses); --json writes the same rows.
+    and per month beyond (--per chooses); --json writes the same rows. With --dp-epsilon
+    or --min-group-users the counts are released privately (`ebbtide.aggregates`): groups
+    under 10 users (or --min-group-users) left out, noisy counts under --dp-epsilon, and
+    nothing about single users (per-user quantiles, first and last event) is shown.
     """
+    from ebbtide.aggregates import ReleaseConfig, release_store_counts
+
+    privacy = release_config(dp_epsilon, min_group_users, default_k=None)
     require_store(db)
+    released = None
     with EventStore(db, read_only=True) as store:
         result = store.stats(tz=tz, per=per)
-    _print_stats(result, db)
-    write_json(json_out, result.to_dict())
+        if privacy is not None or categories_out is not None:
+            # without a private release, the category export has every category, exactly
+            config = privacy or ReleaseConfig(min_group_users=1)
+            released = release_store_counts(store, config, tz=tz, per=result.period)
+    if privacy is None or released is None:
+        _print_stats(result, db)
+        write_json(json_out, result.to_dict())
+    else:
+        _print_released(released, db)
+        write_json(
+            json_out,
+            {k: v for k, v in released.items() if k not in ("per_period", "per_category")}
+            | {"events_per_category": released["per_category"].to_dict(orient="records")},
+        )
+    if categories_out is not None and released is not None:
+        write_frame(released["per_category"], categories_out)
+
+
+def _print_released(released: dict, db: Path) -> None:
+    """The released counts, and one line per table on how it was released."""
+    privacy = released["privacy"]
+    rows = [("users", f"{released['users']:,}"), ("events", f"{released['events']:,}")]
+    for behavior, count in released["events_by_behavior"].items():
+        rows.append((f"  {behavior}", f"{count:,}"))
+    rows.append(("categories shown", f"{len(released['per_category']):,}"))
+    if privacy["epsilon"] is None:
+        rows.append(("privacy", f"true counts, groups under {privacy['min_group_users']} users"
+                     " left out"))  # fmt: skip
+    else:
+        rows.append(
+            (
+                "privacy",
+                f"ε = {privacy['epsilon']:g} ({privacy['epsilon_per_table']:.4g} per table),"
+                f" δ = {privacy['delta']:.2g}, per user",
+            )
+        )
+    console = out()
+    console.print(key_value_table(f"Event store {db} (released counts)", rows))
+    table = Table(title=f"Events per {released['period']} ({released['timezone']})")
+    table.add_column(released["period"])
+    table.add_column("users", justify="right")
+    table.add_column("events", justify="right")
+    for row in released["per_period"].itertuples(index=False):
+        table.add_row(str(row.period), f"{row.users:,}", f"{row.events:,}")
+    console.print(table)
+    for note in privacy["notes"]:
+        err().print(note, highlight=False, markup=False)
 
 
 def _print_stats(s: StoreStats, db: Path) -> None:

@@ -105,6 +105,12 @@ class ReportData:
         The whole plan, one row per user (`ReactivationPlan.table`), for export.
     notes : list of str
         What was assumed or left out, in words.
+    privacy : dict
+        How the count tables were released (`aggregates.Release.summary` plus ``notes``,
+        one sentence per table); ``epsilon`` None means true counts with k-suppression.
+    model_privacy : dict
+        Per fitted family, its ``metrics_["privacy"]`` (how it was trained with
+        differential privacy), or None when it was trained without.
     """
 
     title: str
@@ -133,3 +139,5 @@ class ReportData:
     plan_table: pd.DataFrame | None = None
     timezone: str = "UTC"
     notes: list[str] = field(default_factory=list)
+    privacy: dict[str, Any] = field(default_factory=dict)
+    model_privacy: dict[str, dict[str, Any] | None] = field(default_factory=dict)

@@ -149,11 +149,12 @@ def _sections(data: ReportData) -> list[Section]:
     """The report's sections in page order; the campaign only when one was analysed."""
     sections = [
         _overview(data),
+        _privacy(data),
         _decay(data),
         _return(data),
         _segments(data),
         _plan(data),
-        _drilldown(data.drilldowns, data.cutoff),
+        _drilldown(data.drilldowns, data.cutoff, _private(data)),
     ]
     if data.campaign is not None:
         sections.append(_campaign(data.campaign))
@@ -164,6 +165,70 @@ def _sections(data: ReportData) -> list[Section]:
 
 
 # -- sections ----------------------------------------------------------------------------
+
+#: What stands where a per-user table or figure would be in a private report.
+_LEFT_OUT = "Left out under differential privacy (--dp-epsilon): it shows individual users."
+
+
+def _private(data: ReportData) -> bool:
+    """Whether the report's counts were released with a privacy budget."""
+    return (data.privacy or {}).get("epsilon") is not None
+
+
+def _privacy(data: ReportData) -> Section:
+    """How the counts were released, and each model's training guarantee."""
+    privacy = data.privacy or {}
+    k = privacy.get("min_group_users")
+    epsilon = privacy.get("epsilon")
+    if epsilon is None:
+        counts = "true counts (no differential privacy)"
+    else:
+        delta = privacy.get("delta") or 0.0
+        counts = (
+            f"user-level differential privacy, {_text(privacy.get('mechanism'))} noise:"
+            f" ε = {epsilon:g} in total, {privacy.get('epsilon_per_table'):.4g} per count table"
+            + (f", δ = {delta:.2g}" if delta else ", δ = 0")
+        )
+    facts = [
+        ("counts", counts),
+        ("groups shown", "all" if k in (None, 1) else f"with at least {k} users"),
+    ]
+    if epsilon is not None:
+        facts.append(
+            (
+                "contribution bounds",
+                f"each user in at most {privacy.get('max_groups')} groups per table, at most"
+                f" {privacy.get('max_rows')} events per group",
+            )
+        )
+    models = [
+        (name, _model_guarantee(guarantee))
+        for name, guarantee in sorted((data.model_privacy or {}).items())
+    ]
+    extra = {
+        "private": epsilon is not None,
+        "facts": facts,
+        "notes": [str(note) for note in privacy.get("notes") or []],
+        "models": models,
+    }
+    return Section("privacy", "Privacy", extra)
+
+
+def _model_guarantee(guarantee: Mapping[str, Any] | None) -> str:
+    """A model's `metrics_["privacy"]` in words, or that it has none."""
+    if not guarantee:
+        return "no differential privacy"
+    parts = [
+        f"ε = {_decimal(3)(guarantee.get('epsilon'))}",
+        f"δ = {_text(guarantee.get('delta'))}",
+        f"per {_text(guarantee.get('unit'))}",
+        f"noise multiplier {_decimal(3)(guarantee.get('noise_multiplier'))}",
+        f"max grad norm {_decimal(3)(guarantee.get('max_grad_norm'))}",
+        f"sample rate {_decimal(4)(guarantee.get('sample_rate'))}",
+        f"{_integer(guarantee.get('steps'))} steps",
+        f"accountant {_text(guarantee.get('accountant'))}",
+    ]
+    return "differentially private training: " + ", ".join(parts)
 
 
 def _by_behaviour(events_by_day: pd.DataFrame) -> str:
@@ -206,14 +271,18 @@ def _decay(data: ReportData) -> Section:
             "decay-curves",
             figures.decay_curves(data.decay_curves, data.category_half_lives),
             "Interest relative to now if the top categories' users had no new events.",
-            "No category interest to show: the model gives no per-category interest.",
+            "No category passed the release threshold: no interest curve to show."
+            if _private(data)
+            else "No category interest to show: the model gives no per-category interest.",
         ),
         _drawing(
             "half-life-distribution",
             figures.half_life_distribution(data.half_lives_days),
             "How fast interest fades over (user, category) pairs, in days; the dashed line is"
             " the median.",
-            "No half-lives to show.",
+            "Not drawn under differential privacy: its bins count (user, category) pairs."
+            if _private(data)
+            else "No half-lives to show.",
         ),
     ]
     table = _table(
@@ -299,7 +368,9 @@ def _segments(data: ReportData) -> Section:
     extra = {
         "figures": drawings,
         "table": warnings,
-        "empty": "No early warnings: no user was scored at both the cut-off and now.",
+        "empty": _LEFT_OUT
+        if _private(data)
+        else "No early warnings: no user was scored at both the cut-off and now.",
     }
     return Section("segments", "Segments and early warning", extra)
 
@@ -307,11 +378,14 @@ def _segments(data: ReportData) -> Section:
 def _plan(data: ReportData) -> Section:
     summary = data.plan_summary
     currency = str(summary.get("currency") or "")
+    private = _private(data)
     drawing = _drawing(
         "plan-by-action",
-        figures.plan_by_action(data.plan_by_action, currency),
+        None if private else figures.plan_by_action(data.plan_by_action, currency),
         "Spend and expected incremental conversions per action, stacked by segment.",
-        "Nobody is contacted: no spend or conversions to show.",
+        "Not drawn under differential privacy: spend and conversions are sums over single users."
+        if private
+        else "Nobody is contacted: no spend or conversions to show.",
     )
     by_action = _table(
         data.plan_by_action,
@@ -331,6 +405,7 @@ def _plan(data: ReportData) -> Section:
         "figures": [drawing],
         "by_action": by_action,
         "contacts": _table(data.plan_contacts, _auto_columns(data.plan_contacts), limit=_ROWS),
+        "no_contacts": _LEFT_OUT if private else "Nobody is contacted by this plan.",
     }
     return Section("plan", "Activation plan", extra)
 
@@ -353,13 +428,15 @@ def _plan_facts(summary: Mapping[str, Any], currency: str) -> list[tuple[str, st
     ]
 
 
-def _drilldown(drilldowns: Sequence[UserDrilldown], cutoff: str) -> Section:
+def _drilldown(drilldowns: Sequence[UserDrilldown], cutoff: str, private: bool = False) -> Section:
     users = [_user(index, drilldown) for index, drilldown in enumerate(drilldowns)]
+    empty = _LEFT_OUT if private else "No users to show in the drill-down."
     in_sample = (
         f"In-sample before {cutoff}: the curves draw the past with the parameters the model"
         " learned from events up to that instant, so up to there they describe, not forecast."
     )
-    return Section("drilldown", "User drill-down", {"users": users, "in_sample": in_sample})
+    extra = {"users": users, "in_sample": in_sample, "empty": empty}
+    return Section("drilldown", "User drill-down", extra)
 
 
 def _user(index: int, drilldown: UserDrilldown) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from ebbtide.activate.actions import NONE, ActionCatalogue
 from ebbtide.activate.campaign_analysis import CampaignAnalysis
 from ebbtide.activate.reactivation import ReactivationPlan, plan_reactivation
 from ebbtide.activate.segments import assign_segments, early_warning
+from ebbtide.aggregates import Release, ReleaseConfig
 from ebbtide.errors import (
     ConfigError,
     ConvergenceWarning,
@@ -43,6 +44,7 @@ __all__ = ["DEFAULT_MODELS", "build_report_data", "default_holdout"]
 DEFAULT_MODELS = ("popular", "btyd", "gbdt", "decay", "neural")
 
 _HOUR = timedelta(hours=1)
+_CALIBRATION_BINS = 10
 _SEGMENT_ORDER = ("lost", "dormant", "at_risk", "cooling", "active")
 
 
@@ -67,6 +69,7 @@ def build_report_data(
     tz: str = "UTC",
     top_categories: int = 6,
     drilldown_users: int = 3,
+    privacy: ReleaseConfig | None = None,
     on_stage: Callable[[str], None] | None = None,
 ) -> ReportData:
     """Fit, evaluate, score, segment and plan on `store`; every number of the report.
@@ -96,6 +99,10 @@ def build_report_data(
         Time zone of the "events by day" figure.
     top_categories, drilldown_users : int
         How many categories the decay figure shows, and how many users are drilled into.
+    privacy : ReleaseConfig, optional
+        How the count tables are released (`ebbtide.aggregates`); default k = 10
+        suppression of true counts. With an ``epsilon`` every count is noisy and the
+        per-user content (early warnings, contacts, drill-downs, plan table) is left out.
     on_stage : callable, optional
         Called with a short description before each stage (for a progress display).
 
@@ -104,6 +111,7 @@ def build_report_data(
     ReportData
     """
     stage = on_stage or (lambda _text: None)
+    privacy = privacy or ReleaseConfig()
     names = list(models)
     main, added = _main_family(names, main)
     names += added
@@ -155,11 +163,24 @@ def build_report_data(
         plan = plan_reactivation(
             model, store, at=scored_at, horizon=plan_horizon, catalogue=catalogue
         )
-        stage("drawing users' interest over time")
-        chosen = _drilldown_choice(warning_list, plan, drilldown_users)
-        drilldowns = _drilldowns(model, store, at_end, chosen, plan, segments_now, start)
+        private = privacy.epsilon is not None
+        drilldowns: list[UserDrilldown] = []
+        if not private:  # per-user content is never part of a private release
+            stage("drawing users' interest over time")
+            chosen = _drilldown_choice(warning_list, plan, drilldown_users)
+            drilldowns = _drilldowns(model, store, at_end, chosen, plan, segments_now, start)
 
+    stage("releasing the counts")
+    release = Release(privacy, tables=_RELEASED_TABLES)
+    by_day = _release_events_by_day(release, store, tz, start)
+    categories, category_users = _release_categories(release, categories)
     curves, half_lives = _decay_curves(categories, top_categories, model)
+    if category_users is not None:
+        half_lives = _with_users(half_lives, category_users)
+    sizes = _release_segments(release, segments_now)
+    flows = _release_flows(release, segments_before, segments_now)
+    by_action = _release_plan(release, plan, private)
+    calibration = _release_calibration(release, calibration, targets.users, p_holdout)
     notes = [
         *(
             f"{', '.join(names[:-1])} does not forecast returns: the return, segment and plan"
@@ -172,6 +193,15 @@ def build_report_data(
         *plan.notes,
         *_warning_notes(caught),
     ]
+    overview = _overview(stats)
+    summary = plan.summary()
+    if private:
+        overview = _private_overview(by_day, sizes)
+        summary = _private_plan_summary(summary, by_action)
+        notes = [*notes, *_PRIVATE_NOTES]
+        warning_list, contacts, plan_table = warning_list.head(0), _contacts(plan).head(0), None
+    else:
+        contacts, plan_table = _contacts(plan), plan.table
     return ReportData(
         title=title,
         source=source,
@@ -179,27 +209,248 @@ def build_report_data(
         model=main,
         cutoff=cutoff.isoformat(),
         scored_at=scored_at.isoformat(),
-        overview=_overview(stats),
-        events_by_day=_events_by_day(store, tz),
+        overview=overview,
+        events_by_day=by_day,
         decay_curves=curves,
         category_half_lives=half_lives,
-        half_lives_days=_half_lives_days(categories),
+        half_lives_days=_half_lives_days(categories) if not private else _no_half_lives(),
         return_curves=return_curves,
         return_calibration=calibration,
         return_horizon_hours=holdout / _HOUR,
         comparison=comparison,
-        segments=_segment_sizes(segments_now),
-        segment_flows=_segment_flows(segments_before, segments_now),
+        segments=sizes,
+        segment_flows=flows,
         early_warning=warning_list,
-        plan_summary=plan.summary(),
-        plan_by_action=plan.by_action_and_segment(),
-        plan_contacts=_contacts(plan),
+        plan_summary=summary,
+        plan_by_action=by_action,
+        plan_contacts=contacts,
         drilldowns=drilldowns,
-        campaign=campaign.to_dict() if isinstance(campaign, CampaignAnalysis) else campaign,
-        plan_table=plan.table,
+        campaign=_released_campaign(campaign, privacy),
+        plan_table=plan_table,
         timezone=tz,
         notes=notes,
+        privacy=_privacy_summary(release),
+        model_privacy={
+            name: (getattr(m, "metrics_", None) or {}).get("privacy") for name, m in fitted.items()
+        },
     )
+
+
+#: Count tables a report releases, each with an equal share of the budget: events by day
+#: and behaviour, users per category, segment sizes, segment flows, plan per action and
+#: segment, users per calibration bin.
+_RELEASED_TABLES = 6
+
+_PRIVATE_NOTES = (
+    "Differential privacy: per-user content (early-warning list, contacts, drill-downs, the"
+    " plan table) is left out of this report, and so are the distribution of half-lives,"
+    " item and category totals, exact first and last events, and the campaign section.",
+    "Differential privacy covers the counts of users and events per group; a noisy count can"
+    " also show a group of a public list (a day, segment or action) that has no users, and"
+    " contribution bounds make event totals lower than the log's. Model-evaluation"
+    " numbers (comparison metrics, return curve, calibration shares, half-life medians and"
+    " interest curves of the released categories) are computed from the data and are not"
+    " noised.",
+)
+
+
+def _release_events_by_day(
+    release: Release, store: EventStore, tz: str, start: datetime
+) -> pd.DataFrame:
+    """day, behavior, users, events: released per (local day, behaviour).
+
+    Under a budget the domain is every day from the log's bulk start (`_bulk_start`, so a
+    few stray early events do not add months of noise-only days) to its last day, the span
+    the report covers, treated as public, times the four behaviours: a pure ε-DP table.
+    Events before the bulk start are left out of it.
+    """
+    frame = store.con.execute(
+        """SELECT user_idx, strftime(timezone(?, ts), '%Y-%m-%d') AS day, behavior,
+        count(*) AS rows FROM events GROUP BY ALL""",
+        [tz],
+    ).df()
+    frame = _named_behaviors(frame)
+    domain = None
+    if release.config.epsilon is not None and not frame.empty:
+        first = pd.Timestamp(start).tz_convert(tz).strftime("%Y-%m-%d")
+        days = pd.date_range(first, frame["day"].max(), freq="D").strftime("%Y-%m-%d")
+        domain = pd.MultiIndex.from_product(
+            [days, [b.value for b in BEHAVIORS]], names=["day", "behavior"]
+        ).to_frame(index=False)
+    released = release.counts(
+        frame, ["day", "behavior"], name="events by day and behaviour", user="user_idx",
+        domain=domain,
+    )  # fmt: skip
+    return released.table
+
+
+def _release_categories(
+    release: Release, categories: pd.DataFrame | None
+) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """The (user, category) pairs of released categories, and their released user counts.
+
+        Categories come from the data, so under a budget a category needs a noisy user count
+        over the threshold τ (`aggregates`), which also bounds the chance that a category only
+        one user touched is named at all. Each user counts in one category (their highest
+    interest level now):
+        τ grows with the groups a user may join, and with four it passes most shops' users.
+    """
+    if categories is None or categories.empty:
+        release.counts(
+            pd.DataFrame({"user_id": [], "category_id": []}), ["category_id"],
+            name="users per category", rows=None, events=False,
+        )  # fmt: skip
+        return categories, None
+    released = release.counts(
+        categories, ["category_id"], name="users per category", rows="level", events=False,
+        max_groups=1,
+    )  # fmt: skip
+    kept = categories[categories["category_id"].isin(released.table["category_id"])]
+    return kept, released.table
+
+
+def _with_users(half_lives: pd.DataFrame, users: pd.DataFrame) -> pd.DataFrame:
+    """The half-life table with released user counts, busiest released categories first."""
+    merged = half_lives.drop(columns="users").merge(users, on="category_id", how="inner")
+    return merged.sort_values(
+        ["users", "category_id"], ascending=[False, True], kind="stable"
+    ).reset_index(drop=True)[half_lives.columns]
+
+
+def _release_segments(release: Release, segments: pd.DataFrame) -> pd.DataFrame:
+    """segment, users, share: released sizes (one segment per user, a public domain)."""
+    domain = pd.DataFrame({"segment": list(_SEGMENT_ORDER)})
+    released = release.counts(
+        segments, ["segment"], name="users per segment", rows=None, events=False,
+        domain=domain, max_groups=1,
+    ).table  # fmt: skip
+    order = {name: i for i, name in enumerate(_SEGMENT_ORDER)}
+    released = released.sort_values(
+        "segment", key=lambda s: s.map(order).fillna(len(order)), kind="stable"
+    ).reset_index(drop=True)
+    total = released["users"].sum()
+    return released.assign(share=released["users"] / total if total else 0.0)
+
+
+def _release_flows(release: Release, before: pd.DataFrame, now: pd.DataFrame) -> pd.DataFrame:
+    """segment_before, segment_now, users: released flows (one flow per user)."""
+    joined = now[["user_id", "segment"]].merge(
+        before[["user_id", "segment"]], on="user_id", how="left", suffixes=("_now", "_before")
+    )
+    joined["segment_before"] = joined["segment_before"].fillna("new")
+    domain = pd.MultiIndex.from_product(
+        [["new", *_SEGMENT_ORDER], list(_SEGMENT_ORDER)], names=["segment_before", "segment_now"]
+    ).to_frame(index=False)
+    return release.counts(
+        joined, ["segment_before", "segment_now"], name="segment flows", rows=None,
+        events=False, domain=domain, max_groups=1,
+    ).table  # fmt: skip
+
+
+def _release_plan(release: Release, plan: ReactivationPlan, private: bool) -> pd.DataFrame:
+    """action, segment, users (+ cost, expected_conversions, value without a budget).
+
+    The sums of spend and conversions move with single users, so under a budget only the
+    released user counts are shown.
+    """
+    table = plan.table
+    actions = [a.name for a in plan.catalogue.actions]
+    actions += sorted(set(table["action"]) - set(actions))
+    domain = pd.MultiIndex.from_product(
+        [actions, list(_SEGMENT_ORDER)], names=["action", "segment"]
+    ).to_frame(index=False)
+    released = release.counts(
+        table, ["action", "segment"], name="plan per action and segment", rows=None,
+        events=False, domain=domain, max_groups=1,
+    ).table  # fmt: skip
+    if private:
+        return released
+    sums = plan.by_action_and_segment().drop(columns="users")
+    return released.merge(sums, on=["action", "segment"], how="left")
+
+
+def _release_calibration(
+    release: Release, calibration: pd.DataFrame, users: pd.DataFrame, answer: pd.DataFrame
+) -> pd.DataFrame:
+    """The calibration bins with released user counts (bins under k left out)."""
+    joined = users[["user_id"]].merge(answer, on="user_id", how="inner")
+    joined["bin"] = _calibration_bins(joined["p_return"].to_numpy())
+    released = release.counts(
+        joined, ["bin"], name="users per calibration bin", rows=None, events=False,
+        domain=pd.DataFrame({"bin": range(_CALIBRATION_BINS)}), max_groups=1,
+    ).table  # fmt: skip
+    shown = calibration.drop(columns="users").merge(released, on="bin", how="inner")
+    return shown[["p_mean", "observed", "users"]].reset_index(drop=True)
+
+
+def _calibration_bins(p: np.ndarray) -> np.ndarray:
+    """`reliability_table`'s uniform bins: a value on an inner edge goes to the lower bin."""
+    edges = np.linspace(0.0, 1.0, _CALIBRATION_BINS + 1)
+    return np.searchsorted(edges[1:-1], p, side="left")
+
+
+def _released_campaign(
+    campaign: CampaignAnalysis | Mapping[str, Any] | None, privacy: ReleaseConfig
+) -> dict[str, Any] | None:
+    """The campaign section: left out under a budget; else A/B rows of arms under k users
+    dropped (and noted), and arm sizes under k hidden in the sample ratio check."""
+    if campaign is None or privacy.epsilon is not None:
+        return None
+    data = dict(campaign.to_dict() if isinstance(campaign, CampaignAnalysis) else campaign)
+    k = privacy.min_group_users
+    ab = dict(data.get("ab") or {})
+    rows = list(ab.get("table") or [])
+    kept = [r for r in rows if min(r.get("n_control") or 0, r.get("n_arm") or 0) >= k]
+    if len(kept) < len(rows):
+        ab["notes"] = [
+            *(ab.get("notes") or []),
+            f"{len(rows) - len(kept)} A/B row(s) with an arm under {k} users left out.",
+        ]
+    ab["table"] = kept
+    srm = dict(ab.get("srm") or {})
+    if srm.get("observed"):
+        srm["observed"] = {
+            arm: (n if n >= k else f"under {k}") for arm, n in srm["observed"].items()
+        }
+        ab["srm"] = srm
+    data["ab"] = ab
+    return data
+
+
+def _private_overview(by_day: pd.DataFrame, sizes: pd.DataFrame) -> dict[str, Any]:
+    """The overview from released tables only: totals are their sums (post-processing)."""
+    days = sorted(by_day["day"]) if not by_day.empty else []
+    return {
+        "users": int(sizes["users"].sum()),
+        "items": None,
+        "categories": None,
+        "events": int(by_day["events"].sum()) if not by_day.empty else 0,
+        "first_event": days[0] if days else None,
+        "last_event": days[-1] if days else None,
+    }
+
+
+def _private_plan_summary(summary: dict[str, Any], by_action: pd.DataFrame) -> dict[str, Any]:
+    """The plan's headline without sums over single users; counts from the released table."""
+    contacted = by_action[by_action["action"] != NONE]["users"].sum()
+    hidden = ("spend", "expected_conversions", "value")
+    return (
+        summary
+        | {key: None for key in hidden if key in summary}
+        | {
+            "users": int(by_action["users"].sum()),
+            "contacts": int(contacted),
+        }
+    )
+
+
+def _privacy_summary(release: Release) -> dict[str, Any]:
+    """The release's guarantee, and a sentence per table, for the report's privacy section."""
+    return release.summary() | {"notes": [table.note() for table in release.released]}
+
+
+def _no_half_lives() -> pd.Series:
+    return pd.Series(dtype=float, name="half_life_days")
 
 
 def _main_family(names: list[str], main: str | None) -> tuple[str, list[str]]:
@@ -249,15 +500,6 @@ def _overview(stats: StoreStats) -> dict[str, Any]:
         "first_event": stats.first_event.isoformat(),
         "last_event": stats.last_event.isoformat(),
     }
-
-
-def _events_by_day(store: EventStore, tz: str) -> pd.DataFrame:
-    frame = store.con.execute(
-        "SELECT strftime(timezone(?, ts), '%Y-%m-%d') AS day, behavior, count(*) AS events"
-        " FROM events GROUP BY ALL ORDER BY ALL",
-        [tz],
-    ).df()
-    return _named_behaviors(frame)[["day", "behavior", "events"]]
 
 
 # -- interest decay ----------------------------------------------------------------------
@@ -362,39 +604,20 @@ def _return_curves(
 
 
 def _calibration(users: pd.DataFrame, answer: pd.DataFrame) -> pd.DataFrame:
+    """bin, p_mean, observed, users: the holdout's non-empty calibration bins."""
     joined = users[["user_id", "returned"]].merge(answer, on="user_id", how="inner")
-    table = reliability_table(joined["returned"].to_numpy(), joined["p_return"].to_numpy())
+    table = reliability_table(
+        joined["returned"].to_numpy(), joined["p_return"].to_numpy(), bins=_CALIBRATION_BINS
+    )
     table = table[table["count"] > 0]
     return pd.DataFrame(
-        {"p_mean": table["mean_p"], "observed": table["frac_pos"], "users": table["count"]}
+        {
+            "bin": table["bin"],
+            "p_mean": table["mean_p"],
+            "observed": table["frac_pos"],
+            "users": table["count"],
+        }
     ).reset_index(drop=True)
-
-
-# -- segments ----------------------------------------------------------------------------
-
-
-def _segment_sizes(segments: pd.DataFrame) -> pd.DataFrame:
-    counts = segments["segment"].value_counts()
-    order = [s for s in _SEGMENT_ORDER if s in counts.index]
-    order += sorted(set(counts.index) - set(order))
-    counts = counts.reindex(order)
-    return pd.DataFrame(
-        {"segment": order, "users": counts.to_numpy(), "share": (counts / counts.sum()).to_numpy()}
-    )
-
-
-def _segment_flows(before: pd.DataFrame, now: pd.DataFrame) -> pd.DataFrame:
-    """Segment at the cut-off -> segment now; users new since the cut-off come from "new"."""
-    joined = now[["user_id", "segment"]].merge(
-        before[["user_id", "segment"]], on="user_id", how="left", suffixes=("_now", "_before")
-    )
-    joined["segment_before"] = joined["segment_before"].fillna("new")
-    return (
-        joined.groupby(["segment_before", "segment_now"], sort=True)
-        .size()
-        .rename("users")
-        .reset_index()
-    )
 
 
 # -- plan and drill-down -----------------------------------------------------------------
