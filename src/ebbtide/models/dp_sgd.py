@@ -41,6 +41,9 @@ __all__ = ["PrivacyGuarantee", "UserLevelDPSGD", "default_delta", "noise_multipl
 
 UNIT = "user"
 ACCOUNTANT = "rdp (opacus)"
+#: Rényi orders: Opacus' defaults (up to 63) plus larger ones, which small ε over few
+#: steps needs (Opacus warns when the best order is its largest).
+ALPHAS = [*RDPAccountant.DEFAULT_ALPHAS, 80, 96, 128, 192, 256, 512, 1024]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +88,7 @@ def noise_multiplier(target_epsilon: float, delta: float, sample_rate: float, st
             sample_rate=sample_rate,
             steps=steps,
             accountant="rdp",
+            alphas=ALPHAS,
         )
     )
 
@@ -98,7 +102,7 @@ def spent_epsilon(noise: float, sample_rate: float, steps: int, delta: float) ->
         return math.inf
     accountant = RDPAccountant()
     accountant.history = [(noise, sample_rate, steps)]
-    return float(accountant.get_epsilon(delta))
+    return float(accountant.get_epsilon(delta, alphas=ALPHAS))
 
 
 class UserLevelDPSGD:
@@ -220,7 +224,7 @@ class UserLevelDPSGD:
             return 0.0
         if self.noise <= 0:
             return math.inf
-        return float(self.accountant.get_epsilon(self.delta))
+        return float(self.accountant.get_epsilon(self.delta, alphas=ALPHAS))
 
     def guarantee(self) -> PrivacyGuarantee:
         """The guarantee of the steps taken so far."""
