@@ -82,6 +82,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
@@ -95,7 +96,8 @@ from torch.nn import functional as F
 
 from ebbtide.errors import ConfigError, NotFittedError
 from ebbtide.features.cycle import Cycle
-from ebbtide.features.sequences import EventArrays, user_event_ranges
+from ebbtide.features.history import History
+from ebbtide.features.sequences import EventArrays, to_days, user_event_ranges
 from ebbtide.metrics_core import log_loss, roc_auc
 from ebbtide.models import distributed
 from ebbtide.models.base import Model, Progress
@@ -1002,6 +1004,24 @@ class _State:
     pair_count: np.ndarray
 
 
+def _subset(events: EventArrays, users: np.ndarray) -> EventArrays:
+    """The events of `users` (in that order), renumbered 0 .. len(users) − 1."""
+    offsets = np.concatenate([[0], np.cumsum(events.lengths()[users])]).astype(np.int64)
+    idx, q = user_event_ranges(events.offsets, users)
+    return EventArrays(
+        user_idx=q.astype(np.int32),
+        item_idx=events.item_idx[idx],
+        category_idx=events.category_idx[idx],
+        behavior=events.behavior[idx],
+        t=events.t[idx],
+        offsets=offsets,
+        n_users=int(users.size),
+        n_items=events.n_items,
+        n_categories=events.n_categories,
+        before=events.before,
+    )
+
+
 _PRIVATE_CYCLE_NOTE = "no cycle: a private fit (dp_epsilon) reads the data only through DP-SGD"
 
 
@@ -1332,7 +1352,9 @@ class NeuralModel(Model):
             if sample_negatives:
                 negatives = torch.randint(n_items, (cfg.item_negatives,), generator=generator)
                 negatives = negatives.to(device)
-            user_loss = self._user_loss(net, seq, chunks, train.offsets, device, amp, negatives)
+            user_loss = self._user_loss(
+                net, seq, chunks, train.offsets, device, amp, negatives, cfg.modulation_penalty
+            )
             optimiser.zero_grad()
             summed, counted = engine.private_gradient(params, engine.sample(), user_loss)
             # the shrinkage prior: no data in it, so it joins after the noise, per user
@@ -1387,9 +1409,10 @@ class NeuralModel(Model):
         }
         self._restrict_answers()
 
-    def _user_loss(self, net, seq, chunks, offsets, device, amp, negatives):
+    def _user_loss(self, net, seq, chunks, offsets, device, amp, negatives, penalty):
         """``user_loss(u)``: user u's summed training loss over all of their chunks (one
-        batch), or None when nothing of theirs is scored. DP-SGD clips its gradient."""
+        batch; `penalty` weighs the modulation penalty), or None when nothing of theirs
+        is scored. DP-SGD clips its gradient; `per_user_nll` reports it."""
         cfg = self.config
         reads, starts, ends = chunks
         user = np.searchsorted(offsets, reads, side="right") - 1  # chunks come by user
@@ -1402,11 +1425,48 @@ class NeuralModel(Model):
             batch = _batch(seq, reads[rows], ends[rows], device, starts[rows])
             with autocast(device, amp):
                 loss, n = _batch_loss(
-                    net, batch, cfg.item_weight, cfg.item_chunk, negatives, cfg.modulation_penalty
+                    net, batch, cfg.item_weight, cfg.item_chunk, negatives, penalty
                 )
             return loss if n else None
 
         return user_loss
+
+    def per_user_nll(self, history: History, users: Sequence[str] | None = None) -> pd.DataFrame:
+        """Each user's loss on their own events in `history`, as training scores it.
+
+        The negative log-likelihood the network is trained on, summed over the user's
+        intervals (each event to the next, the last one's to ``history.at``, survival
+        included): time and category of the next event, the buy process, and the item
+        choice weighted by `item_weight`; full softmax, no modulation penalty. Chunks of
+        `max_len` events with `context_len` read before them, as in training.
+
+        Why: a model that memorised its training users gives them a lower loss than
+        users it never saw, which is what a loss-threshold membership-inference attack
+        tests; DP-SGD (`dp_epsilon`) bounds how much lower it can be.
+
+        Returns
+        -------
+        DataFrame
+            user_id, nll (summed), intervals (the user's events in `history`) and
+            nll_per_interval (NaN without events). Users default to those with events;
+            users the fit never saw are scored alike.
+        """
+        local, index, marked = self._prepare("per_user_nll", history, users, in_sample=True)
+        events = self._warped(local.events)
+        at = float(self.cycle.warp(to_days(history.at)))
+        sub = _subset(events, index)
+        seq = self._sequences(sub, at)
+        chunks = _chunks(sub.offsets, self.config.max_len, False, self.config.context_len)
+        device = self._device()
+        user_loss = self._user_loss(self.net_, seq, chunks, sub.offsets, device, None, None, 0.0)
+        nll = np.zeros(index.size)
+        with torch.no_grad():
+            for u in range(index.size):
+                loss = user_loss(u)
+                nll[u] = 0.0 if loss is None else float(loss)
+        intervals = sub.lengths().astype(np.int64)
+        per = np.where(intervals > 0, nll / np.maximum(intervals, 1), np.nan)
+        return self._frame(local, index, marked, nll=nll, intervals=intervals, nll_per_interval=per)
 
     def _finish_payload(self) -> dict:
         """What rank 0 learned after the point process (calibration, intervals, the
