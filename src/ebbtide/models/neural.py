@@ -201,8 +201,9 @@ class NeuralConfig:
         over both phases (point process and next-item head); None: ordinary training.
         Under DP the fit takes nothing else from the data: no validation window (no
         early stopping, epoch choice or calibration), no cycle, fixed initial rates,
-        uniform level shares, no half-life intervals; `epochs` and `item_epochs` set
-        ``ceil(epochs · n_users / dp_users_per_step)`` steps each.
+        uniform level shares, no half-life intervals, no user ids kept; `epochs` and
+        `item_epochs` set ``ceil(epochs / q)`` steps each (``ceil(epochs · n_users /
+        dp_users_per_step)`` while fewer users are asked for than there are).
     dp_delta : float or None
         δ of the guarantee; None: ``min(1e-5, 1 / (10 n_users))`` at fit time.
     dp_max_grad_norm : float
@@ -1407,6 +1408,9 @@ class NeuralModel(Model):
             **{f"next_item_{name}": value for name, value in next_item.items()},
             "privacy": engine.guarantee().to_dict(),
         }
+        # the fitted users' ids would say who was in the training data: a private model
+        # keeps none (it has no per-user parameters; any user is scored from their events)
+        self.catalogue_ = replace(self.catalogue_, user_ids=self.catalogue_.user_ids[:0])
         self._restrict_answers()
 
     def _user_loss(self, net, seq, chunks, offsets, device, amp, negatives, penalty):
