@@ -113,6 +113,21 @@ def train(
             callback=lambda value: None if value is None else parse_time_zone(value, "--tz"),
         ),
     ] = None,
+    dp_epsilon: Annotated[
+        float | None,
+        typer.Option(
+            help="neural only: train with user-level differential privacy (DP-SGD), each"
+            " user's whole history one unit, spending at most this ε (e.g. 8; smaller is"
+            " more private and less accurate). No validation window or daily cycle then.",
+        ),
+    ] = None,
+    dp_delta: Annotated[
+        float | None,
+        typer.Option(
+            help="neural only, with --dp-epsilon: δ of the guarantee (default min(1e-5,"
+            " 1/(10 users))).",
+        ),
+    ] = None,
     engine: EngineOption = Engine.LOCAL,
     spark_master: SparkMasterOption = LOCAL_SPARK,
     inputs: InputOption = None,
@@ -140,6 +155,16 @@ def train(
         _print_trained(model, model_name, when, out_dir, lake_rows)
         return
     require_store(db)
+    for flag, value in (("--dp-epsilon", dp_epsilon), ("--dp-delta", dp_delta)):
+        if value is not None:
+            _only_for(model_name, "neural", flag)
+    if dp_delta is not None and dp_epsilon is None:
+        raise ConfigError("--dp-delta sets δ of a private fit: give --dp-epsilon too")
+    if dp_epsilon is not None and (nproc > 1 or distributed.launch_env() is not None):
+        raise ConfigError(
+            "--dp-epsilon trains in one process (one privacy account): leave out --nproc"
+            " and do not launch with torchrun"
+        )
     if nproc > 1:
         _only_for(model_name, "neural", "--nproc")
         raise typer.Exit(_launch_processes(ctx, nproc))
@@ -164,6 +189,10 @@ def train(
     if tz is not None:
         _only_for(model_name, "neural", "--tz")
         settings["time_zone"] = tz
+    if dp_epsilon is not None:
+        settings["dp_epsilon"] = dp_epsilon
+    if dp_delta is not None:
+        settings["dp_delta"] = dp_delta
     with EventStore(db, read_only=True) as store:
         when = parse_instant(cutoff, "--cutoff") if cutoff else after_last_event(store)
         model = build_model(model_name, **settings)
@@ -186,8 +215,11 @@ def _print_trained(
     rows += [
         (name, f"{value:,}" if isinstance(value, int) else _number(value))
         for name, value in metrics.items()
-        if not isinstance(value, list)  # per-epoch curves: in the saved config.json
+        if not isinstance(value, list | dict)  # curves, the guarantee: in config.json
     ]
+    privacy = metrics.get("privacy")
+    if privacy is not None:
+        rows.append(("privacy", _guarantee(privacy)))
     if "horizons_days" in metrics:  # gbdt's training grid
         rows.append(("horizons (days)", ", ".join(f"{h:.3g}" for h in metrics["horizons_days"])))
     rows.append(("saved to", str(out_dir)))
@@ -299,6 +331,17 @@ def _horizons_days(text: str) -> tuple[float, ...]:
     if not parts:
         raise ConfigError(f"--horizons {text!r} names no horizon; use e.g. 1h,1d,7d,30d")
     return tuple(parse_duration(part, "--horizons") / timedelta(days=1) for part in parts)
+
+
+def _guarantee(privacy: dict) -> str:
+    """``(ε = 7.99, δ = 1.2e-06)-DP per user ...``: the guarantee a private fit spent."""
+    return (
+        f"(ε = {privacy['epsilon']:.3g}, δ = {privacy['delta']:.2g})-DP, unit: one"
+        f" {privacy['unit']}'s whole history (target ε {privacy['target_epsilon']:g};"
+        f" σ = {privacy['noise_multiplier']:.3g}, C = {privacy['max_grad_norm']:g},"
+        f" q = {privacy['sample_rate']:.3g}, {privacy['steps']:,} steps,"
+        f" {privacy['accountant']})"
+    )
 
 
 def _number(value: Any) -> str:

@@ -125,7 +125,7 @@ class Model(ABC):
             raise NotFittedError(
                 f"{type(self).__name__} is not fitted: call fit(store, cutoff=...)"
             )
-        if query not in self.answers:
+        if query in QUERIES and query not in self.answers:  # diagnostics are no query
             raise UnsupportedQueryError(
                 f"the {self.name} model does not answer {query}; it answers"
                 f" {', '.join(sorted(self.answers)) or 'nothing'}"

@@ -30,6 +30,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -39,6 +40,9 @@ from torch.nn import functional as F
 from ebbtide.features.sequences import EventArrays, user_event_ranges
 from ebbtide.metrics_core import ndcg_at_k
 from ebbtide.models.base import Progress
+
+if TYPE_CHECKING:
+    from ebbtide.models.dp_sgd import UserLevelDPSGD
 from ebbtide.schema import Behavior
 
 __all__ = ["NextItemNet", "NextItemSettings", "fit_next_item", "score_next_items"]
@@ -286,20 +290,32 @@ def fit_next_item(
     settings: NextItemSettings,
     device: torch.device,
     progress: Progress | None = None,
+    *,
+    private: UserLevelDPSGD | None = None,
+    steps: int = 0,
 ) -> tuple[NextItemNet, dict]:
-    """Train the head on `events`; returns the best epoch's network and how it went."""
+    """Train the head on `events`; returns the best epoch's network and how it went.
+
+    With `private` (the point process's DP-SGD engine, whose budget planned these
+    `steps`) it trains `steps` user-level private steps on every event instead: no
+    held-out events, no early stopping, no popularity start (`_fit_private`).
+    """
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
     n_categories = max(int(events.n_categories), 1)  # as `NeuralModel.n_categories_`
     net = NextItemNet(n_items, n_categories, settings.hidden, settings.dropout).to(device)
-    _init_tables(net, events, n_items, n_categories)
+    _init_tables(net, events, n_items, n_categories, popularity=private is None)
     optimiser = torch.optim.Adam(net.parameters(), lr=settings.lr)
+    if private is not None:
+        run = (net, optimiser, private, steps, generator)
+        return net, _fit_private(*run, events, n_items, settings, device, progress)
     valid_idx = _held_out(events)
     keep = np.ones(events.n_events, dtype=bool)
     keep[valid_idx] = False
     train = events.select(keep)
     inputs = _inputs(train, n_items)
-    start, end, first_scored, user_end = _windows(train.offsets, settings.max_len)
+    windows = _windows(train.offsets, settings.max_len)
+    start = windows[0]
     valid_users = np.flatnonzero(events.lengths() >= 3)
     valid_target = events.item_idx[valid_idx].astype(np.int64)
     valid_t = events.t[valid_idx]
@@ -316,40 +332,22 @@ def fit_next_item(
         total, count = 0.0, 0
         for b, lo in enumerate(range(0, order.size, settings.batch_size)):
             sel = order[lo : lo + settings.batch_size]
-            batch = _pad(inputs, start[sel], end[sel], device)
-            idx = batch["idx"]
-            nxt = idx + 1
-            scored = (
-                batch["valid"].cpu().numpy()
-                & (idx >= first_scored[sel][:, None])
-                & (nxt < user_end[sel][:, None])
-            )
-            target = inputs.item[np.minimum(nxt, inputs.item.size - 1)] - 1
-            scored &= target >= 0
-            rows_np, pos_np = np.nonzero(scored)
-            if rows_np.size == 0:
+
+            def draw() -> torch.Tensor | None:
+                if not settings.negatives:
+                    return None
+                return torch.randint(n_items, (settings.negatives,), generator=generator)
+
+            loss, scored = _windows_nll(net, inputs, windows, sel, device, amp, draw)
+            if scored == 0:
                 continue
-            t_pred = inputs.t[np.minimum(nxt, inputs.t.size - 1)] - batch["t0"][:, None]
-            negatives = None
-            if settings.negatives:
-                negatives = torch.randint(n_items, (settings.negatives,), generator=generator)
-            with torch.autocast(device.type, amp or torch.bfloat16, enabled=amp is not None):
-                loss = -_log_likelihood(
-                    net,
-                    batch,
-                    torch.as_tensor(rows_np, device=device),
-                    torch.as_tensor(pos_np, device=device),
-                    torch.as_tensor(t_pred, dtype=torch.float32, device=device),
-                    torch.as_tensor(target[rows_np, pos_np], device=device),
-                    None if negatives is None else negatives.to(device),
-                )
             optimiser.zero_grad()
-            scaler.scale(loss / rows_np.size).backward()
+            scaler.scale(loss / scored).backward()
             scaler.unscale_(optimiser)
             nn.utils.clip_grad_norm_(net.parameters(), 5.0)
             scaler.step(optimiser)
             scaler.update()
-            total, count = total + float(loss.detach()), count + rows_np.size
+            total, count = total + float(loss.detach()), count + scored
             if progress is not None and (b % 10 == 0 or b == batches - 1):
                 shown = max(best["ndcg"], 0.0)
                 progress(
@@ -397,9 +395,13 @@ def fit_next_item(
     }
 
 
-def _init_tables(net: NextItemNet, events: EventArrays, n_items: int, n_categories: int) -> None:
+def _init_tables(
+    net: NextItemNet, events: EventArrays, n_items: int, n_categories: int, popularity: bool = True
+) -> None:
     """Each item's category (its latest event's) and an explore bias at popularity, most
-    of what a first epoch would learn anyway."""
+    of what a first epoch would learn anyway. Without `popularity` (a private fit) the
+    bias stays 0: counts of who touched what are private; the item → category map is
+    catalogue metadata, like the item vocabulary itself."""
     known = (events.item_idx >= 0) & (events.item_idx < n_items)
     items = events.item_idx[known]
     counts = np.bincount(items, minlength=n_items)[:n_items] + 1.0
@@ -408,8 +410,92 @@ def _init_tables(net: NextItemNet, events: EventArrays, n_items: int, n_categori
     ok = (cat >= 0) & (cat < n_categories)
     category[items[ok] + 1] = cat[ok] + 1  # later events overwrite earlier ones
     with torch.no_grad():
-        net.explore_bias[:] = torch.as_tensor(np.log(counts / counts.sum()), dtype=torch.float32)
+        if popularity:
+            bias = np.log(counts / counts.sum())
+            net.explore_bias[:] = torch.as_tensor(bias, dtype=torch.float32)
         net.item_category[:] = torch.as_tensor(category)
+
+
+def _windows_nll(net, inputs, windows, sel, device, amp, draw_negatives):
+    """Summed next-item NLL of the windows `sel` and how many positions it scores (0:
+    none, and `draw_negatives` is not called, so the random stream is left as it was)."""
+    start, end, first_scored, user_end = windows
+    batch = _pad(inputs, start[sel], end[sel], device)
+    idx = batch["idx"]
+    nxt = idx + 1
+    scored = (
+        batch["valid"].cpu().numpy()
+        & (idx >= first_scored[sel][:, None])
+        & (nxt < user_end[sel][:, None])
+    )
+    target = inputs.item[np.minimum(nxt, inputs.item.size - 1)] - 1
+    scored &= target >= 0
+    rows_np, pos_np = np.nonzero(scored)
+    if rows_np.size == 0:
+        return None, 0
+    t_pred = inputs.t[np.minimum(nxt, inputs.t.size - 1)] - batch["t0"][:, None]
+    negatives = draw_negatives()
+    with torch.autocast(device.type, amp or torch.bfloat16, enabled=amp is not None):
+        loss = -_log_likelihood(
+            net,
+            batch,
+            torch.as_tensor(rows_np, device=device),
+            torch.as_tensor(pos_np, device=device),
+            torch.as_tensor(t_pred, dtype=torch.float32, device=device),
+            torch.as_tensor(target[rows_np, pos_np], device=device),
+            None if negatives is None else negatives.to(device),
+        )
+    return loss, int(rows_np.size)
+
+
+def _fit_private(
+    net, optimiser, engine, steps, generator, events, n_items, settings, device, progress
+) -> dict:
+    """`steps` user-level DP-SGD steps of `engine` (`ebbtide.models.dp_sgd`) on all of
+    `events`: each sampled user's loss is the NLL of all of their windows. Stops early
+    only on the wall clock (`max_seconds`), which spends less of the budget."""
+    inputs = _inputs(events, n_items)
+    windows = _windows(events.offsets, settings.max_len)
+    user = np.searchsorted(events.offsets, windows[0], side="right") - 1  # by user
+    first = np.searchsorted(user, np.arange(events.offsets.size))
+    params = [p for p in net.parameters() if p.requires_grad]
+    clock, stop, taken = time.monotonic(), "epochs", 0
+    net.train()
+    for step in range(steps):
+        negatives = None
+        if settings.negatives:
+            negatives = torch.randint(n_items, (settings.negatives,), generator=generator)
+
+        def user_loss(u: int, negatives=negatives) -> torch.Tensor | None:
+            sel = np.arange(first[u], first[u + 1])
+            if sel.size == 0:
+                return None
+            loss, _ = _windows_nll(
+                net, inputs, windows, sel, device, settings.autocast, lambda: negatives
+            )
+            return loss
+
+        optimiser.zero_grad()
+        summed, counted = engine.private_gradient(params, engine.sample(), user_loss)
+        optimiser.step()
+        taken = step + 1
+        if progress is not None and (step % 10 == 0 or taken == steps):
+            progress(
+                f"next items: private step {taken}/{steps} · {counted} users"
+                f" · loss per user {summed / max(counted, 1):.1f} · ε spent"
+                f" {engine.epsilon():.2f} of {engine.target_epsilon:g}",
+                taken / max(steps, 1),
+            )
+        if time.monotonic() - clock > settings.max_seconds:
+            stop = "time"
+            break
+    net.eval()
+    return {
+        "epochs": round(taken * engine.sample_rate, 3),  # expected passes over the users
+        "stopped_by": stop,
+        "steps": taken,
+        "seconds": time.monotonic() - clock,
+    }
 
 
 def _validation_ndcg(net, history, inputs, users, target, t_pred, settings) -> float:
