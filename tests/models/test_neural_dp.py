@@ -35,7 +35,7 @@ TINY = {
     "context_len": 50,
     "item_max_len": 50,
 }
-PRIVATE = {**TINY, "dp_epsilon": 3.0, "dp_users_per_step": 20}
+PRIVATE = {**TINY, "dp_epsilon": 3.0, "dp_users_per_step": 20, "dp_epochs": 1, "dp_item_epochs": 1}
 DAY = timedelta(days=1)
 CPU = torch.device("cpu")
 

@@ -201,15 +201,20 @@ class NeuralConfig:
         over both phases (point process and next-item head); None: ordinary training.
         Under DP the fit takes nothing else from the data: no validation window (no
         early stopping, epoch choice or calibration), no cycle, fixed initial rates,
-        uniform level shares, no half-life intervals, no user ids kept; `epochs` and
-        `item_epochs` set ``ceil(epochs / q)`` steps each (``ceil(epochs · n_users /
-        dp_users_per_step)`` while fewer users are asked for than there are).
+        uniform level shares, no half-life intervals, no user ids kept.
     dp_delta : float or None
         δ of the guarantee; None: ``min(1e-5, 1 / (10 n_users))`` at fit time.
     dp_max_grad_norm : float
         C: each user's gradient (all parameters together) is clipped to this L2 norm.
     dp_users_per_step : int
         Expected users per step; each is sampled with ``q = dp_users_per_step / n_users``.
+    dp_epochs, dp_item_epochs : float
+        Under DP, the expected passes over the users of each phase: ``ceil(dp_epochs /
+        q)`` steps of the point process and ``ceil(dp_item_epochs / q)`` of the head.
+        With no validation to stop early, these replace `epochs` and `item_epochs`
+        (caps for early stopping, far more passes than a private fit needs: every
+        planned step is paid for in noise). Chosen before any private run, from where
+        ordinary fits stop early (5 to 6 epochs on the Taobao sample).
     """
 
     hidden: int = 64
@@ -249,6 +254,8 @@ class NeuralConfig:
     dp_delta: float | None = None
     dp_max_grad_norm: float = 1.0
     dp_users_per_step: int = 64
+    dp_epochs: float = 5.0
+    dp_item_epochs: float = 3.0
 
     def __post_init__(self) -> None:
         for name in (
@@ -357,6 +364,13 @@ class NeuralConfig:
         users = self.dp_users_per_step
         if not isinstance(users, int) or isinstance(users, bool) or users < 1:
             raise ConfigError(f"NeuralConfig.dp_users_per_step={users!r} must be an integer >= 1")
+        for name in ("dp_epochs", "dp_item_epochs"):
+            value = getattr(self, name)
+            if not (number(value) and math.isfinite(value) and value > 0):
+                raise ConfigError(
+                    f"NeuralConfig.{name}={value!r} must be a finite number > 0 (expected"
+                    " passes over the users under DP, e.g. 5)"
+                )
         if eps is None:
             return
         if self.validation_days not in (None, 0):
@@ -1329,8 +1343,8 @@ class NeuralModel(Model):
         cfg, device = self.config, self._device()
         users = np.flatnonzero(train.lengths() > 0)
         rate = min(1.0, cfg.dp_users_per_step / max(users.size, 1))
-        steps = math.ceil(cfg.epochs / rate)
-        item_steps = math.ceil(cfg.item_epochs / rate)
+        steps = math.ceil(cfg.dp_epochs / rate)
+        item_steps = math.ceil(cfg.dp_item_epochs / rate)
         delta = cfg.dp_delta if cfg.dp_delta is not None else default_delta(users.size)
         engine = UserLevelDPSGD.for_budget(
             users,
