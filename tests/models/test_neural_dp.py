@@ -245,3 +245,20 @@ def test_train_refuses_dp_flags_where_they_do_not_apply(cli, synth_db, tmp_path,
     result = cli("train", "--db", str(synth_db), "--out-dir", str(tmp_path / "x"), *extra)
     assert result.exit_code == 1
     assert message in " ".join(result.stderr.split())
+
+
+def test_the_noise_and_the_sample_are_not_seeded_by_the_fit() -> None:
+    """A known seed would let anyone redraw the noise and subtract it: two engines made
+    alike draw different samples and different noise."""
+    users = np.arange(200)
+
+    def draw() -> tuple[np.ndarray, torch.Tensor]:
+        engine = UserLevelDPSGD(users, users_per_step=50, max_grad_norm=1.0, noise=1.0,
+                                target_epsilon=1.0, delta=1e-5)  # fmt: skip
+        weight = torch.nn.Parameter(torch.zeros(8))
+        engine.private_gradient([weight], users[:0], lambda u: None)
+        return engine.sample(), weight.grad.clone()
+
+    (first, noise_a), (second, noise_b) = draw(), draw()
+    assert not np.array_equal(first, second)
+    assert not torch.equal(noise_a, noise_b)

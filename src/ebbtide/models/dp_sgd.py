@@ -20,13 +20,17 @@ budget and one accountant.
 Per-user gradients are computed one user at a time (forward and backward over the user's
 sequences as one small batch): ``torch.func.vmap`` does not run over ``nn.GRU``. The
 number of users ``n_users`` is treated as public, as in Opacus (it sets ``q``).
-Randomness comes from `torch.Generator` (seeded, so runs repeat), not a cryptographic
-generator: as Opacus without ``secure_mode``.
+The user sampling and the noise come from a `torch.Generator` seeded from the operating
+system's entropy (`secrets`), not from the fit's seed: a known seed would let anyone
+redraw the noise and subtract it, and know who was sampled (the subsampling's
+amplification assumes the sample is secret). Private fits therefore do not repeat. The
+generator itself is not a cryptographic one (as Opacus without ``secure_mode``).
 """
 
 from __future__ import annotations
 
 import math
+import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -120,8 +124,9 @@ class UserLevelDPSGD:
         σ, the noise multiplier (0 only for tests of the clipping: no privacy then).
     target_epsilon, delta : float
         The budget σ was chosen for (reported in `guarantee`).
-    seed : int
-        Seeds the sampling and the noise.
+    seed : int or None
+        Seeds the sampling and the noise; None (the default): the OS's entropy. A fixed
+        seed is for tests only: it voids the guarantee.
     """
 
     def __init__(
@@ -133,7 +138,7 @@ class UserLevelDPSGD:
         noise: float,
         target_epsilon: float,
         delta: float,
-        seed: int = 0,
+        seed: int | None = None,
     ) -> None:
         self.users = np.asarray(users, dtype=np.int64)
         if self.users.size == 0:
@@ -142,6 +147,8 @@ class UserLevelDPSGD:
         self.max_grad_norm = float(max_grad_norm)
         self.noise = float(noise)
         self.target_epsilon, self.delta = float(target_epsilon), float(delta)
+        if seed is None:
+            seed = secrets.randbits(63)
         self.generator = torch.Generator().manual_seed(int(seed))
         self.accountant = RDPAccountant()
         self.steps = 0
@@ -156,7 +163,7 @@ class UserLevelDPSGD:
         users_per_step: int,
         max_grad_norm: float,
         total_steps: int,
-        seed: int = 0,
+        seed: int | None = None,
     ) -> UserLevelDPSGD:
         """An engine whose σ spends at most `target_epsilon` over `total_steps` steps."""
         rate = min(1.0, users_per_step / max(len(users), 1))

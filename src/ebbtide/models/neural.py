@@ -1353,8 +1353,7 @@ class NeuralModel(Model):
             users_per_step=cfg.dp_users_per_step,
             max_grad_norm=cfg.dp_max_grad_norm,
             total_steps=steps + item_steps,
-            seed=cfg.seed,
-        )
+        )  # the noise and the sample are seeded by the OS, never by cfg.seed
         amp = _private_amp(cfg.precision, device)
         n_items = int(self.n_items_)
         sample_negatives = bool(cfg.item_negatives) and n_items > cfg.full_softmax_items
