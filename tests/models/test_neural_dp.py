@@ -182,7 +182,8 @@ def test_per_user_nll_splits_the_training_loss_by_user(private, synth_db) -> Non
     with EventStore(synth_db, read_only=True) as store:
         history = snapshot(store, at=CUT)
     table = private.per_user_nll(history)
-    assert list(table.columns) == ["user_id", "nll", "intervals", "nll_per_interval"]
+    columns = ["user_id", "nll", "event_nll", "intervals", "nll_per_interval"]
+    assert list(table.columns) == columns
     events = private.catalogue_.localise(history).events
     assert table.intervals.sum() == events.n_events and (table.intervals > 0).all()
     assert np.isfinite(table.nll).all()
@@ -194,8 +195,11 @@ def test_per_user_nll_splits_the_training_loss_by_user(private, synth_db) -> Non
     with torch.no_grad():
         batch = _batch(seq, reads, ends, CPU, starts)
         whole, n = _batch_loss(private.net_, batch, cfg.item_weight, cfg.item_chunk)
+        no_items, _ = _batch_loss(private.net_, batch, 0.0, cfg.item_chunk)
     assert n == events.n_events
     assert table.nll.sum() == pytest.approx(float(whole), rel=1e-4)
+    assert table.event_nll.sum() == pytest.approx(float(no_items), rel=1e-4)
+    assert (table.event_nll < table.nll).all()
     two = private.per_user_nll(history, users=list(table.user_id[:2]))
     assert np.allclose(two.nll, table.nll[:2], rtol=1e-5)
 

@@ -1426,11 +1426,15 @@ class NeuralModel(Model):
         self.catalogue_ = replace(self.catalogue_, user_ids=self.catalogue_.user_ids[:0])
         self._restrict_answers()
 
-    def _user_loss(self, net, seq, chunks, offsets, device, amp, negatives, penalty):
+    def _user_loss(
+        self, net, seq, chunks, offsets, device, amp, negatives, penalty, item_weight=None
+    ):
         """``user_loss(u)``: user u's summed training loss over all of their chunks (one
-        batch; `penalty` weighs the modulation penalty), or None when nothing of theirs
-        is scored. DP-SGD clips its gradient; `per_user_nll` reports it."""
+        batch; `penalty` weighs the modulation penalty, `item_weight` the item choice,
+        default the config's), or None when nothing of theirs is scored. DP-SGD clips its
+        gradient; `per_user_nll` reports it."""
         cfg = self.config
+        item_weight = cfg.item_weight if item_weight is None else item_weight
         reads, starts, ends = chunks
         user = np.searchsorted(offsets, reads, side="right") - 1  # chunks come by user
         first = np.searchsorted(user, np.arange(offsets.size))
@@ -1441,9 +1445,7 @@ class NeuralModel(Model):
                 return None
             batch = _batch(seq, reads[rows], ends[rows], device, starts[rows])
             with autocast(device, amp):
-                loss, n = _batch_loss(
-                    net, batch, cfg.item_weight, cfg.item_chunk, negatives, penalty
-                )
+                loss, n = _batch_loss(net, batch, item_weight, cfg.item_chunk, negatives, penalty)
             return loss if n else None
 
         return user_loss
@@ -1464,9 +1466,12 @@ class NeuralModel(Model):
         Returns
         -------
         DataFrame
-            user_id, nll (summed), intervals (the user's events in `history`) and
-            nll_per_interval (NaN without events). Users default to those with events;
-            users the fit never saw are scored alike.
+            user_id, nll (summed), event_nll (the same without the item choice: the
+            time, category and buy terms), intervals (the user's events in `history`)
+            and nll_per_interval (NaN without events). Users default to those with
+            events; users the fit never saw are scored alike. An interval whose next item
+            the fit never saw has no item term, so compare users on `event_nll` when
+            their items may be unknown to the model.
         """
         local, index, marked = self._prepare("per_user_nll", history, users, in_sample=True)
         events = self._warped(local.events)
@@ -1475,15 +1480,22 @@ class NeuralModel(Model):
         seq = self._sequences(sub, at)
         chunks = _chunks(sub.offsets, self.config.max_len, False, self.config.context_len)
         device = self._device()
-        user_loss = self._user_loss(self.net_, seq, chunks, sub.offsets, device, None, None, 0.0)
-        nll = np.zeros(index.size)
-        with torch.no_grad():
-            for u in range(index.size):
-                loss = user_loss(u)
-                nll[u] = 0.0 if loss is None else float(loss)
+        losses = {}
+        for name, weight in (("nll", None), ("event_nll", 0.0)):
+            user_loss = self._user_loss(
+                self.net_, seq, chunks, sub.offsets, device, None, None, 0.0, weight
+            )
+            summed = np.zeros(index.size)
+            with torch.no_grad():
+                for u in range(index.size):
+                    loss = user_loss(u)
+                    summed[u] = 0.0 if loss is None else float(loss)
+            losses[name] = summed
         intervals = sub.lengths().astype(np.int64)
-        per = np.where(intervals > 0, nll / np.maximum(intervals, 1), np.nan)
-        return self._frame(local, index, marked, nll=nll, intervals=intervals, nll_per_interval=per)
+        per = np.where(intervals > 0, losses["nll"] / np.maximum(intervals, 1), np.nan)
+        return self._frame(
+            local, index, marked, **losses, intervals=intervals, nll_per_interval=per
+        )
 
     def _finish_payload(self) -> dict:
         """What rank 0 learned after the point process (calibration, intervals, the
