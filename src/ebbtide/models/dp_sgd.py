@@ -184,6 +184,15 @@ class UserLevelDPSGD:
         number actually sampled)."""
         return self.sample_rate * self.users.size
 
+    def progress_line(self, taken: int, steps: int, summed: float, counted: int) -> str:
+        """What a private fit shows after step `taken` of `steps` (`summed` loss over
+        `counted` users, as `private_gradient` returned them)."""
+        return (
+            f"private step {taken}/{steps} · {counted} users"
+            f" · loss per user {summed / max(counted, 1):.1f}"
+            f" · ε spent {self.epsilon():.2f} of {self.target_epsilon:g}"
+        )
+
     def sample(self) -> np.ndarray:
         """This step's users: each independently with probability q (may be none)."""
         keep = torch.rand(self.users.size, generator=self.generator).numpy() < self.sample_rate

@@ -1378,9 +1378,7 @@ class NeuralModel(Model):
             taken = step + 1
             if progress is not None and (step % 10 == 0 or taken == steps):
                 progress(
-                    f"private step {taken}/{steps} · {counted} users"
-                    f" · loss per user {summed / max(counted, 1):.1f}"
-                    f" · ε spent {engine.epsilon():.2f} of {cfg.dp_epsilon:g}",
+                    engine.progress_line(taken, steps, summed, counted),
                     _POINT_PROCESS_SHARE * taken / steps,
                 )
             if time.monotonic() - clock > cfg.max_train_seconds:
@@ -1948,20 +1946,8 @@ class NeuralModel(Model):
         """The state of `users` at `at` from their last `max_len` events (see `_State`)."""
         net, device, cfg = self.net_, self._device(), self.config
         n_cat = int(self.n_categories_)
-        sub_offsets = np.concatenate([[0], np.cumsum(events.lengths()[users])]).astype(np.int64)
-        idx, q = user_event_ranges(events.offsets, users)
-        sub = EventArrays(
-            user_idx=q.astype(np.int32),
-            item_idx=events.item_idx[idx],
-            category_idx=events.category_idx[idx],
-            behavior=events.behavior[idx],
-            t=events.t[idx],
-            offsets=sub_offsets,
-            n_users=int(users.size),
-            n_items=events.n_items,
-            n_categories=events.n_categories,
-            before=events.before,
-        )
+        sub = _subset(events, users)
+        sub_offsets, q = sub.offsets, sub.user_idx
         seq = self._sequences(sub, at)
         has = sub.lengths() > 0
         ends = sub_offsets[1:]

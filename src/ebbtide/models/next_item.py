@@ -481,9 +481,7 @@ def _fit_private(
         taken = step + 1
         if progress is not None and (step % 10 == 0 or taken == steps):
             progress(
-                f"next items: private step {taken}/{steps} · {counted} users"
-                f" · loss per user {summed / max(counted, 1):.1f} · ε spent"
-                f" {engine.epsilon():.2f} of {engine.target_epsilon:g}",
+                "next items: " + engine.progress_line(taken, steps, summed, counted),
                 taken / max(steps, 1),
             )
         if time.monotonic() - clock > settings.max_seconds:
