@@ -93,7 +93,11 @@ def test_output_does_not_depend_on_the_terminal_width_or_the_path_length(cli, tm
         again.stdout
     )
     gone = cli.runner.invoke(cli.app, ["forget", "9", "--db", str(db)], env=narrow)
-    assert gone.stdout == f"No data for user '9' in {db}: nothing removed.\n"
+    assert gone.stdout == (
+        f"No data for user '9' in {db}: nothing removed from the store.\n"
+        "Score, segment, plan and report files written before now may still name the user:"
+        " delete them or write them again.\n"
+    )
     bad = cli.runner.invoke(cli.app, ["stats", "--db", str(db) + "x"], env=narrow)
     assert bad.stderr.count("\n") == 1 and f"no store at {db}x;" in bad.stderr
     table = cli.runner.invoke(cli.app, ["stats", "--db", str(db)], env=narrow)
