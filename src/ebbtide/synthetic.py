@@ -111,7 +111,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from ebbtide.errors import ConfigError
-from ebbtide.schema import BEHAVIORS, Behavior
+from ebbtide.schema import ITEM_BEHAVIORS, Behavior
 
 __all__ = [
     "TAOBAO_BEHAVIOR_WORDS",
@@ -302,7 +302,7 @@ class SynthConfig:
         shares = self.behavior_shares
         if (
             not isinstance(shares, tuple)
-            or len(shares) != len(BEHAVIORS)
+            or len(shares) != len(ITEM_BEHAVIORS)
             or not all(_is_real(s) and s >= 0.0 for s in shares)
             or not math.isclose(sum(shares), 1.0, abs_tol=1e-9)
         ):
@@ -1006,7 +1006,7 @@ def _events_schema(cfg: SynthConfig) -> pa.Schema:
     return pa.schema(cols)
 
 
-_BEHAVIOR_WORDS = pa.array([TAOBAO_BEHAVIOR_WORDS[b] for b in BEHAVIORS], pa.string())
+_BEHAVIOR_WORDS = pa.array([TAOBAO_BEHAVIOR_WORDS[b] for b in ITEM_BEHAVIORS], pa.string())
 
 
 def _events_batch(

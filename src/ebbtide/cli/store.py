@@ -74,7 +74,8 @@ def ingest(
         str | None,
         typer.Option(
             rich_help_panel="Generic format",
-            help="generic: one behaviour for all rows (view|cart|fav|buy).",
+            help="generic: one behaviour for all rows (view|cart|fav|buy|search|click|"
+            "impression|rate).",
         ),
     ] = None,
     time_col: Annotated[
@@ -126,6 +127,35 @@ def ingest(
             help="generic CSV: quote character; '' if fields are never quoted.",
         ),
     ] = '"',
+    query_col: Annotated[
+        str | None,
+        typer.Option(
+            rich_help_panel="Generic format",
+            help="generic: a search's words (needed on search rows, where the item may be empty).",
+        ),
+    ] = None,
+    value_col: Annotated[
+        str | None,
+        typer.Option(
+            rich_help_panel="Generic format",
+            help="generic: a rating's value (needed on rate rows; e.g. stars or a survey score).",
+        ),
+    ] = None,
+    placement_col: Annotated[
+        str | None,
+        typer.Option(
+            rich_help_panel="Generic format",
+            help="generic: where a click or impression happened (a slot or campaign id).",
+        ),
+    ] = None,
+    rating_range: Annotated[
+        str,
+        typer.Option(
+            metavar="LOW,HIGH",
+            rich_help_panel="Generic format",
+            help="generic: inclusive range of ratings; a rate row outside it is quarantined.",
+        ),
+    ] = "0,10",
     keep_repeats: Annotated[
         bool, typer.Option(help="Keep identical rows of a file as separate events.")
     ] = False,
@@ -154,7 +184,8 @@ def ingest(
 
     Examples: `ebbtide ingest UserBehavior.csv.gz --format taobao --db shop.duckdb`;
     `ebbtide ingest orders.parquet --format generic --user-col customer --item-col sku
-    --time-col ordered_at --order-col order_id --behavior buy`.
+    --time-col ordered_at --order-col order_id --behavior buy`. Searches, clicks,
+    impressions and ratings: add --query-col, --placement-col and --value-col.
     """
     mapping = None
     generic_only = {
@@ -163,7 +194,9 @@ def ingest(
         "--time-format": time_format != "iso", "--behavior-map": behavior_map,
         "--price-col": price_col, "--quantity-col": quantity_col, "--brand-col": brand_col,
         "--session-col": session_col, "--order-col": order_col, "--delimiter": delimiter != ",",
-        "--quote": quote != '"', "--keep-repeats": keep_repeats,
+        "--quote": quote != '"', "--keep-repeats": keep_repeats, "--query-col": query_col,
+        "--value-col": value_col, "--placement-col": placement_col,
+        "--rating-range": rating_range != "0,10",
     }  # fmt: skip
     ignored = [flag for flag, value in generic_only.items() if value]
     if fmt is not FormatName.GENERIC and ignored:
@@ -201,6 +234,10 @@ def ingest(
             delimiter=delimiter,
             quote=quote,
             keep_repeats=keep_repeats,
+            query_col=query_col,
+            value_col=value_col,
+            placement_col=placement_col,
+            rating_range=_min_max(rating_range, "--rating-range"),
         )
     pseudonymiser = Pseudonymiser.from_env_or_file(key_file) if pseudonymise else None
     summaries = []
