@@ -81,7 +81,7 @@ import pyarrow.parquet as pq
 from scipy.special import ndtr
 
 from ebbtide.errors import ConfigError
-from ebbtide.schema import BEHAVIORS
+from ebbtide.schema import BEHAVIORS, ITEM_BEHAVIORS, Behavior
 from ebbtide.synthetic import (
     TAOBAO_BEHAVIOR_WORDS,
     SynthConfig,
@@ -114,10 +114,19 @@ GENERIC_COLUMNS = (
     "value",
     "placement",
 )
-#: Canonical behaviour words by code: the four of `ebbtide.schema` and the four the issue-20
-#: contract adds after them (search, click, impression, rate).
-_WORDS = (*(str(b) for b in BEHAVIORS), "search", "click", "impression", "rate")
-_VIEW, _BUY, _SEARCH, _CLICK, _IMPRESSION, _RATE = 0, 3, 4, 5, 6, 7
+#: Canonical behaviour words by code.
+_WORDS = tuple(b.value for b in BEHAVIORS)
+_VIEW, _BUY, _SEARCH, _CLICK, _IMPRESSION, _RATE = (
+    b.code
+    for b in (
+        Behavior.VIEW,
+        Behavior.BUY,
+        Behavior.SEARCH,
+        Behavior.CLICK,
+        Behavior.IMPRESSION,
+        Behavior.RATE,
+    )
+)
 #: Order within one second, by code: search first, impression before its click, rate last.
 _TIE_RANK = np.array([1, 2, 3, 4, 0, 6, 5, 7], dtype=np.int64)
 _SEARCH_KINDS = ("burst", "new_interest", "noise")
@@ -354,7 +363,7 @@ class _World:
         cfg = log.config
         ev, users = log.events, log.truth_users
         user_ids, category_ids = users.column("user_id"), log.truth_categories.column("category_id")
-        taobao = pa.array([TAOBAO_BEHAVIOR_WORDS[b] for b in BEHAVIORS])
+        taobao = pa.array([TAOBAO_BEHAVIOR_WORDS[b] for b in ITEM_BEHAVIORS])
         items = ev.column("item_id").combine_chunks().dictionary_encode()
         cat = _index(ev.column("category_id"), category_ids)
         n_cat = len(category_ids)

@@ -240,7 +240,7 @@ def ingest(
             query_col=query_col,
             value_col=value_col,
             placement_col=placement_col,
-            rating_range=_min_max(rating_range, "--rating-range"),
+            rating_range=_min_max(rating_range, "--rating-range", "LOW,HIGH, such as 1,5"),
         )
     pseudonymiser = Pseudonymiser.from_env_or_file(key_file) if pseudonymise else None
     summaries = []
