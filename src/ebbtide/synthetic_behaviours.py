@@ -823,6 +823,11 @@ def _recommendations(
     user, sec = organic["user"][visit], organic["sec"][visit]
     row = _recommended_rows(world, rng, user, arm[user] == 1)
     item, cat = world.item[row], world.cat[row]
+    # One impression per (user, second, item): a slate repeating an item (or two visits in
+    # one second showing it) would be one row in any real log, and a duplicate in the store.
+    _, once = np.unique(np.column_stack((user, sec, item)), axis=0, return_index=True)
+    once = np.sort(once)
+    user, sec, item, cat = user[once], sec[once], item[once], cat[once]
     impressions = _rows(user, sec, _IMPRESSION, item=item, cat=cat, placed=True)
 
     clicked = np.flatnonzero(rng.random(user.size) < np.asarray(cfg.ctr)[arm[user]])
