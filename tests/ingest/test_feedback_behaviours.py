@@ -150,3 +150,23 @@ def test_movielens_ratings_out_of_its_range_are_quarantined(
     summary = ingest_file(store, path, "movielens", now=NOW)
     assert (summary.loaded, summary.reasons) == (6, {"value_out_of_range": 2})
     assert store.events(["value"]).column("value").to_pylist() == [1, 2, 3, 4, 5, 1]
+
+
+def test_the_readme_example_file_loads_as_the_readme_says(store: EventStore) -> None:
+    example = Path(__file__).parents[2] / "docs" / "examples" / "feedback.csv"
+    mapping = ColumnMapping(
+        user_col="user_id",
+        item_col="item_id",
+        category_col="category_id",
+        behavior_col="behavior",
+        time_col="timestamp",
+        query_col="query",
+        value_col="value",
+        placement_col="placement",
+        rating_range=(1.0, 5.0),
+    )
+    summary = ingest_file(store, example, "generic", mapping=mapping, now=NOW)
+    assert (summary.rows_read, summary.loaded, summary.quarantined) == (17, 15, 2)
+    assert summary.reasons == {"missing_query": 1, "value_out_of_range": 1}
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    assert "17 rows read, 15 loaded, 2 quarantined: missing_query 1, value_out_of_range 1" in readme
