@@ -165,7 +165,8 @@ def test_the_readme_example_file_loads_as_the_readme_says(store: EventStore) -> 
         placement_col="placement",
         rating_range=(1.0, 5.0),
     )
-    summary = ingest_file(store, example, "generic", mapping=mapping, now=NOW)
+    later = datetime(2027, 1, 1, tzinfo=UTC)
+    summary = ingest_file(store, example, "generic", mapping=mapping, now=later)
     assert (summary.rows_read, summary.loaded, summary.quarantined) == (17, 15, 2)
     assert summary.reasons == {"missing_query": 1, "value_out_of_range": 1}
     readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
