@@ -74,6 +74,7 @@ from scipy import stats
 
 from ebbtide.errors import ConfigError
 from ebbtide.jsonable import to_jsonable
+from ebbtide.store import EventStore
 
 __all__ = [
     "FUNNEL_COLUMNS",
@@ -81,12 +82,14 @@ __all__ = [
     "SATISFACTION_COLUMNS",
     "EngagementRates",
     "RatesConfig",
+    "engagement_events",
     "engagement_rates",
     "wilson_interval",
 ]
 
 # The behaviour words this module reads (schema.Behavior members once the store has them).
 _IMPRESSION, _CLICK, _BUY, _RATE = "impression", "click", "buy", "rate"
+_CODES = {"buy": 3, "click": 5, "impression": 6, "rate": 7}
 _KNOWN = frozenset({"view", "cart", "fav", "buy", "search", "click", "impression", "rate"})
 #: The label of an impression or click without a placement, in the per-placement rows.
 NO_PLACEMENT = "(none)"
@@ -476,6 +479,58 @@ def _satisfaction_table(
             if label is not None
         ],
         ignore_index=True,
+    )
+
+
+def engagement_events(
+    store: EventStore,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    config: RatesConfig | None = None,
+) -> pd.DataFrame:
+    """The impressions, clicks, ratings and buys `engagement_rates` reads, from the store.
+
+    Pass the same `since`, `until` and `config` to `engagement_rates`: this reads a margin
+    around ``[since, until)`` (one click window before it, for the impressions that explain
+    its first clicks; a click and an attribution window after it, for the clicks and buys
+    that follow its last impressions), which `engagement_rates` uses but does not count.
+    Buys are read only for users who clicked, which keeps a big store's read small.
+
+    Returns
+    -------
+    DataFrame
+        ``user_id, item_id, category_id, behavior`` (words), ``ts`` (UTC), ``placement``,
+        ``value``, ordered by time; empty when the store has none of these behaviours.
+    """
+    config = config or RatesConfig()
+    start = since - config.click_window if since is not None else None
+    end = until + config.follow if until is not None else None
+    frame = store.con.execute(
+        """WITH span AS (
+            SELECT * FROM events
+            WHERE ($start IS NULL OR ts >= $start) AND ($end IS NULL OR ts < $end)
+        )
+        SELECT u.user_id, i.item_id, c.category_id, e.behavior, e.ts, e.placement, e.value
+        FROM span e JOIN users u USING (user_idx)
+        LEFT JOIN items i USING (item_idx) LEFT JOIN categories c USING (category_idx)
+        WHERE e.behavior IN ($click, $impression, $rate)
+           OR (e.behavior = $buy
+               AND e.user_idx IN (SELECT user_idx FROM span WHERE behavior = $click))
+        ORDER BY e.ts, u.user_id, i.item_id""",
+        {
+            "start": start,
+            "end": end,
+            "click": _CODES[_CLICK],
+            "impression": _CODES[_IMPRESSION],
+            "rate": _CODES[_RATE],
+            "buy": _CODES[_BUY],
+        },
+    ).df()
+    words = {code: word for word, code in _CODES.items()}
+    return frame.assign(
+        behavior=frame["behavior"].map(words).astype(object),
+        ts=pd.to_datetime(frame["ts"], utc=True),
     )
 
 
