@@ -84,6 +84,8 @@ __all__ = [
     "RatesConfig",
     "engagement_events",
     "engagement_rates",
+    "format_rate",
+    "format_value",
     "wilson_interval",
 ]
 
@@ -238,6 +240,14 @@ class EngagementRates:
             notes=notes,
         )
 
+    def method(self) -> str:
+        """The attribution windows and the intervals, in one sentence."""
+        return (
+            f"Clicks within {_duration(self.config.click_window)} of an impression, buys"
+            f" within {_duration(self.config.attribution_window)} of a click;"
+            f" {self.config.interval_method()}."
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON: the windows, the interval method, the three tables (NaN as null)."""
         return to_jsonable(
@@ -288,16 +298,12 @@ class EngagementRates:
                 value = format_rate(row, "diff", percent=percent, signed=True)
                 lines.append(
                     f"| {row['arm']} | {row['metric']} | {row['control']} | "
-                    f"{_number(row['control_value'], percent)} | "
-                    f"{_number(row['arm_value'], percent)} | {value} |"
+                    f"{format_value(row['control_value'], percent)} | "
+                    f"{format_value(row['arm_value'], percent)} | {value} |"
                 )
             lines.append("")
         if lines:
-            lines.append(
-                f"Clicks within {_duration(self.config.click_window)} of an impression, buys"
-                f" within {_duration(self.config.attribution_window)} of a click;"
-                f" {self.config.interval_method()}."
-            )
+            lines.append(self.method())
         lines += [f"- {note}" for note in self.notes]
         return "\n".join(lines).rstrip() + "\n"
 
@@ -311,16 +317,17 @@ def format_rate(
         return "–"
     low, high = row[f"{name}_low"], row[f"{name}_high"]
     sign = "+" if signed else ""
-    fmt = (lambda v: f"{v:{sign}.2%}") if percent else (lambda v: f"{v:{sign}.3g}")
+    fmt = (lambda v: f"{v:{sign}.2%}") if percent else (lambda v: f"{v:{sign}.2f}")
     if low is None or low != low:
         return fmt(value)
     return f"{fmt(value)} [{fmt(low)}, {fmt(high)}]"
 
 
-def _number(value: Any, percent: bool) -> str:
+def format_value(value: Any, percent: bool = True) -> str:
+    """A rate as a percent (or a rating with 2 decimals); "–" when missing."""
     if value is None or value != value:
         return "–"
-    return f"{value:.2%}" if percent else f"{value:.3g}"
+    return f"{value:.2%}" if percent else f"{value:.2f}"
 
 
 def _duration(window: timedelta) -> str:
