@@ -74,6 +74,7 @@ from scipy import stats
 
 from ebbtide.errors import ConfigError
 from ebbtide.jsonable import to_jsonable
+from ebbtide.schema import BEHAVIORS, Behavior
 from ebbtide.store import EventStore
 
 __all__ = [
@@ -89,10 +90,8 @@ __all__ = [
     "wilson_interval",
 ]
 
-# The behaviour words this module reads (schema.Behavior members once the store has them).
-_IMPRESSION, _CLICK, _BUY, _RATE = "impression", "click", "buy", "rate"
-_CODES = {"buy": 3, "click": 5, "impression": 6, "rate": 7}
-_KNOWN = frozenset({"view", "cart", "fav", "buy", "search", "click", "impression", "rate"})
+_IMPRESSION, _CLICK, _BUY, _RATE = Behavior.IMPRESSION, Behavior.CLICK, Behavior.BUY, Behavior.RATE
+_KNOWN = frozenset(b.value for b in BEHAVIORS)
 #: The label of an impression or click without a placement, in the per-placement rows.
 NO_PLACEMENT = "(none)"
 
@@ -528,13 +527,13 @@ def engagement_events(
         {
             "start": start,
             "end": end,
-            "click": _CODES[_CLICK],
-            "impression": _CODES[_IMPRESSION],
-            "rate": _CODES[_RATE],
-            "buy": _CODES[_BUY],
+            "click": _CLICK.code,
+            "impression": _IMPRESSION.code,
+            "rate": _RATE.code,
+            "buy": _BUY.code,
         },
     ).df()
-    words = {code: word for word, code in _CODES.items()}
+    words = {b.code: b.value for b in (_CLICK, _IMPRESSION, _RATE, _BUY)}
     return frame.assign(
         behavior=frame["behavior"].map(words).astype(object),
         ts=pd.to_datetime(frame["ts"], utc=True),

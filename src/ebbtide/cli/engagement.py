@@ -21,6 +21,9 @@ AttributionWindowOption = Annotated[
     str, typer.Option(help="With --db: a buy converts a click made this long before it.")
 ]
 
+#: Categories printed in the satisfaction table (those with the most ratings).
+CATEGORIES_SHOWN = 10
+
 #: The markdown heading of the section, the same in every command's --markdown.
 HEADING = "## Clicks, conversion and satisfaction"
 
@@ -73,10 +76,11 @@ def print_rates(rates: Any, title: str) -> None:
             )
         console.print(table)
     if not rates.satisfaction.empty:
+        shown, hidden = _top_categories(rates.satisfaction)
         table = Table(title=f"Satisfaction (ratings) {title}")
         for name in ("by", "group", "users", "ratings", "mean rating [95%]"):
             table.add_column(name, justify="left" if name in ("by", "group") else "right")
-        for row in rates.satisfaction.to_dict(orient="records"):
+        for row in shown.to_dict(orient="records"):
             table.add_row(
                 row["by"],
                 escape(str(row["group"])),
@@ -85,6 +89,12 @@ def print_rates(rates: Any, title: str) -> None:
                 format_rate(row, "mean_rating", percent=False),
             )
         console.print(table)
+        if hidden:
+            console.print(
+                f"… and {hidden:,} categories with fewer ratings: every one in --json and"
+                " --markdown.",
+                highlight=False,
+            )
     if not rates.arm_effects.empty:
         control = escape(str(rates.arm_effects["control"].iloc[0]))
         table = Table(title=f"Each arm against the control arm {control}")
@@ -103,3 +113,15 @@ def print_rates(rates: Any, title: str) -> None:
     console.print(rates.method(), highlight=False, markup=False)
     for note in rates.notes:
         err().print(f"note: {note}", highlight=False, markup=False)
+
+
+def _top_categories(satisfaction: Any) -> tuple[Any, int]:
+    """The rows to print: every row but the categories past the `CATEGORIES_SHOWN` with the
+    most ratings (a shop has hundreds); and how many categories were left out."""
+    is_category = satisfaction["by"] == "category"
+    categories = satisfaction[is_category].sort_values(
+        ["ratings", "group"], ascending=[False, True], kind="stable"
+    )
+    kept = categories.head(CATEGORIES_SHOWN)
+    shown = satisfaction[~is_category | satisfaction.index.isin(kept.index)]
+    return shown, len(categories) - len(kept)

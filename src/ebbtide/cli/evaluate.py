@@ -141,7 +141,7 @@ def evaluate(
     else:
         _print_evaluation(result)
     if rates is not None:
-        print_rates(rates, "in the test window, per placement")
+        print_rates(rates, "in the test window")
         payload["engagement"] = rates.to_dict()
         markdown += f"\n{HEADING}\n\n{rates.to_markdown()}"
     write_json(json_out, payload)
