@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,10 +16,15 @@ from ebbtide.activate.engagement_rates import (
     FUNNEL_COLUMNS,
     SATISFACTION_COLUMNS,
     RatesConfig,
+    engagement_events,
     engagement_rates,
     wilson_interval,
 )
 from ebbtide.errors import ConfigError
+from ebbtide.ingest import ColumnMapping, ingest_file
+from ebbtide.store import EventStore
+
+EXAMPLE = Path(__file__).parents[2] / "docs" / "examples" / "feedback.csv"
 
 T0 = pd.Timestamp("2024-05-01 12:00", tz="UTC")
 
@@ -349,3 +355,56 @@ def test_results_are_json_and_markdown_and_small_groups_can_be_left_out():
     assert set(kept.funnel["group"]) == {"all", "home"}
     assert kept.satisfaction.empty and kept.arm_effects.empty
     assert "5 group(s) of fewer than 10 users left out." in kept.notes
+
+
+def test_the_readme_example_from_the_store(store: EventStore) -> None:
+    """docs/examples/feedback.csv: alice clicks one of three items shown and buys it; bob
+    clicks an e-mail 4.5 hours after it was sent (unattributed with the 1-hour window)."""
+    mapping = ColumnMapping(
+        user_col="user_id", item_col="item_id", category_col="category_id",
+        behavior_col="behavior", time_col="timestamp", query_col="query", value_col="value",
+        placement_col="placement", rating_range=(1.0, 5.0),
+    )  # fmt: skip
+    ingest_file(store, EXAMPLE, "generic", mapping=mapping, now=datetime(2027, 1, 1, tzinfo=UTC))
+    events = engagement_events(store)
+    assert events["behavior"].value_counts().to_dict() == {
+        "impression": 4, "click": 2, "rate": 2, "buy": 2,
+    }  # fmt: skip
+    assert isinstance(events["ts"].dtype, pd.DatetimeTZDtype)
+    rates = engagement_rates(events)
+    assert _counts(rates) == (4, 1, 1, 1)
+    placements = rates.funnel[rates.funnel["by"] == "placement"].set_index("group")
+    assert placements.loc["home_recs", ["impressions", "clicks", "conversions"]].tolist() == [
+        3,
+        1,
+        1,
+    ]
+    assert placements.loc["email:spring-coupon", "unattributed_clicks"] == 1
+    assert rates.satisfaction.iloc[0][["ratings", "mean_rating"]].tolist() == [2, 3.0]
+    wide = engagement_rates(events, config=RatesConfig(click_window=timedelta(hours=5)))
+    assert _counts(wide) == (4, 2, 0, 2)  # bob's e-mail click converts on any buy
+
+
+def test_the_store_reader_reads_a_margin_around_the_window(store: EventStore, tmp_path) -> None:
+    log = tmp_path / "log.csv"
+    log.write_text(
+        "user_id,item_id,behavior,timestamp,placement\n"
+        "u1,a,impression,2024-05-01T09:50:00Z,home\n"  # before the window, clicked inside
+        "u1,a,click,2024-05-01T10:10:00Z,home\n"
+        "u2,a,impression,2024-05-01T11:50:00Z,home\n"  # inside, clicked and bought after
+        "u2,a,click,2024-05-01T12:20:00Z,home\n"
+        "u2,a,buy,2024-05-02T09:00:00Z,\n"
+        "u3,a,buy,2024-05-01T11:00:00Z,\n"  # a buy of a user who never clicked
+        "u4,a,impression,2024-05-03T11:00:00Z,home\n",  # long after
+        encoding="utf-8",
+    )
+    mapping = ColumnMapping(
+        user_col="user_id", item_col="item_id", behavior_col="behavior",
+        time_col="timestamp", placement_col="placement",
+    )  # fmt: skip
+    ingest_file(store, log, "generic", mapping=mapping, now=datetime(2027, 1, 1, tzinfo=UTC))
+    since, until = datetime(2024, 5, 1, 10, tzinfo=UTC), datetime(2024, 5, 1, 12, tzinfo=UTC)
+    events = engagement_events(store, since=since, until=until)
+    assert events["user_id"].tolist() == ["u1", "u1", "u2", "u2", "u2"]
+    rates = engagement_rates(events, since=since, until=until)
+    assert _counts(rates) == (1, 1, 0, 1)
