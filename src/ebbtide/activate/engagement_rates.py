@@ -53,10 +53,10 @@ Examples
 ...     "ts": [ts, ts + pd.Timedelta(minutes=2), ts + pd.Timedelta(hours=3), ts],
 ...     "placement": ["home", "home", None, "home"], "value": None})
 >>> rates = engagement_rates(events)
->>> rates.funnel[["by", "group", "impressions", "clicks", "conversions", "ctr"]]
-          by group  impressions  clicks  conversions  ctr
-0    overall   all            2       1            1  0.5
-1  placement  home            2       1            1  0.5
+>>> rates.funnel[["by", "group", "impressions", "clicks", "conversions"]].to_dict("split")["data"]
+[['overall', 'all', 2, 1, 1], ['placement', 'home', 2, 1, 1]]
+>>> float(rates.funnel.at[0, "ctr"]), float(rates.funnel.at[0, "conversion"])
+(0.5, 1.0)
 """
 
 from __future__ import annotations
