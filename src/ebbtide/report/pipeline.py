@@ -20,6 +20,11 @@ import pandas as pd
 
 from ebbtide.activate.actions import NONE, ActionCatalogue
 from ebbtide.activate.campaign_analysis import CampaignAnalysis
+from ebbtide.activate.engagement_rates import (
+    EngagementRates,
+    engagement_events,
+    engagement_rates,
+)
 from ebbtide.activate.reactivation import ReactivationPlan, plan_reactivation
 from ebbtide.activate.segments import assign_segments, early_warning
 from ebbtide.aggregates import Release, ReleaseConfig
@@ -170,6 +175,9 @@ def build_report_data(
             chosen = _drilldown_choice(warning_list, plan, drilldown_users)
             drilldowns = _drilldowns(model, store, at_end, chosen, plan, segments_now, start)
 
+    stage("measuring clicks, conversion and ratings")
+    engagement, engagement_notes = _engagement(store, cutoff, segments_before, privacy)
+
     stage("releasing the counts")
     release = Release(privacy, tables=_RELEASED_TABLES)
     by_day = _release_events_by_day(release, store, tz, start)
@@ -192,6 +200,7 @@ def build_report_data(
         f"planned at {scored_at.isoformat()} with every event before it.",
         *plan.notes,
         *_warning_notes(caught),
+        *engagement_notes,
     ]
     overview = _overview(stats)
     summary = plan.summary()
@@ -226,6 +235,7 @@ def build_report_data(
         plan_contacts=contacts,
         drilldowns=drilldowns,
         campaign=_released_campaign(campaign, privacy),
+        engagement=engagement,
         plan_table=plan_table,
         timezone=tz,
         notes=notes,
@@ -415,6 +425,42 @@ def _released_campaign(
         ab["srm"] = srm
     data["ab"] = ab
     return data
+
+
+def _engagement(
+    store: EventStore, cutoff: datetime, segments: pd.DataFrame, privacy: ReleaseConfig
+) -> tuple[dict[str, Any] | None, list[str]]:
+    """CTR, conversion and satisfaction for the report, and the notes about it.
+
+    Overall and per placement over the whole log; per segment over the events after the
+    cut-off, by each user's segment at the cut-off (a segment computed later would already
+    know those clicks). Groups under k users are left out; a private report leaves the
+    section out, since its rates are not noised.
+    """
+    events = engagement_events(store)
+    whole = engagement_rates(events)
+    if whole.empty:
+        return None, []
+    if privacy.epsilon is not None:
+        return None, [
+            "Differential privacy: clicks, conversion and satisfaction are left out; their"
+            " rates and counts are not noised."
+        ]
+    after = engagement_rates(
+        events, segments=segments.set_index("user_id")["segment"], since=cutoff
+    )
+    funnel = after.funnel[after.funnel["by"] == "segment"].assign(by="segment at cut-off")
+    ratings = after.satisfaction[after.satisfaction["by"] == "segment"]
+    combined = EngagementRates(
+        funnel=pd.concat([whole.funnel, funnel], ignore_index=True),
+        satisfaction=pd.concat(
+            [whole.satisfaction, ratings.assign(by="segment at cut-off")], ignore_index=True
+        ),
+        arm_effects=whole.arm_effects,
+        config=whole.config,
+        notes=whole.notes,
+    )
+    return combined.without_small_groups(privacy.min_group_users).to_dict(), []
 
 
 def _private_overview(by_day: pd.DataFrame, sizes: pd.DataFrame) -> dict[str, Any]:
