@@ -41,7 +41,7 @@ from ebbtide.models.base import Model
 from ebbtide.models.scoring import build_model, score_users
 from ebbtide.report.data import ReportData, UserDrilldown
 from ebbtide.schema import BEHAVIORS
-from ebbtide.store import EventStore, StoreStats
+from ebbtide.store import ITEM_ENGAGEMENT, EventStore, StoreStats
 
 __all__ = ["DEFAULT_MODELS", "build_report_data", "default_holdout"]
 
@@ -537,7 +537,9 @@ def _warning_notes(caught: list[warnings.WarningMessage]) -> list[str]:
 def _bulk_start(store: EventStore) -> datetime:
     """Where the log really starts: its 1st percentile of time, so that a few stray early
     timestamps (common in raw logs) do not stretch the holdout rule or the drill-down axis."""
-    return store.con.execute("SELECT quantile_disc(ts, 0.01) FROM events").fetchone()[0]
+    return store.con.execute(
+        f"SELECT quantile_disc(ts, 0.01) FROM events WHERE {ITEM_ENGAGEMENT}"
+    ).fetchone()[0]
 
 
 def _overview(stats: StoreStats) -> dict[str, Any]:
@@ -770,8 +772,11 @@ def _interest_paths(
     instants = instants[(instants > pd.Timestamp(start)) & (instants <= pd.Timestamp(end))]
     states = []
     for instant, following in zip(instants, [*instants[1:], pd.Timestamp(end)], strict=True):
+        past = history.until(instant.to_pydatetime())
+        if past.events.n_events == 0:  # before these users' first event: nothing to draw
+            continue
         answer = model.interest(
-            history.until(instant.to_pydatetime()),
+            past,
             users,
             horizon=timedelta(days=1),
             in_sample=True,
@@ -804,9 +809,10 @@ def _named_behaviors(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _user_events(store: EventStore, users: list[str], before: datetime) -> pd.DataFrame:
     frame = store.con.execute(
-        """SELECT u.user_id, e.ts, c.category_id, e.behavior FROM events e
+        f"""SELECT u.user_id, e.ts, c.category_id, e.behavior FROM events e
         JOIN users u USING (user_idx) JOIN categories c USING (category_idx)
-        WHERE u.user_id IN (SELECT unnest(?)) AND e.ts < ? ORDER BY u.user_id, e.ts""",
+        WHERE u.user_id IN (SELECT unnest(?)) AND e.ts < ? AND e.{ITEM_ENGAGEMENT}
+        ORDER BY u.user_id, e.ts""",
         [users, before],
     ).df()
     return _named_behaviors(frame)
