@@ -43,18 +43,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+from ebbtide.features.queries import QueryCategoryMap
 
 from _results import machine, write_section
 from ebbtide.evaluate import metrics
 from ebbtide.evaluate.temporal import evaluate_model, holdout_targets
 from ebbtide.features.history import snapshot
-from ebbtide.features.queries import QueryCategoryMap
 from ebbtide.features.sequences import load_events, load_searches
-from ebbtide.ingest import ColumnMapping, ingest_file
+from ebbtide.ingest import ingest_file
 from ebbtide.models.decay import DecayConfig, DecayModel
 from ebbtide.store import USER_ACTIVITY, EventStore
 from ebbtide.synthetic import SynthConfig
 from ebbtide.synthetic_behaviours import (
+    GENERIC_MAPPING,
     BehaviourConfig,
     generate_behaviours,
     write_behaviour_truth,
@@ -65,18 +66,6 @@ HERE = Path(__file__).resolve().parent
 TITLE = "Searches: interest from queries, and the query map"
 HORIZON = timedelta(days=2)
 VALIDATION_DAY, TEST_DAY = 5, 7
-MAPPING = ColumnMapping(
-    user_col="user_id",
-    item_col="item_id",
-    category_col="category_id",
-    behavior_col="behavior",
-    time_col="timestamp",
-    time_format="epoch_s",
-    query_col="query",
-    value_col="value",
-    placement_col="placement",
-    rating_range=(1.0, 5.0),
-)
 
 
 def build(folder: Path, users: int, seed: int) -> tuple[Path, Path]:
@@ -88,7 +77,7 @@ def build(folder: Path, users: int, seed: int) -> tuple[Path, Path]:
     write_behaviour_truth(log, truth)
     db = folder / f"store_{seed}.duckdb"
     with EventStore(db) as store:
-        ingest_file(store, csv, "generic", mapping=MAPPING)
+        ingest_file(store, csv, "generic", mapping=GENERIC_MAPPING)
     return db, truth
 
 
