@@ -382,6 +382,9 @@ SEND = "send a string or a number"
         ({"user_id": "é" * 9}, "id_too_long", "id of 18 bytes"),
         ({"behavior": "pv"}, "unknown_behavior", "behaviour pv"),
         ({"behavior": None}, "unknown_behavior", "behaviour (empty)"),
+        ({"behavior": "Search"}, "excluded_behavior",
+         "behaviour Search: the live service takes view, cart, fav and buy; load it with"
+         " `ebbtide ingest`"),
         ({"ts": "soon"}, "bad_time", "time soon"),
         ({"ts": None}, "bad_time", "time (empty)"),
         ({"ts": "1970-01-01"}, "time_out_of_range", "time 1970-01-01"),

@@ -49,7 +49,7 @@ import orjson
 
 from ebbtide.errors import InputFormatError
 from ebbtide.ingest.validation import REASONS, ValidationRules
-from ebbtide.schema import ITEM_BEHAVIORS
+from ebbtide.schema import ITEM_BEHAVIORS, Behavior
 
 __all__ = [
     "RAW_LIMIT",
@@ -341,6 +341,8 @@ def _trimmed(text: str) -> str:
 
 #: The service takes item behaviours only (its live state has no query map or funnel yet).
 _BEHAVIOR_CODES = {b.value: b.code for b in ITEM_BEHAVIORS}
+_NOT_LIVE = frozenset(b.value for b in Behavior) - set(_BEHAVIOR_CODES)
+_NOT_LIVE_WHY = "the live service takes view, cart, fav and buy; load it with `ebbtide ingest`"
 
 
 def _behavior_code(word: str) -> int | None:
@@ -662,6 +664,8 @@ def _check(row: RawRow, limits: tuple[float, float, int], casts: _Casts) -> RowC
     if behavior is None:
         word = _text(v)
         behavior = _behavior_code(word) if word is not None else None
+        if behavior is None and word is not None and word.strip().lower() in _NOT_LIVE:
+            return _reject(row, "excluded_behavior", f"behaviour {_shown(word)}: {_NOT_LIVE_WHY}")
         if behavior is None:
             return _reject(row, "unknown_behavior", f"behaviour {_shown(word)}")
 
