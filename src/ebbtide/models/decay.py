@@ -30,6 +30,15 @@ Whether θ is used is decided on a validation window inside the training period
 (`DecayConfig.dropout`): a year of orders wants it, a few busy days (nights of silence)
 do not.
 
+Searches: a search is one more event, of code 4 with weight ``w_search`` and no item, in
+the category its query is about. `ebbtide.features.queries.QueryCategoryMap` learns what
+queries are about from what users engaged with after searching, before the cut-off; a
+search whose likeliest category is at least `DecayConfig.search_min_probability` likely
+becomes an event of that (user, category) pair, at fit and whenever the model answers at
+``at`` (then with every search before ``at``, read by the same map: no refit, no
+future). `DecayModel.explain_queries` says which searches drive a category now. A log
+without searches, or a model saved without a map, behaves as if searches did not exist.
+
 Every answer is a function of the pairs at an instant (μ, excitation E and δ per user and
 category) and of each user's last time: `ebbtide.models.decay_live` keeps those event by
 event for the live service and answers with the same functions.
@@ -39,15 +48,19 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import numba
 import numpy as np
+import pandas as pd
 from scipy.optimize import minimize_scalar
 
 from ebbtide.errors import ConfigError
-from ebbtide.features.history import Catalogue
+from ebbtide.features.history import Catalogue, History, Localised
+from ebbtide.features.queries import QueryCategoryMap, normalise_queries
 from ebbtide.features.sequences import EventArrays, to_days, user_event_ranges
 from ebbtide.models.base import Model, Progress
 from ebbtide.models.decay_em import KEY as _KEY
@@ -66,6 +79,8 @@ _GRID = np.concatenate([[0.0], np.geomspace(1e-4, 365.0, 400)])  # days, for ret
 _FRACTIONS = np.concatenate([[0.0], np.geomspace(1e-6, 1.0, 63)])  # of a span, for dropout
 _GRID_STEP = np.diff(_GRID)
 _BLOCK = 262_144  # pairs × grid points computed at once in `_cumulative`
+_QUERY_MAP = "query_map.npz"  # beside weights.npz in a saved model's folder
+_SEARCH = 4  # `Behavior.SEARCH.code`: a search's events in the arrays the EM sees
 
 
 def _trapezoid(y: np.ndarray, step: np.ndarray) -> np.ndarray:
@@ -140,6 +155,18 @@ class DecayConfig:
         Most events the validation refit sees: on a larger log it takes the users a fixed
         hash of their code draws (a yes/no on dropout needs a sample, not the whole
         log: on 10M events it was half the fit).
+    use_searches : bool
+        Whether searches count toward the interest of the category their query is about
+        (a log without searches is modelled the same either way).
+    search_weight : float
+        ``w_search``: the weight of a search in the excitation, beside the four of
+        `behavior_weights`.
+    search_min_probability : float
+        A search becomes an event of its query's likeliest category only when the query
+        map gives that category at least this probability: a query that could mean
+        anything (a word never seen) would otherwise add events to the shop's most
+        common category. One category per search, not a share in several: each search is
+        one event the process has to explain, as a view is.
     """
 
     behavior_weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
@@ -153,6 +180,9 @@ class DecayConfig:
     dropout: str = "auto"
     validation_days: float | None = None
     validation_events: int = 2_000_000
+    use_searches: bool = True
+    search_weight: float = 1.0
+    search_min_probability: float = 0.5
 
     def __post_init__(self) -> None:
         if self.dropout not in ("auto", "fit", "off"):
@@ -167,7 +197,18 @@ class DecayConfig:
                 " not all 0 (view, cart, fav, buy)"
             )
         object.__setattr__(self, "behavior_weights", weights)
-        for name in ("shrink_events", "mu_prior_days", "nu_prior_days", "buy_prior_events"):
+        if not isinstance(self.use_searches, bool):
+            raise ConfigError(f"DecayConfig.use_searches={self.use_searches!r}: true or false")
+        p = self.search_min_probability
+        if not (isinstance(p, int | float) and 0 <= p <= 1):
+            raise ConfigError(f"DecayConfig.search_min_probability={p!r} must be in [0, 1]")
+        for name in (
+            "shrink_events",
+            "mu_prior_days",
+            "nu_prior_days",
+            "buy_prior_events",
+            "search_weight",
+        ):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
                 raise ConfigError(f"DecayConfig.{name}={value!r} must be a finite number >= 0")
@@ -224,7 +265,32 @@ class DecayModel(Model):
 
     # -- fitting -----------------------------------------------------------------------
     def _fit(self, events: EventArrays, progress: Progress | None) -> None:
-        self.fit_partition(events, start=float(np.quantile(events.t, 0.001)), progress=progress)
+        """The query map from the searches and engagements before the cut-off, then the
+        EM on the item events and the searches it places."""
+        history, local = self._local  # what `Model.fit` has just read and renumbered
+        self.query_map_ = self._fit_query_map(history, local)
+        marked = self._with_searches(history, local).events
+        self.fit_partition(marked, start=float(np.quantile(events.t, 0.001)), progress=progress)
+        self.metrics_["searches_as_events"] = int(marked.n_events - events.n_events)
+
+    def _fit_query_map(self, history: History, local: Localised) -> QueryCategoryMap | None:
+        """What queries are about, from the searches of users the fit knows and what they
+        engaged with after them (nothing at or after the cut-off is in `history`)."""
+        searches = getattr(history, "searches", None)
+        if not self.config.use_searches or searches is None or searches.t.size == 0:
+            return None
+        user = _search_users(searches, history, local.catalogue)
+        known = user >= 0
+        ev = local.events
+        return QueryCategoryMap().fit(
+            user[known],
+            searches.t[known],
+            searches.query[known],
+            ev.user_idx,
+            ev.t,
+            ev.category_idx,
+            n_categories=ev.n_categories,
+        )
 
     def fit_partition(
         self,
@@ -251,7 +317,7 @@ class DecayModel(Model):
         t_end = to_days(self.cutoff_)
         span = max(t_end - start, 1e-6)
         n_cat = max(events.n_categories, 1)
-        w_b = np.asarray(cfg.behavior_weights)
+        w_b = self._weights()
         occ = PairEvents.build(
             events.user_idx, events.category_idx, events.t, w_b[events.behavior], t_end
         )
@@ -387,6 +453,148 @@ class DecayModel(Model):
             "owned_users_": np.flatnonzero(active),
         }
 
+    # -- searches: events of the category their query is about ---------------------------
+    def _weights(self) -> np.ndarray:
+        """``w_b`` by behaviour code: view, cart, fav, buy, then search (code 4)."""
+        return np.array([*self.config.behavior_weights, self.config.search_weight])
+
+    def _search_events(self, history: History, local: Localised) -> dict[str, np.ndarray]:
+        """The searches of `history` that count as events: which search (index), the
+        user's code and the category, for searches of users `local` knows whose query
+        the map places confidently. Empty without a map or without searches."""
+        searches = getattr(history, "searches", None)
+        qmap = getattr(self, "query_map_", None)
+        none = np.zeros(0, dtype=np.int64)
+        if qmap is None or not self.config.use_searches or searches is None:
+            return {"search": none, "user": none, "category": none}
+        user = _search_users(searches, history, local.catalogue)
+        category, probability = qmap.predict(searches.query, k=1)
+        category, probability = category[:, 0], probability[:, 0]
+        keep = np.flatnonzero(
+            (user >= 0)
+            & (category >= 0)
+            & (category < local.events.n_categories)
+            & (probability >= self.config.search_min_probability)
+        )
+        return {"search": keep, "user": user[keep], "category": category[keep]}
+
+    def _with_searches(self, history: History, local: Localised) -> Localised:
+        """`local` with its history's searches merged in as events (code 4, item -1),
+        sorted by (user, time); `local` itself when none counts."""
+        marks = self._search_events(history, local)
+        if marks["search"].size == 0:
+            return local
+        ev = local.events
+        n = marks["search"].size
+        user = np.concatenate([ev.user_idx, marks["user"].astype(np.int32)])
+        t = np.concatenate([ev.t, history.searches.t[marks["search"]]])
+        order = np.lexsort((t, user))  # stable: at one instant, item events first
+        user = user[order]
+        events = replace(
+            ev,
+            user_idx=user,
+            item_idx=np.concatenate([ev.item_idx, np.full(n, -1, np.int32)])[order],
+            category_idx=np.concatenate([ev.category_idx, marks["category"].astype(np.int32)])[
+                order
+            ],
+            behavior=np.concatenate([ev.behavior, np.full(n, _SEARCH, np.int8)])[order],
+            t=t[order],
+            offsets=np.searchsorted(user, np.arange(ev.n_users + 1)).astype(np.int64),
+        )
+        return Localised(events=events, catalogue=local.catalogue, dictionary=local.dictionary)
+
+    def _prepare(
+        self, query: str, history: History, users, in_sample: bool
+    ) -> tuple[Localised, np.ndarray, bool]:
+        """The base class's answer, with the history's searches as events; the last one is
+        kept, so the queries at one instant share it (and `_pairs`' cache)."""
+        local, index, marked = super()._prepare(query, history, users, in_sample)
+        cached = getattr(self, "_searched", None)
+        if cached is None or cached[0] is not local:
+            cached = (local, self._with_searches(history, local))
+            self._searched = cached
+        return cached[1], index, marked
+
+    def explain_queries(
+        self, history: History, users: Sequence[str] | None = None, *, k: int = 3
+    ) -> pd.DataFrame:
+        """Which searches drive each category's interest at ``at = history.at``.
+
+        Per (user, category): the `k` queries contributing most to its excitation now,
+        a query's contribution being ``α_c · w_search · Σ e^{−δ_c (at − t)}`` over its
+        searches (the part of `interest`'s ``excitation`` column they make, per day).
+        Queries are grouped by their normalised text and shown as last typed.
+
+        Returns
+        -------
+        pd.DataFrame
+            user_id, category_id, query, searches (how many), last_searched_at (UTC),
+            contribution (per day); rows by user, category, contribution (largest first).
+            Empty when the model places no search (no map, or no searches before ``at``).
+        """
+        if not isinstance(k, int) or k < 1:
+            raise ConfigError(f"k={k!r} must be an integer >= 1")
+        local, index, _ = super()._prepare("explain_queries", history, users, False)
+        marks = self._search_events(history, local)
+        asked = np.zeros(local.events.n_users, dtype=bool)
+        asked[index] = True
+        take = asked[marks["user"]]
+        search, user, cat = marks["search"][take], marks["user"][take], marks["category"][take]
+        at = to_days(history.at)
+        t = history.searches.t[search] if search.size else np.zeros(0)
+        delta, alpha = self._params(local.events.n_categories)
+        weight = self.config.search_weight * alpha[cat] * np.exp(-delta[cat] * (at - t))
+        typed = history.searches.query[search] if search.size else np.zeros(0, dtype=object)
+        rows = pd.DataFrame(
+            {
+                "user": user,
+                "category": cat,
+                "normalised": normalise_queries(typed),
+                "query": typed,
+                "t": t,
+                "contribution": weight,
+            }
+        ).sort_values("t", kind="stable")
+        table = (
+            rows.groupby(["user", "category", "normalised"], sort=False)
+            .agg(
+                query=("query", "last"),
+                searches=("t", "size"),
+                t=("t", "last"),
+                contribution=("contribution", "sum"),
+            )
+            .reset_index()
+            .sort_values(["user", "category", "contribution"], ascending=[True, True, False])
+        )
+        table = table[table.groupby(["user", "category"]).cumcount() < k]
+        frame = pd.DataFrame(
+            {
+                "user_id": local.catalogue.user_ids[table["user"].to_numpy(np.int64)],
+                "category_id": local.catalogue.category_ids[table["category"].to_numpy(np.int64)],
+                "query": table["query"].to_numpy(object),
+                "searches": table["searches"].to_numpy(np.int64),
+                "last_searched_at": pd.to_datetime(
+                    table["t"].to_numpy(np.float64) * 86_400.0, unit="s", utc=True
+                ),
+                "contribution": table["contribution"].to_numpy(np.float64),
+            }
+        )
+        return frame
+
+    def _save_extra(self, directory: Path) -> None:
+        """The query map beside the weights (none: no file, so no stale one either)."""
+        path = directory / _QUERY_MAP
+        qmap = getattr(self, "query_map_", None)
+        if qmap is None:
+            path.unlink(missing_ok=True)
+        else:
+            qmap.save(path)
+
+    def _load_extra(self, directory: Path) -> None:
+        """A folder saved before searches (or without any) has no map: searches unused."""
+        path = directory / _QUERY_MAP
+        self.query_map_ = QueryCategoryMap.load(path) if path.is_file() else None
+
     # -- shared query machinery --------------------------------------------------------
     def _params(self, n_categories: int) -> tuple[np.ndarray, np.ndarray]:
         delta = _pad(np.asarray(self.delta_, dtype=np.float64), n_categories, self.delta_global_)
@@ -425,7 +633,7 @@ class DecayModel(Model):
         row_key = q * _KEY + events.category_idx[idx]
         order = pair_order(q, events.category_idx[idx])  # time-sorted within each pair
         idx = idx[order]
-        w = np.asarray(self.config.behavior_weights)[events.behavior[idx]]
+        w = self._weights()[events.behavior[idx]]
         row_key, t, w = occurrences(row_key[order], events.t[idx], w)
         cat = row_key % _KEY
         delta, alpha = self._params(max(events.n_categories, int(cat.max(initial=-1)) + 1))
@@ -713,11 +921,14 @@ class DecayModel(Model):
         (decayed with the category's half-life). Categories the user never touched count
         with ``p = (1 − e^{−ν_u}) · share(c)``, so a global fallback fills short lists.
         """
+        p = self._pairs(events, users, at)  # interest in categories: searches included
+        if (events.behavior == _SEARCH).any():  # items: a search has none
+            events = events.select(events.behavior != _SEARCH)
         n_items = events.n_items
         k = min(k, n_items)
         n_cat = max(events.n_categories, 1)
         delta, _ = self._params(n_cat)
-        w_b = np.asarray(self.config.behavior_weights)
+        w_b = self._weights()
         cat_all = events.category_idx.astype(np.int64)
         d_all = np.where(cat_all >= 0, delta[np.maximum(cat_all, 0)], float(self.delta_global_))
         decayed = w_b[events.behavior] * np.exp(-d_all * np.maximum(at - events.t, 0.0))
@@ -734,7 +945,6 @@ class DecayModel(Model):
         # Candidates: the user's own items, top-k items of each touched category, global top.
         idx, q_ev = user_event_ranges(events.offsets, users)
         own_key = q_ev * n_items + events.item_idx[idx]
-        p = self._pairs(events, users, at)
         p_engage = -np.expm1(-self._integrated(p, 1.0))
         by_cat = np.lexsort((np.arange(n_items), -pop, item_cat))
         sorted_cat = item_cat[by_cat]
@@ -787,3 +997,9 @@ class DecayModel(Model):
         first = np.searchsorted(cq, np.arange(users.size))
         take = first[:, None] + np.arange(k)
         return ci[take], score[take]
+
+
+def _search_users(searches, history: History, catalogue: Catalogue) -> np.ndarray:
+    """The model's code of each search's user (-1: a user the catalogue lacks)."""
+    ids = history.ids.user_ids[searches.user_idx] if searches.t.size else np.zeros(0, object)
+    return catalogue._index("user_ids").get_indexer(pd.Index(ids, dtype=object))
