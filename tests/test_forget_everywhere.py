@@ -169,7 +169,8 @@ def fitted(tmp_path_factory: pytest.TempPathFactory):
     store.con.execute("INSERT INTO users SELECT max(user_idx) + 1, ? FROM users", [USER])
     store.con.execute(
         """INSERT INTO events SELECT (SELECT max(user_idx) FROM users), item_idx, category_idx,
-            behavior, ts, price, quantity, brand, session_id, occurrence, ingest_id
+            behavior, ts, price, quantity, brand, session_id, occurrence, ingest_id, query,
+            value, placement
         FROM events WHERE user_idx = (SELECT min(user_idx) FROM users)"""
     )
     last = store.last_event()

@@ -29,7 +29,7 @@ import duckdb
 import pyarrow as pa
 
 from ebbtide.errors import ConfigError, InputFormatError, PrivacyError, StoreError
-from ebbtide.schema import BEHAVIORS, Behavior
+from ebbtide.schema import BEHAVIORS, ITEM_BEHAVIORS, NOT_ACTIVITY, SEEN_AS_VIEW, Behavior
 from ebbtide.sql import bind
 
 #: Bumped whenever the tables change shape; a store written by another version is refused.
@@ -44,10 +44,10 @@ CREATE TABLE IF NOT EXISTS items (item_idx INTEGER, item_id VARCHAR);
 CREATE TABLE IF NOT EXISTS categories (
     category_idx INTEGER, category_id VARCHAR, category_name VARCHAR);
 CREATE TABLE IF NOT EXISTS events (
-    user_idx INTEGER NOT NULL, item_idx INTEGER NOT NULL, category_idx INTEGER,
+    user_idx INTEGER NOT NULL, item_idx INTEGER, category_idx INTEGER,
     behavior UTINYINT NOT NULL, ts TIMESTAMPTZ NOT NULL, price DOUBLE, quantity INTEGER,
     brand VARCHAR, session_id VARCHAR, occurrence INTEGER NOT NULL,
-    ingest_id INTEGER NOT NULL);
+    ingest_id INTEGER NOT NULL, query VARCHAR, value DOUBLE, placement VARCHAR);
 CREATE TABLE IF NOT EXISTS quarantine (
     ingest_id INTEGER, line BIGINT, reason VARCHAR, detail VARCHAR, raw VARCHAR,
     user_id VARCHAR, item_id VARCHAR, category_id VARCHAR, behavior VARCHAR,
@@ -70,7 +70,13 @@ _FIELD_COLUMNS = {
     "quantity": "quantity",
     "brand": "brand",
     "session_id": "session_id",
+    "query": "query",
+    "value": "value",
+    "placement": "placement",
 }
+#: Columns a store written before searches, clicks, impressions and ratings lacks; added
+#: (NULL for every old row) the first time such a store is opened for writing.
+_ADDED_COLUMNS = {"query": "VARCHAR", "value": "DOUBLE", "placement": "VARCHAR"}
 #: What an identity column holds when the source lacks it (typed: hash() sees the type).
 _ABSENT = {
     "user_idx": "NULL::INTEGER",
@@ -83,14 +89,32 @@ _ABSENT = {
     "brand": "NULL::VARCHAR",
     "session_id": "NULL::VARCHAR",
     "occurrence": "0",
+    "query": "NULL::VARCHAR",
+    "value": "NULL::DOUBLE",
+    "placement": "NULL::VARCHAR",
 }
-_NOT_NULL = {"user_idx", "item_idx", "behavior", "ts", "occurrence"}
+_NOT_NULL = {"user_idx", "behavior", "ts", "occurrence"}
 #: The columns that make an event what it is; two rows equal on all of them are one event.
 _IDENTITY = (
-    "user_idx, item_idx, category_idx, behavior, ts, price, quantity, brand, session_id, occurrence"
+    "user_idx, item_idx, category_idx, behavior, ts, price, quantity, brand, session_id,"
+    " occurrence, query, value, placement"
 )
 
 Progress = Callable[[str], None]
+
+#: SQL condition on ``events`` rows that are something the user did (not an impression):
+#: visits, returns and engagement labels count these only.
+USER_ACTIVITY = f"behavior NOT IN ({', '.join(str(b.code) for b in NOT_ACTIVITY)})"
+#: SQL condition on ``events`` rows the models see: an item behaviour, or a click or rating
+#: of an item (see `ebbtide.schema`); and the behaviour code they see it as.
+ITEM_ENGAGEMENT = (
+    f"behavior IN ({', '.join(str(b.code) for b in (*ITEM_BEHAVIORS, *SEEN_AS_VIEW))})"
+    " AND item_idx IS NOT NULL"
+)
+MODEL_BEHAVIOR = (
+    f"(CASE WHEN behavior IN ({', '.join(str(b.code) for b in SEEN_AS_VIEW)})"
+    f" THEN {Behavior.VIEW.code} ELSE behavior END)"
+)
 
 
 def check_time_zone(tz: str, con: duckdb.DuckDBPyConnection | None = None) -> str:
@@ -361,6 +385,8 @@ class EventStore:
         if not read_only:
             self.con.execute(_SCHEMA)
         self._check_version(read_only)
+        if not read_only:
+            self._add_missing_columns()
 
     # -- life cycle ---------------------------------------------------------------
     def close(self) -> None:
@@ -398,6 +424,39 @@ class EventStore:
                 f"{self.path} was written in store format {version}; this ebbtide reads format"
                 f" {STORE_FORMAT_VERSION}. Re-ingest the source files into a new store."
             )
+
+    def _add_missing_columns(self) -> None:
+        """Bring a store written before the search/click/impression/rate columns up to date.
+
+        The old rows keep NULL there, which is what they mean; no format bump, so a store
+        stays readable by every version that knows its tables.
+        """
+        present = self._event_columns()
+        for column, sql_type in _ADDED_COLUMNS.items():
+            if column not in present:
+                self.con.execute(f"ALTER TABLE events ADD COLUMN {column} {sql_type}")
+        item_required = self.con.execute(
+            "SELECT NOT is_nullable FROM duckdb_columns()"
+            " WHERE table_name = 'events' AND column_name = 'item_idx'"
+            " AND database_name = current_database()"
+        ).fetchall()
+        if item_required and item_required[0][0]:
+            self.con.execute("ALTER TABLE events ALTER COLUMN item_idx DROP NOT NULL")
+
+    def _event_columns(self) -> set[str]:
+        return {
+            row[0]
+            for row in self.con.execute(
+                "SELECT column_name FROM duckdb_columns() WHERE table_name = 'events'"
+                " AND database_name = current_database()"
+            ).fetchall()
+        }
+
+    @property
+    def has_feedback_columns(self) -> bool:
+        """True when the events table has ``query``, ``value`` and ``placement`` (an old
+        store opened read-only may not: it has no searches, clicks or ratings either)."""
+        return set(_ADDED_COLUMNS) <= self._event_columns()
 
     @property
     def pseudonymised(self) -> bool | None:
@@ -605,7 +664,8 @@ class EventStore:
                     f"""INSERT INTO {table}
                 SELECT (SELECT coalesce(max({idx_col}) + 1, 0) FROM {table})
                        + row_number() OVER (ORDER BY {id_col}) - 1, {id_col}
-                FROM (SELECT DISTINCT {id_col} FROM ebbtide_stage WHERE reason IS NULL
+                FROM (SELECT DISTINCT {id_col} FROM ebbtide_stage
+                      WHERE reason IS NULL AND {id_col} IS NOT NULL
                       EXCEPT SELECT {id_col} FROM {table})"""
                 ).fetchone()[0]
             )
@@ -625,7 +685,8 @@ class EventStore:
         """Insert the valid staged rows that are not already stored, and count them."""
         occurrence = (
             "(row_number() OVER (PARTITION BY s.user_id, s.item_id, s.category_id, s.behavior,"
-            " s.ts, s.price, s.quantity, s.brand, s.session_id) - 1)::INTEGER"
+            " s.ts, s.price, s.quantity, s.brand, s.session_id, s.query, s.value, s.placement)"
+            " - 1)::INTEGER"
             if request.keep_repeats
             else "0"
         )
@@ -671,7 +732,7 @@ class EventStore:
                 SELECT DISTINCT {inner}
                 FROM ebbtide_stage s
                 JOIN users u ON u.user_id = s.user_id
-                JOIN items i ON i.item_id = s.item_id
+                LEFT JOIN items i ON i.item_id = s.item_id
                 LEFT JOIN categories c ON c.category_id = s.category_id
                 WHERE s.reason IS NULL)"""
         )
@@ -679,7 +740,7 @@ class EventStore:
             "SELECT count(*), count(*) FILTER (behavior = ?) FROM ebbtide_distinct", [buy]
         ).fetchone()
         loaded = con.execute(
-            f"""INSERT INTO events
+            f"""INSERT INTO events ({_IDENTITY}, ingest_id)
             SELECT *, {ingest_id} FROM ebbtide_distinct x
             WHERE NOT EXISTS (
                 SELECT 1 FROM events e WHERE e.ts BETWEEN $first AND $last AND {same})""",
@@ -749,7 +810,12 @@ class EventStore:
             for t in ("users", "items", "categories")
         )
         by_code = dict(con.execute("SELECT behavior, count(*) FROM events GROUP BY 1").fetchall())
-        by_behavior = {b.value: int(by_code.get(b.code, 0)) for b in BEHAVIORS}
+        # The four item behaviours always (0 says something), the others where present.
+        by_behavior = {
+            b.value: int(by_code.get(b.code, 0))
+            for b in BEHAVIORS
+            if b in ITEM_BEHAVIORS or b.code in by_code
+        }
         first, last = con.execute("SELECT min(ts), max(ts) FROM events").fetchone()
         per_user = con.execute(
             """SELECT min(n), quantile_cont(n, 0.25), median(n), quantile_cont(n, 0.75),
@@ -797,15 +863,20 @@ class EventStore:
     def events(self, columns: Sequence[str] | None = None) -> pa.Table:
         """All events with external ids, as Arrow (for small stores and tests)."""
         wanted = ", ".join(columns) if columns else "*"
+        feedback = (
+            "e.query, e.value, e.placement"
+            if self.has_feedback_columns
+            else "NULL::VARCHAR AS query, NULL::DOUBLE AS value, NULL::VARCHAR AS placement"
+        )
         return (
             self._reader()
             .sql(
                 f"""SELECT {wanted} FROM (
                 SELECT u.user_id, i.item_id, c.category_id, e.behavior, e.ts, e.price,
-                    e.quantity, e.brand, e.session_id
-                FROM events e JOIN users u USING (user_idx) JOIN items i USING (item_idx)
+                    e.quantity, e.brand, e.session_id, {feedback}
+                FROM events e JOIN users u USING (user_idx) LEFT JOIN items i USING (item_idx)
                 LEFT JOIN categories c USING (category_idx)
-                ORDER BY u.user_id, e.ts, i.item_id)"""
+                ORDER BY u.user_id, e.ts, i.item_id NULLS FIRST, e.behavior, query)"""
             )
             .to_arrow_table()
         )

@@ -111,7 +111,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from ebbtide.errors import ConfigError
-from ebbtide.schema import BEHAVIORS, Behavior
+from ebbtide.schema import ITEM_BEHAVIORS, Behavior
 
 __all__ = [
     "TAOBAO_BEHAVIOR_WORDS",
@@ -122,6 +122,7 @@ __all__ = [
     "recovery_config",
     "two_scale_config",
     "write_order_csv",
+    "write_plain_csv",
     "write_taobao_csv",
     "write_truth",
 ]
@@ -302,7 +303,7 @@ class SynthConfig:
         shares = self.behavior_shares
         if (
             not isinstance(shares, tuple)
-            or len(shares) != len(BEHAVIORS)
+            or len(shares) != len(ITEM_BEHAVIORS)
             or not all(_is_real(s) and s >= 0.0 for s in shares)
             or not math.isclose(sum(shares), 1.0, abs_tol=1e-9)
         ):
@@ -1006,7 +1007,7 @@ def _events_schema(cfg: SynthConfig) -> pa.Schema:
     return pa.schema(cols)
 
 
-_BEHAVIOR_WORDS = pa.array([TAOBAO_BEHAVIOR_WORDS[b] for b in BEHAVIORS], pa.string())
+_BEHAVIOR_WORDS = pa.array([TAOBAO_BEHAVIOR_WORDS[b] for b in ITEM_BEHAVIORS], pa.string())
 
 
 def _events_batch(
@@ -1139,10 +1140,23 @@ def write_taobao_csv(log: SyntheticLog, path: Path) -> int:
     int
         Rows written.
     """
+    table = log.events.select(list(_TAOBAO_COLUMNS))
+    write_plain_csv(table, path, header=False)
+    return table.num_rows
+
+
+def write_plain_csv(table: pa.Table, path: Path, *, header: bool) -> None:
+    """Write ``table`` as CSV without quotes, nulls as empty fields; gzip when ``.gz``.
+
+    Why unquoted: the synthetic values never hold a comma, a quote or a newline, and a file
+    without quotes reads the same in every tool. The header (when asked) is written by hand
+    because Arrow quotes header names whatever the quoting style. Same table, same bytes:
+    the gzip header carries no time and no file name. Parent folders are created.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    table = log.events.select(list(_TAOBAO_COLUMNS))
     options = pacsv.WriteOptions(include_header=False, quoting_style="none", batch_size=65_536)
+    head = (",".join(table.column_names) + "\n").encode() if header else b""
     if path.name.endswith(".gz"):
         # gzip level 6 (the gzip tool's default) is 3x faster than Arrow's level 9 for 1% more
         # bytes; mtime=0 and no file name in the header keep the bytes a function of the seed.
@@ -1150,10 +1164,14 @@ def write_taobao_csv(log: SyntheticLog, path: Path) -> int:
             path.open("wb") as raw,
             gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=6, mtime=0) as sink,
         ):
+            sink.write(head)
+            pacsv.write_csv(table, sink, options)
+    elif header:
+        with path.open("wb") as sink:
+            sink.write(head)
             pacsv.write_csv(table, sink, options)
     else:
         pacsv.write_csv(table, str(path), options)
-    return table.num_rows
 
 
 def order_log_config(users: int = 1000, seed: int = 3) -> SynthConfig:

@@ -138,7 +138,9 @@ def test_movielens_atomic_file(store: EventStore, datasets: Path) -> None:
     assert (summary.rows_read, summary.loaded, summary.quarantined) == (100_000, 100_000, 0)
     stats = store.stats()
     assert (stats.users, stats.items, stats.categories) == (943, 1_682, 0)
-    assert stats.events_by_behavior == {"view": 100_000, "cart": 0, "fav": 0, "buy": 0}
+    assert stats.events_by_behavior == {"view": 0, "cart": 0, "fav": 0, "buy": 0, "rate": 100_000}
+    values = store.events(["value"]).column("value").to_numpy()
+    assert values.min() == 1.0 and values.max() == 5.0 and abs(values.mean() - 3.5299) < 1e-4
     assert stats.first_event.year == 1997 and stats.last_event.year == 1998
 
 

@@ -11,7 +11,7 @@ import shutil
 import warnings
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -40,6 +40,9 @@ from ebbtide.cli.options import (
 from ebbtide.errors import ConfigError, DataQualityWarning
 from ebbtide.ingest import REASONS, ColumnMapping, FormatName, Pseudonymiser, ingest_file
 from ebbtide.store import DAYS_UP_TO, WEEKS_UP_TO, EventStore, IngestSummary, Period, StoreStats
+
+if TYPE_CHECKING:
+    from ebbtide.synthetic_behaviours import BehaviourConfig
 
 app = typer.Typer()
 
@@ -74,7 +77,8 @@ def ingest(
         str | None,
         typer.Option(
             rich_help_panel="Generic format",
-            help="generic: one behaviour for all rows (view|cart|fav|buy).",
+            help="generic: one behaviour for all rows (view|cart|fav|buy|search|click|"
+            "impression|rate).",
         ),
     ] = None,
     time_col: Annotated[
@@ -126,6 +130,35 @@ def ingest(
             help="generic CSV: quote character; '' if fields are never quoted.",
         ),
     ] = '"',
+    query_col: Annotated[
+        str | None,
+        typer.Option(
+            rich_help_panel="Generic format",
+            help="generic: a search's words (needed on search rows, where the item may be empty).",
+        ),
+    ] = None,
+    value_col: Annotated[
+        str | None,
+        typer.Option(
+            rich_help_panel="Generic format",
+            help="generic: a rating's value (needed on rate rows; e.g. stars or a survey score).",
+        ),
+    ] = None,
+    placement_col: Annotated[
+        str | None,
+        typer.Option(
+            rich_help_panel="Generic format",
+            help="generic: where a click or impression happened (a slot or campaign id).",
+        ),
+    ] = None,
+    rating_range: Annotated[
+        str,
+        typer.Option(
+            metavar="LOW,HIGH",
+            rich_help_panel="Generic format",
+            help="generic: inclusive range of ratings; a rate row outside it is quarantined.",
+        ),
+    ] = "0,10",
     keep_repeats: Annotated[
         bool, typer.Option(help="Keep identical rows of a file as separate events.")
     ] = False,
@@ -154,7 +187,8 @@ def ingest(
 
     Examples: `ebbtide ingest UserBehavior.csv.gz --format taobao --db shop.duckdb`;
     `ebbtide ingest orders.parquet --format generic --user-col customer --item-col sku
-    --time-col ordered_at --order-col order_id --behavior buy`.
+    --time-col ordered_at --order-col order_id --behavior buy`. Searches, clicks,
+    impressions and ratings: add --query-col, --placement-col and --value-col.
     """
     mapping = None
     generic_only = {
@@ -163,7 +197,9 @@ def ingest(
         "--time-format": time_format != "iso", "--behavior-map": behavior_map,
         "--price-col": price_col, "--quantity-col": quantity_col, "--brand-col": brand_col,
         "--session-col": session_col, "--order-col": order_col, "--delimiter": delimiter != ",",
-        "--quote": quote != '"', "--keep-repeats": keep_repeats,
+        "--quote": quote != '"', "--keep-repeats": keep_repeats, "--query-col": query_col,
+        "--value-col": value_col, "--placement-col": placement_col,
+        "--rating-range": rating_range != "0,10",
     }  # fmt: skip
     ignored = [flag for flag, value in generic_only.items() if value]
     if fmt is not FormatName.GENERIC and ignored:
@@ -201,6 +237,10 @@ def ingest(
             delimiter=delimiter,
             quote=quote,
             keep_repeats=keep_repeats,
+            query_col=query_col,
+            value_col=value_col,
+            placement_col=placement_col,
+            rating_range=_min_max(rating_range, "--rating-range", "LOW,HIGH, such as 1,5"),
         )
     pseudonymiser = Pseudonymiser.from_env_or_file(key_file) if pseudonymise else None
     summaries = []
@@ -614,6 +654,13 @@ class SynthPreset(StrEnum):
     TWO_SCALE = "two-scale"
 
 
+class SynthBehaviours(StrEnum):
+    """Which behaviours `synth` writes (`ebbtide.synthetic_behaviours` for ``all``)."""
+
+    TAOBAO = "taobao"
+    ALL = "all"
+
+
 #: `SynthConfig` field -> the `synth` option that sets it, to name the option in errors.
 _SYNTH_FLAGS = {
     "users": "--users",
@@ -630,27 +677,37 @@ _SYNTH_FLAGS = {
     "fading_factor": "--fading-factor",
     "fading_window": "--fading-window",
 }
+#: `BehaviourConfig` field -> the `synth` option that sets it.
+_BEHAVIOUR_FLAGS = {"ctr": "--ctr", "conversion": "--conversion"}
 
 
-def _min_max(text: str, flag: str) -> tuple[float, float]:
-    """``"MIN,MAX"`` as two floats."""
+def _min_max(
+    text: str, flag: str, expected: str = "MIN,MAX, two numbers such as 0.2,2"
+) -> tuple[float, float]:
+    """``"MIN,MAX"`` (or another pair, as ``expected`` says) as two floats."""
     parts = text.split(",")
     try:
         low, high = (float(part) for part in parts)
     except ValueError:
-        raise ConfigError(f"{flag} {text!r}: give MIN,MAX, two numbers such as 0.2,2") from None
+        raise ConfigError(f"{flag} {text!r}: give {expected}") from None
     return low, high
 
 
 _CYCLE = "Daily/weekly cycle"
 _SCALES = "Two time scales"
 _FADING = "Fading users"
+_FEEDBACK = "Searches, clicks and ratings (--behaviours all)"
 
 
 @app.command()
 def synth(
     out_file: Annotated[
-        Path, typer.Option("--out", help="Events file to write (Taobao format; .gz to compress).")
+        Path,
+        typer.Option(
+            "--out",
+            help="Events file to write: Taobao format, or a generic CSV with --behaviours all"
+            " (.gz to compress).",
+        ),
     ] = Path("synthetic.csv"),
     users: Annotated[int, typer.Option(help="Number of users.")] = 1000,
     days: Annotated[
@@ -748,6 +805,34 @@ def synth(
             help="When users fade, as fractions of the log's length (uniform). Default 0.6,0.9.",
         ),
     ] = None,
+    behaviours: Annotated[
+        SynthBehaviours,
+        typer.Option(
+            rich_help_panel=_FEEDBACK,
+            help="taobao: view, cart, fav and buy as a Taobao file. all: also searches (their"
+            " words from per-category vocabularies, some shared), impressions and clicks of"
+            " recommendations in two arms with known CTR and conversion, and 1-5 ratings, as"
+            " a generic CSV (user_id,item_id,category_id,behavior,timestamp,query,value,"
+            "placement); their truth goes beside the log's.",
+        ),
+    ] = SynthBehaviours.TAOBAO,
+    ctr: Annotated[
+        str | None,
+        typer.Option(
+            metavar="CONTROL,PERSONALISED",
+            rich_help_panel=_FEEDBACK,
+            help="True click probability of an impression in each arm. Default 0.04,0.08.",
+        ),
+    ] = None,
+    conversion: Annotated[
+        str | None,
+        typer.Option(
+            metavar="CONTROL,PERSONALISED",
+            rich_help_panel=_FEEDBACK,
+            help="True probability that a click is followed by a buy of its item within a day,"
+            " in each arm. Default 0.1,0.2.",
+        ),
+    ] = None,
     truth_dir: Annotated[
         Path | None,
         typer.Option(
@@ -757,7 +842,8 @@ def synth(
     quiet: QuietOption = False,
     _debug: DebugOption = False,
 ) -> None:
-    """Write a synthetic log with known interest, excitation and decay rates."""
+    """Write a synthetic log with known interest, excitation and decay rates (and, with
+    --behaviours all, searches, recommendation clicks and ratings with known truth)."""
     from ebbtide.synthetic import (
         SynthConfig,
         generate,
@@ -765,6 +851,7 @@ def synth(
         write_taobao_csv,
         write_truth,
     )
+    from ebbtide.synthetic_behaviours import BehaviourConfig
 
     given: dict[str, object] = {
         "days": days,
@@ -784,19 +871,41 @@ def synth(
     ):
         given[name] = None if text is None else _min_max(text, flag)
     overrides = {name: value for name, value in given.items() if value is not None}
+    arm_pairs = {
+        name: _min_max(text, flag, "CONTROL,PERSONALISED, two numbers such as 0.04,0.08")
+        for name, flag, text in (("ctr", "--ctr", ctr), ("conversion", "--conversion", conversion))
+        if text is not None
+    }
+    if arm_pairs and behaviours is not SynthBehaviours.ALL:
+        flags = " and ".join(_BEHAVIOUR_FLAGS[name] for name in arm_pairs)
+        raise ConfigError(f"{flags}: only with --behaviours all (they shape its clicks)")
+    behaviour_config: BehaviourConfig | None = None
     try:
         if preset is SynthPreset.TWO_SCALE:
             config = two_scale_config(users=users, **overrides)
         else:
             config = SynthConfig(users=users, **overrides)  # type: ignore[arg-type]
+        if behaviours is SynthBehaviours.ALL:
+            behaviour_config = BehaviourConfig(log=config, **arm_pairs)  # type: ignore[arg-type]
     except ConfigError as exc:
         flag = next(
-            (f for name, f in _SYNTH_FLAGS.items() if str(exc).startswith(f"SynthConfig.{name} ")),
+            (
+                f
+                for prefix, flags in (
+                    ("SynthConfig", _SYNTH_FLAGS),
+                    ("BehaviourConfig", _BEHAVIOUR_FLAGS),
+                )
+                for name, f in flags.items()
+                if str(exc).startswith(f"{prefix}.{name} ")
+            ),
             None,
         )
         if flag is None:
             raise
         raise ConfigError(f"{flag}: {exc}") from None
+    if behaviour_config is not None:
+        _synth_all_behaviours(behaviour_config, out_file, truth_dir, quiet)
+        return
     with stages(quiet, "synthesising") as stage:
         stage("simulating")
         log = generate(
@@ -819,3 +928,37 @@ def synth(
     console.print(
         f"load it with: ebbtide ingest {out_file} --format taobao", highlight=False, markup=False
     )
+
+
+def _synth_all_behaviours(
+    config: BehaviourConfig, out_file: Path, truth_dir: Path | None, quiet: bool
+) -> None:
+    """`synth --behaviours all`: the log with searches, clicks and ratings, and its truth."""
+    from ebbtide.synthetic_behaviours import (
+        generate_behaviours,
+        write_behaviour_truth,
+        write_generic_csv,
+    )
+
+    with stages(quiet, "synthesising") as stage:
+        stage("simulating")
+        log = generate_behaviours(
+            config,
+            progress=lambda done, total: stage(f"simulating users {done:,}/{total:,}"),
+        )
+        stage(f"writing {out_file.name}")
+        rows = write_generic_csv(log, out_file)
+        folder = truth_dir or out_file.with_name(out_file.name.split(".")[0] + ".truth")
+        stage("writing ground truth")
+        truth_files = write_behaviour_truth(log, folder)
+    console = out()
+    users, days = config.log.users, config.log.days
+    for line in (
+        f"wrote {rows:,} events of {users:,} users over {days:g} days to {out_file}",
+        f"ground truth: {', '.join(str(p) for p in truth_files)}",
+        f"load it with: ebbtide ingest {out_file} --format generic --user-col user_id"
+        " --item-col item_id --category-col category_id --behavior-col behavior"
+        " --time-col timestamp --time-format epoch_s --query-col query --value-col value"
+        " --placement-col placement",
+    ):
+        console.print(line, highlight=False, markup=False, soft_wrap=True)

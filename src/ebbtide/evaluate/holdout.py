@@ -12,15 +12,15 @@ import numpy as np
 import pandas as pd
 
 from ebbtide.schema import Behavior
-from ebbtide.store import EventStore
+from ebbtide.store import USER_ACTIVITY, EventStore
 
 
 def _window(store: EventStore, at: datetime, horizon: timedelta) -> pd.DataFrame:
     return store.con.execute(
-        """SELECT DISTINCT u.user_id, c.category_id, e.behavior = ? AS buy
+        f"""SELECT DISTINCT u.user_id, c.category_id, e.behavior = ? AS buy
         FROM events e JOIN users u USING (user_idx)
         LEFT JOIN categories c USING (category_idx)
-        WHERE e.ts >= ? AND e.ts < ?""",
+        WHERE e.ts >= ? AND e.ts < ? AND e.{USER_ACTIVITY}""",
         [Behavior.BUY.code, at, at + horizon],
     ).df()
 

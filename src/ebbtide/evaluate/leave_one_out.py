@@ -40,7 +40,7 @@ from ebbtide.evaluate.metrics import ranking_metrics
 from ebbtide.features.history import History, snapshot
 from ebbtide.models.base import Model
 from ebbtide.models.scoring import build_model
-from ebbtide.store import EventStore
+from ebbtide.store import ITEM_ENGAGEMENT, EventStore
 
 __all__ = ["LeaveOneOutEvaluation", "LeaveOneOutSplit", "leave_one_out", "split_leave_one_out"]
 
@@ -73,11 +73,11 @@ def split_leave_one_out(
     """Write the *train* and *train+valid* stores of `store` into `folder`."""
     if not isinstance(min_events, int) or min_events < 3:
         raise ConfigError(f"min_events={min_events!r}: leave-one-out needs at least 3 per user")
-    ranked = """
+    ranked = f"""
         SELECT rowid AS rid, user_idx, item_idx, ts,
                row_number() OVER (PARTITION BY user_idx ORDER BY ts DESC, rowid DESC) AS back,
                count(*) OVER (PARTITION BY user_idx) AS n
-        FROM events"""
+        FROM events WHERE {ITEM_ENGAGEMENT}"""
     held = store.con.execute(
         f"""SELECT r.rid, r.back, u.user_id, i.item_id, r.ts FROM ({ranked}) r
         JOIN users u USING (user_idx) JOIN items i USING (item_idx)

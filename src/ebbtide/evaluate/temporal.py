@@ -39,7 +39,7 @@ from ebbtide.features.history import History, snapshot
 from ebbtide.models.base import Model
 from ebbtide.models.scoring import build_model
 from ebbtide.schema import Behavior
-from ebbtide.store import EventStore
+from ebbtide.store import USER_ACTIVITY, EventStore
 
 __all__ = [
     "METRICS",
@@ -136,16 +136,17 @@ def holdout_targets(
     con = store.con
     counts = con.execute(
         "SELECT count(*) FILTER (WHERE ts < ?), count(*) FILTER (WHERE ts >= ? AND ts < ?)"
-        " FROM events",
+        f" FROM events WHERE {USER_ACTIVITY}",
         [cutoff, cutoff, end],
     ).fetchone()
     if counts[0] == 0:
         raise ConfigError(f"no events before {cutoff.isoformat()}: choose a later cut-off")
     users = con.execute(
-        """WITH history AS (SELECT user_idx, max(ts) AS last FROM events WHERE ts < ? GROUP BY ALL),
+        f"""WITH activity AS (SELECT * FROM events WHERE {USER_ACTIVITY}),
+        history AS (SELECT user_idx, max(ts) AS last FROM activity WHERE ts < ? GROUP BY ALL),
         in_window AS (
             SELECT user_idx, min(ts) AS first, bool_or(behavior = ?) AS bought
-            FROM events WHERE ts >= ? AND ts < ? GROUP BY user_idx
+            FROM activity WHERE ts >= ? AND ts < ? GROUP BY user_idx
         )
         SELECT u.user_id, w.user_idx IS NOT NULL AS returned,
                coalesce(w.bought, false) AS bought,
@@ -156,12 +157,13 @@ def holdout_targets(
         [cutoff, Behavior.BUY.code, cutoff, end, cutoff, horizon / timedelta(days=1), cutoff],
     ).df()
     pairs = con.execute(
-        """WITH touched AS (
-            SELECT user_idx, category_idx, max(ts) AS last FROM events
+        f"""WITH activity AS (SELECT * FROM events WHERE {USER_ACTIVITY}),
+        touched AS (
+            SELECT user_idx, category_idx, max(ts) AS last FROM activity
             WHERE ts < ? AND category_idx IS NOT NULL GROUP BY ALL
         ),
         in_window AS (
-            SELECT DISTINCT user_idx, category_idx FROM events
+            SELECT DISTINCT user_idx, category_idx FROM activity
             WHERE ts >= ? AND ts < ? AND category_idx IS NOT NULL
         )
         SELECT u.user_id, c.category_id,
@@ -173,10 +175,10 @@ def holdout_targets(
         [cutoff, cutoff, end, cutoff, dormant_days * 86_400],
     ).df()
     items = con.execute(
-        """SELECT DISTINCT u.user_id, i.item_id FROM events e
+        f"""SELECT DISTINCT u.user_id, i.item_id FROM events e
         JOIN users u USING (user_idx) JOIN items i USING (item_idx)
-        WHERE e.ts >= ? AND e.ts < ?
-          AND e.user_idx IN (SELECT user_idx FROM events WHERE ts < ?)
+        WHERE e.ts >= ? AND e.ts < ? AND e.{USER_ACTIVITY}
+          AND e.user_idx IN (SELECT user_idx FROM events WHERE ts < ? AND {USER_ACTIVITY})
         ORDER BY ALL""",
         [cutoff, end, cutoff],
     ).df()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ebbtide.features.sequences import EventArrays
-from ebbtide.schema import BEHAVIORS
+from ebbtide.schema import ITEM_BEHAVIORS
 
 #: Half-lives (days) of the decayed counters: yesterday's pulse and last week's habit.
 HALF_LIVES_DAYS: tuple[float, ...] = (1.0, 7.0)
@@ -38,7 +38,7 @@ def user_features(events: EventArrays, users: np.ndarray, at: float) -> dict[str
         "items": _distinct_per_user(events.user_idx, events.item_idx, n),
         "categories": _distinct_per_user(events.user_idx, events.category_idx, n),
     }
-    for behavior in BEHAVIORS:
+    for behavior in ITEM_BEHAVIORS:
         mask = events.behavior == behavior.code
         features[f"{behavior.value}_events"] = np.bincount(
             events.user_idx[mask], minlength=n
@@ -85,7 +85,7 @@ def pair_features(events: EventArrays, at: float) -> dict[str, np.ndarray]:
     for half_life in HALF_LIVES_DAYS:
         weights = np.exp2(-(at - t) / half_life)
         out[f"pair_decayed_{half_life:g}d"] = np.bincount(inverse, weights, minlength=m)
-        buy = behavior == BEHAVIORS[-1].code
+        buy = behavior == ITEM_BEHAVIORS[-1].code
         out[f"pair_buy_decayed_{half_life:g}d"] = np.bincount(
             inverse[buy], weights[buy], minlength=m
         )

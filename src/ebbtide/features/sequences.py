@@ -13,7 +13,8 @@ from datetime import datetime
 import numpy as np
 
 from ebbtide.errors import ConfigError
-from ebbtide.store import EventStore
+from ebbtide.schema import Behavior
+from ebbtide.store import ITEM_ENGAGEMENT, MODEL_BEHAVIOR, EventStore
 
 SECONDS_PER_DAY = 86_400.0
 
@@ -27,7 +28,8 @@ class EventArrays:
     user_idx, item_idx, category_idx : np.ndarray of int32
         Dense ids; ``category_idx`` is -1 for events without a category.
     behavior : np.ndarray of int8
-        `Behavior` codes (0 view, 1 cart, 2 fav, 3 buy).
+        `Behavior` codes (0 view, 1 cart, 2 fav, 3 buy): the item behaviours. A click or
+        a rating arrives as a view of its item; searches and impressions are not here.
     t : np.ndarray of float64
         Event time in days since the Unix epoch (UTC).
     offsets : np.ndarray of int64, shape (n_users + 1,)
@@ -100,7 +102,11 @@ def to_days(instant: datetime) -> float:
 def load_events(
     store: EventStore, *, before: datetime, since: datetime | None = None
 ) -> EventArrays:
-    """Load events with ``since <= ts < before`` as `EventArrays`.
+    """Load the item events with ``since <= ts < before`` as `EventArrays`.
+
+    What the models see: view, cart, fav and buy as they are, a click or a rating as a
+    view of its item; searches (read with `load_searches`), impressions (shown, not done)
+    and rows without an item are left out, so per-behaviour weights keep four entries.
 
     Parameters
     ----------
@@ -119,8 +125,8 @@ def load_events(
         params.append(since)
     columns = store.con.execute(
         f"""SELECT user_idx, item_idx, coalesce(category_idx, -1) AS category_idx,
-            behavior::TINYINT AS behavior, epoch(ts) / {SECONDS_PER_DAY} AS t
-        FROM events WHERE {where}
+            {MODEL_BEHAVIOR}::TINYINT AS behavior, epoch(ts) / {SECONDS_PER_DAY} AS t
+        FROM events WHERE {where} AND {ITEM_ENGAGEMENT}
         ORDER BY user_idx, ts, behavior, item_idx""",
         params,
     ).fetchnumpy()
@@ -145,6 +151,58 @@ def load_events(
         n_users=int(n_users),
         n_items=int(n_items),
         n_categories=int(n_categories),
+        before=before,
+    )
+
+
+@dataclass(frozen=True)
+class SearchArrays:
+    """A store's searches, sorted by (user, time): who searched, when, and the words.
+
+    Attributes
+    ----------
+    user_idx : np.ndarray of int32
+    t : np.ndarray of float64
+        Days since the Unix epoch (UTC), as `EventArrays.t`.
+    query : np.ndarray of object (str)
+        The query as stored (blanks collapsed, case kept).
+    before : datetime
+        Only searches strictly before this instant are included.
+    """
+
+    user_idx: np.ndarray
+    t: np.ndarray
+    query: np.ndarray
+    before: datetime
+
+    @property
+    def n_searches(self) -> int:
+        return int(self.t.size)
+
+
+def load_searches(
+    store: EventStore, *, before: datetime, since: datetime | None = None
+) -> SearchArrays:
+    """Load the searches with ``since <= ts < before`` (none from a store that has none)."""
+    to_days(before)
+    params: list[object] = [Behavior.SEARCH.code, before]
+    where = "behavior = ? AND ts < ? AND query IS NOT NULL"
+    if since is not None:
+        to_days(since)
+        where += " AND ts >= ?"
+        params.append(since)
+    if not store.has_feedback_columns:
+        empty = np.zeros(0)
+        return SearchArrays(empty.astype(np.int32), empty, empty.astype(object), before)
+    columns = store.con.execute(
+        f"""SELECT user_idx, epoch(ts) / {SECONDS_PER_DAY} AS t, query
+        FROM events WHERE {where} ORDER BY user_idx, ts, query""",
+        params,
+    ).fetchnumpy()
+    return SearchArrays(
+        user_idx=np.asarray(columns["user_idx"], dtype=np.int32),
+        t=np.asarray(columns["t"], dtype=np.float64),
+        query=np.asarray(columns["query"], dtype=object),
         before=before,
     )
 

@@ -45,6 +45,7 @@ from ebbtide.ingest.reading import (
     resolve_format,
 )
 from ebbtide.ingest.validation import REASONS, ValidationRules, rejects_sql, staging_sql
+from ebbtide.schema import DEFAULT_RATING_RANGE, Behavior
 from ebbtide.sql import bind
 from ebbtide.store import EventStore, IngestSummary, LoadRequest, Progress
 
@@ -90,6 +91,11 @@ class ColumnMapping:
         CSV field separator and quote character (``""``: fields are never quoted).
     keep_repeats : bool
         Keep identical rows of one file as separate events (coarse time stamps).
+    query_col, value_col, placement_col : str, optional
+        A search's words, a rating's value, and where a click or impression happened (a
+        slot or campaign id, so what was shown can be joined to what followed).
+    rating_range : (float, float)
+        Inclusive range of ratings; a `rate` row outside it is quarantined.
     """
 
     user_col: str
@@ -109,6 +115,10 @@ class ColumnMapping:
     delimiter: str = ","
     quote: str = '"'
     keep_repeats: bool = False
+    query_col: str | None = None
+    value_col: str | None = None
+    placement_col: str | None = None
+    rating_range: tuple[float, float] = DEFAULT_RATING_RANGE
 
     def __post_init__(self) -> None:
         if (self.behavior_col is None) == (self.behavior is None):
@@ -135,7 +145,8 @@ class ColumnMapping:
             word = self.behavior.strip().lower()
             if word not in behavior_map:
                 raise ConfigError(
-                    f"--behavior {self.behavior!r} is not a behaviour: use view, cart, fav or buy"
+                    f"--behavior {self.behavior!r} is not a behaviour: use one of"
+                    f" {', '.join(b.value for b in Behavior)}"
                 )
             constants["behavior"] = word
         named = {
@@ -148,6 +159,9 @@ class ColumnMapping:
             "quantity": self.quantity_col,
             "brand": self.brand_col,
             "session_id": self.session_col or self.order_col,
+            "query": self.query_col,
+            "value": self.value_col,
+            "placement": self.placement_col,
         }
         return EventFormat(
             name="generic",
@@ -161,6 +175,7 @@ class ColumnMapping:
             delimiter=self.delimiter,
             quote=self.quote,
             keep_repeats=self.keep_repeats,
+            rating_range=self.rating_range,
         )
 
 

@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import Literal
 
 from ebbtide.errors import ConfigError
-from ebbtide.schema import Behavior
+from ebbtide.schema import DEFAULT_RATING_RANGE, Behavior
 
 Layout = Literal["csv", "whitespace", "jsonl", "parquet"]
 
@@ -32,6 +32,9 @@ CANONICAL_FIELDS: tuple[str, ...] = (
     "brand",
     "session_id",
     "category_name",
+    "query",
+    "value",
+    "placement",
 )
 #: Time formats understood besides a strftime pattern (anything containing '%').
 NAMED_TIME_FORMATS: tuple[str, ...] = ("epoch_s", "epoch_ms", "iso")
@@ -87,6 +90,9 @@ class EventFormat:
         value divided by the quantity.
     typed_header : bool
         Header names carry a type suffix, ``name:type`` (RecBole atomic files).
+    rating_range : (float, float)
+        Inclusive range of a `rate` event's value; outside it the row is quarantined
+        (``value_out_of_range``), so a 50 in a 1–5 star log is caught, not averaged.
     """
 
     name: str
@@ -103,8 +109,12 @@ class EventFormat:
     keep_repeats: bool = False
     price_is_line_total: bool = False
     typed_header: bool = False
+    rating_range: tuple[float, float] = DEFAULT_RATING_RANGE
 
     def __post_init__(self) -> None:
+        low, high = self.rating_range
+        if not low <= high:
+            raise ConfigError(f"rating range {low}..{high}: the low end must not exceed the high")
         unknown = set(self.fields) - set(CANONICAL_FIELDS)
         if unknown:
             raise ConfigError(
@@ -276,10 +286,11 @@ MOVIELENS = EventFormat(
     columns=None,  # RecBole atomic header: name:type, tab separated
     header=True,
     delimiter="\t",
-    fields={"user_id": "user_id", "item_id": "item_id", "ts": "timestamp"},
-    constants={"behavior": "view"},
+    fields={"user_id": "user_id", "item_id": "item_id", "ts": "timestamp", "value": "rating"},
+    constants={"behavior": "rate"},
     time_format="epoch_s",
     typed_header=True,
+    rating_range=(1.0, 5.0),
 )
 
 NAMED_FORMATS: Mapping[FormatName, EventFormat] = MappingProxyType(

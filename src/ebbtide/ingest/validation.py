@@ -15,6 +15,7 @@ from types import MappingProxyType
 from ebbtide.errors import ConfigError
 from ebbtide.ingest.formats import EventFormat
 from ebbtide.ingest.reading import ReaderQuery
+from ebbtide.schema import ITEM_OPTIONAL, Behavior
 
 #: Every reason a row can be quarantined for, with what it means.
 REASONS = MappingProxyType(
@@ -35,6 +36,11 @@ REASONS = MappingProxyType(
         "bad_price": "the price is not a finite number",
         "negative_price": "the price is negative",
         "bad_quantity": "the quantity is not a whole number between 0 and 10^9",
+        "missing_query": "a search without words (the query is empty)",
+        "query_too_long": "the query is longer than the allowed length (in bytes of UTF-8)",
+        "missing_value": "a rating without a value",
+        "bad_value": "the value is not a finite number",
+        "value_out_of_range": "the rating is outside the format's rating range",
     }
 )
 
@@ -64,21 +70,26 @@ class ValidationRules:
     latest : datetime, optional
         Times after this are out of range; default: one day after the ingest starts.
     max_id_length : int
-        User, item or category ids longer than this many bytes (UTF-8) are `id_too_long`:
-        hostile or garbled input.
+        User, item, category or placement ids longer than this many bytes (UTF-8) are
+        `id_too_long`: hostile or garbled input.
+    max_query_length : int
+        Search queries longer than this many bytes are `query_too_long` (a pasted page is
+        not a search, and would bloat every query table downstream).
     """
 
     earliest: datetime = datetime(1990, 1, 1, tzinfo=UTC)
     latest: datetime | None = None
     max_id_length: int = 256
+    max_query_length: int = 1024
 
     def __post_init__(self) -> None:
         for name in ("earliest", "latest"):
             value = getattr(self, name)
             if value is not None and value.tzinfo is None:
                 raise ConfigError(f"ValidationRules.{name}={value!r} must be timezone-aware (UTC)")
-        if self.max_id_length < 1:
-            raise ConfigError(f"ValidationRules.max_id_length={self.max_id_length} must be >= 1")
+        for name in ("max_id_length", "max_query_length"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"ValidationRules.{name}={getattr(self, name)} must be >= 1")
 
     def resolved_latest(self, now: datetime) -> datetime:
         return self.latest if self.latest is not None else now + timedelta(days=1)
@@ -91,7 +102,8 @@ def staging_sql(
 
     Returns the query and its bound parameters. Output columns: typed ``user_id``,
     ``item_id``, ``category_id``, ``category_name``, ``behavior`` (code), ``ts``,
-    ``price``, ``quantity``, ``brand``, ``session_id``; ``reason`` (NULL = valid); and,
+    ``price``, ``quantity``, ``brand``, ``session_id``, ``query`` (blanks collapsed),
+    ``value``, ``placement``; ``reason`` (NULL = valid); and,
     for quarantined rows only, ``detail``, ``raw`` and the raw behaviour, time and price.
     """
     params = dict(reader.params)
@@ -99,7 +111,11 @@ def staging_sql(
         earliest=rules.earliest.timestamp(),
         latest=rules.resolved_latest(now).timestamp(),
         max_id=rules.max_id_length,
+        max_query=rules.max_query_length,
+        rating_low=float(fmt.rating_range[0]),
+        rating_high=float(fmt.rating_range[1]),
     )
+    item_optional = ", ".join(str(b.code) for b in ITEM_OPTIONAL)
     behavior_cases = []
     for i, (word, behavior) in enumerate(sorted(fmt.behavior_map.items())):
         params[f"word_{i}"] = word
@@ -134,15 +150,20 @@ def staging_sql(
             {price_value} AS price_value,
             TRY_CAST(f_quantity AS DOUBLE) AS quantity_value,
             nullif({_trimmed("f_brand")}, '') AS brand,
-            nullif({_trimmed("f_session_id")}, '') AS session_id
+            nullif({_trimmed("f_session_id")}, '') AS session_id,
+            nullif(trim(regexp_replace(f_query, '\\s+', ' ', 'g')), '') AS query,
+            TRY_CAST(f_value AS DOUBLE) AS value_number,
+            nullif({_trimmed("f_placement")}, '') AS placement
         FROM ({reader.sql}) r
     """
     reason = f"""
         CASE
             WHEN layout_error IS NOT NULL THEN layout_error
             WHEN user_id IS NULL THEN 'missing_user_id'
-            WHEN item_id IS NULL THEN 'missing_item_id'
-            WHEN greatest(strlen(user_id), strlen(item_id), strlen(coalesce(category_id, '')))
+            WHEN item_id IS NULL AND coalesce(behavior NOT IN ({item_optional}), true)
+                 THEN 'missing_item_id'
+            WHEN greatest(strlen(user_id), strlen(coalesce(item_id, '')),
+                          strlen(coalesce(category_id, '')), strlen(coalesce(placement, '')))
                  > $max_id THEN 'id_too_long'
             WHEN {excluded_test} THEN 'excluded_behavior'
             WHEN behavior IS NULL THEN 'unknown_behavior'
@@ -155,6 +176,14 @@ def staging_sql(
                  AND (quantity_value IS NULL OR NOT isfinite(quantity_value)
                       OR quantity_value <> floor(quantity_value)
                       OR quantity_value < 0 OR quantity_value > 1e9) THEN 'bad_quantity'
+            WHEN behavior = {Behavior.SEARCH.code} AND query IS NULL THEN 'missing_query'
+            WHEN strlen(coalesce(query, '')) > $max_query THEN 'query_too_long'
+            WHEN nullif(trim(f_value), '') IS NOT NULL
+                 AND (value_number IS NULL OR NOT isfinite(value_number)) THEN 'bad_value'
+            WHEN behavior = {Behavior.RATE.code} AND value_number IS NULL THEN 'missing_value'
+            WHEN behavior = {Behavior.RATE.code}
+                 AND NOT value_number BETWEEN $rating_low AND $rating_high
+                 THEN 'value_out_of_range'
         END
     """
     unit_price = (
@@ -172,7 +201,10 @@ def staging_sql(
             CASE WHEN reason IS NULL THEN {ts_expr} END AS ts,
             CASE WHEN reason IS NULL THEN {unit_price} END AS price,
             CASE WHEN reason IS NULL THEN quantity_value::INTEGER END AS quantity,
-            brand, session_id, reason,
+            brand, session_id,
+            CASE WHEN reason IS NULL THEN query END AS query,
+            CASE WHEN reason IS NULL THEN value_number END AS value,
+            placement, reason,
             {quarantined.format(_detail_sql())} AS detail,
             {quarantined.format(reader.raw_sql)} AS raw,
             {quarantined.format("f_behavior")} AS raw_behavior,
@@ -201,8 +233,12 @@ def _detail_sql() -> str:
         WHEN 'bad_price' THEN 'price ' || f_price
         WHEN 'negative_price' THEN 'price ' || f_price
         WHEN 'bad_quantity' THEN 'quantity ' || f_quantity
-        WHEN 'id_too_long' THEN 'id of ' || greatest(strlen(user_id), strlen(item_id),
-            strlen(coalesce(category_id, ''))) || ' bytes'
+        WHEN 'id_too_long' THEN 'id of ' || greatest(strlen(user_id), strlen(coalesce(item_id, '')),
+            strlen(coalesce(category_id, '')), strlen(coalesce(placement, ''))) || ' bytes'
+        WHEN 'query_too_long' THEN 'query of ' || strlen(query) || ' bytes'
+        WHEN 'bad_value' THEN 'value ' || f_value
+        WHEN 'value_out_of_range' THEN 'value ' || f_value || ' outside '
+            || $rating_low || '..' || $rating_high
         END"""
 
 

@@ -73,7 +73,7 @@ from ebbtide.models.decay_em import (
     pair_order,
     reduce_parts,
 )
-from ebbtide.schema import Behavior
+from ebbtide.schema import ITEM_BEHAVIORS, Behavior
 
 _GRID = np.concatenate([[0.0], np.geomspace(1e-4, 365.0, 400)])  # days, for return time
 _FRACTIONS = np.concatenate([[0.0], np.geomspace(1e-6, 1.0, 63)])  # of a span, for dropout
@@ -191,7 +191,7 @@ class DecayConfig:
         if v is not None and not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
             raise ConfigError(f"DecayConfig.validation_days={v!r} must be > 0 (or None)")
         weights = tuple(float(w) for w in self.behavior_weights)
-        if len(weights) != len(Behavior) or min(weights) < 0 or max(weights) <= 0:
+        if len(weights) != len(ITEM_BEHAVIORS) or min(weights) < 0 or max(weights) <= 0:
             raise ConfigError(
                 f"DecayConfig.behavior_weights={self.behavior_weights}: four weights >= 0,"
                 " not all 0 (view, cart, fav, buy)"

@@ -108,7 +108,7 @@ from ebbtide.models.next_item import (
     fit_next_item,
     score_next_items,
 )
-from ebbtide.schema import Behavior
+from ebbtide.schema import ITEM_BEHAVIORS, Behavior
 
 DELTA_MIN = 1e-3  # per day
 _EXP_MAX = 20.0  # cap of the log-scales of the excitation, so exp() stays finite
@@ -117,7 +117,7 @@ _GRID = np.concatenate([[0.0], np.geomspace(1e-4, 365.0, 400)])  # days, for ret
 _BUY = Behavior.BUY.code
 _LOG_FLOOR = 1e-12
 PRECISIONS = ("auto", "32", "bf16", "fp16")
-_N_BEH = len(Behavior)
+_N_BEH = len(ITEM_BEHAVIORS)
 _POINT_PROCESS_SHARE = 0.6  # of the progress bar; the next-item head takes the rest
 _PRIVATE_RATE = 10.0  # events per user-day: a private fit's starting rate (Taobao: 11)
 _PRIVATE_BUY_SHARE = 0.02  # and its starting buy share (Taobao: 2%)

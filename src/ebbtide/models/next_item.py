@@ -43,11 +43,11 @@ from ebbtide.models.base import Progress
 
 if TYPE_CHECKING:
     from ebbtide.models.dp_sgd import UserLevelDPSGD
-from ebbtide.schema import Behavior
+from ebbtide.schema import ITEM_BEHAVIORS
 
 __all__ = ["NextItemNet", "NextItemSettings", "fit_next_item", "score_next_items"]
 
-_N_BEH = len(Behavior)
+_N_BEH = len(ITEM_BEHAVIORS)
 _MASKED = -1e4  # a log-weight that is zero after exp, without the NaN gradients of -inf
 _VALID_K = 10
 

@@ -13,7 +13,7 @@ import numpy as np
 from ebbtide.errors import ConfigError
 from ebbtide.features.sequences import EventArrays
 from ebbtide.models.base import Model, Progress
-from ebbtide.schema import Behavior
+from ebbtide.schema import ITEM_BEHAVIORS, Behavior
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -32,7 +32,7 @@ class PopularConfig:
     def __post_init__(self) -> None:
         if not self.half_life_days > 0:
             raise ConfigError(f"PopularConfig.half_life_days={self.half_life_days} must be > 0")
-        if len(self.behavior_weights) != len(Behavior) or min(self.behavior_weights) < 0:
+        if len(self.behavior_weights) != len(ITEM_BEHAVIORS) or min(self.behavior_weights) < 0:
             raise ConfigError(
                 f"PopularConfig.behavior_weights={self.behavior_weights}: four weights >= 0"
                 " (view, cart, fav, buy)"

@@ -49,7 +49,7 @@ import orjson
 
 from ebbtide.errors import InputFormatError
 from ebbtide.ingest.validation import REASONS, ValidationRules
-from ebbtide.schema import Behavior
+from ebbtide.schema import ITEM_BEHAVIORS
 
 __all__ = [
     "RAW_LIMIT",
@@ -339,7 +339,8 @@ def _trimmed(text: str) -> str:
     return text
 
 
-_BEHAVIOR_CODES = {b.value: b.code for b in Behavior}
+#: The service takes item behaviours only (its live state has no query map or funnel yet).
+_BEHAVIOR_CODES = {b.value: b.code for b in ITEM_BEHAVIORS}
 
 
 def _behavior_code(word: str) -> int | None:

@@ -21,14 +21,15 @@ import orjson
 from ebbtide.ingest import ColumnMapping, ingest_file
 from ebbtide.models.decay import DecayModel
 from ebbtide.serve.records import LiveEvent
-from ebbtide.store import EventStore
+from ebbtide.store import ITEM_ENGAGEMENT, MODEL_BEHAVIOR, EventStore
 
 log = logging.getLogger("ebbtide.serve")
 
-_EVENTS_SQL = """
-    SELECT u.user_id, i.item_id, c.category_id, c.category_name, e.behavior,
+_EVENTS_SQL = f"""
+    SELECT u.user_id, i.item_id, c.category_id, c.category_name, {MODEL_BEHAVIOR},
         epoch(e.ts), e.price, e.quantity, e.brand, e.session_id
-    FROM events e JOIN users u USING (user_idx) JOIN items i USING (item_idx)
+    FROM (SELECT * FROM events WHERE {ITEM_ENGAGEMENT}) e
+    JOIN users u USING (user_idx) JOIN items i USING (item_idx)
     LEFT JOIN categories c USING (category_idx)
     WHERE e.ts >= $start AND e.ts < $stop AND ($user IS NULL OR u.user_id = $user)
     ORDER BY e.ts, e.user_idx, e.item_idx"""

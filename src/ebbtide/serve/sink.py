@@ -52,6 +52,9 @@ _SCHEMA = pa.schema(
         ("quantity", pa.int32()),
         ("brand", pa.string()),
         ("session_id", pa.string()),
+        ("query", pa.string()),
+        ("value", pa.float64()),
+        ("placement", pa.string()),
         ("reason", pa.string()),
         ("detail", pa.string()),
         ("raw", pa.string()),
@@ -224,6 +227,9 @@ def _to_table(lines: list[bytes]) -> pa.Table:
                 e.quantity,
                 e.brand,
                 e.session_id,
+                None,  # the live service takes item behaviours only: no query,
+                None,  # value or placement yet
+                None,
                 None,
                 None,
                 None,
@@ -233,7 +239,7 @@ def _to_table(lines: list[bytes]) -> pa.Table:
             )
         elif kind == b"Q":
             q = orjson.loads(body)
-            values = (None,) * 10 + (q["reason"], q["detail"], q["raw"], None, None, None)
+            values = (None,) * 13 + (q["reason"], q["detail"], q["raw"], None, None, None)
         else:
             raise EbbtideError(f"the event log holds a line it cannot read: {line[:80]!r}")
         for name, value in zip(_SCHEMA.names, values, strict=True):

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from ebbtide.errors import InputFormatError
 from ebbtide.ingest.validation import REASONS, ValidationRules
-from ebbtide.schema import BEHAVIORS, OPTIONAL_COLUMNS, REQUIRED_COLUMNS
+from ebbtide.schema import ITEM_BEHAVIORS, OPTIONAL_COLUMNS, REQUIRED_COLUMNS
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -283,7 +283,9 @@ def _checked(raw: DataFrame, rules: ValidationRules, now: datetime) -> DataFrame
     a detail showing the value and the raw row."""
     from pyspark.sql import functions as F
 
-    words = {b.value: b.code for b in BEHAVIORS} | {str(b.code): b.code for b in BEHAVIORS}
+    # The lake path models item behaviours only; a search or impression row is unknown here.
+    words = {b.value: b.code for b in ITEM_BEHAVIORS}
+    words |= {str(code): code for code in words.values()}
     behavior_word = F.lower(_text(raw, "behavior"))
     code = F.lit(None).cast("tinyint")
     for word, value in words.items():
