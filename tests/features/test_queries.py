@@ -58,7 +58,7 @@ def test_shared_word_splits_and_the_other_words_decide() -> None:
 def test_exact_query_seen_often_follows_its_counts_else_its_words() -> None:
     often = QueryCategoryMap().fit(**_shoes_and_apples(10))
     assert often.top1(["apple", "Apple!", "fresh apple"]).tolist() == [PHONES, PHONES, FOOD]
-    once = QueryCategoryMap().fit(**_shoes_and_apples(1))
+    once = QueryCategoryMap(min_users=1).fit(**_shoes_and_apples(1))
     cats, probs = once.predict(["apple"], k=2)
     assert cats[0].tolist() == [FOOD, PHONES]  # one search is not enough against 20
     assert probs[0, 1] > 0.25  # but it counts: (1 + β P_words) / (1 + β)
@@ -79,7 +79,7 @@ def test_first_engagements_count_more_and_other_users_none() -> None:
     log["event_user"] = np.r_[log["event_user"], 7]
     log["event_t"] = np.r_[log["event_t"], MINUTE]
     log["event_category"] = np.r_[log["event_category"], DRESS]
-    qmap = QueryCategoryMap(query_prior=1e-6).fit(**log)
+    qmap = QueryCategoryMap(query_prior=1e-6, min_users=1).fit(**log)
     cats, probs = qmap.predict(["lamp"], k=3)
     # weights 1, 1/2, 1/3 normalised: the first view outweighs the next two together
     assert cats[0].tolist() == [FOOD, PHONES, -1]
@@ -88,7 +88,7 @@ def test_first_engagements_count_more_and_other_users_none() -> None:
 
 def test_window_next_search_and_the_past_bound_the_credit() -> None:
     hour = 1 / 24
-    qmap = QueryCategoryMap(window_days=2 * hour, query_prior=1e-6).fit(
+    qmap = QueryCategoryMap(window_days=2 * hour, query_prior=1e-6, min_users=1).fit(
         search_user=np.array([0, 0, 1, 2]),
         search_t=np.array([0.0, 10 * MINUTE, 0.0, 5.0]),
         queries=np.array(["tea", "shoes", "coffee", "phone"], dtype=object),
@@ -101,9 +101,22 @@ def test_window_next_search_and_the_past_bound_the_credit() -> None:
     assert qmap.n_searches_ == 4 and qmap.n_attributed_ == 2
 
 
+def test_one_users_words_are_not_kept() -> None:
+    """A query or word only one user searched stays out of the map (and of a saved model)."""
+    log = _log([("running shoes", [RUNNING])] * 3 + [("jane doe shoes", [DRESS])] * 2)
+    log["search_user"][-1] = log["event_user"][-1] = 3  # the same user, a day later
+    log["search_t"][-1], log["event_t"][-1] = 1.0, 1.0 + MINUTE
+    qmap = QueryCategoryMap().fit(**log)
+    assert qmap.queries_.tolist() == ["running shoes"]
+    assert qmap.words_.tolist() == ["running", "shoes"]  # "jane", "doe": one user's
+    assert qmap.top1(["jane doe"]).tolist() == [RUNNING]  # unknown words: the prior
+    kept = QueryCategoryMap(min_users=1).fit(**log)
+    assert "jane" in kept.words_ and kept.top1(["jane doe"]).tolist() == [DRESS]
+
+
 def test_uncategorised_engagements_are_left_out() -> None:
     log = _log([("socks", [-1, RUNNING])])
-    qmap = QueryCategoryMap(query_prior=1e-6).fit(**log)
+    qmap = QueryCategoryMap(query_prior=1e-6, min_users=1).fit(**log)
     cats, probs = qmap.predict(["socks"], k=1)
     assert cats[0, 0] == RUNNING and probs[0, 0] == pytest.approx(1.0, rel=1e-5)
 

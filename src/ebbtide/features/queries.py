@@ -150,6 +150,11 @@ class QueryCategoryMap:
     query_prior : float
         β_q > 0: pseudo-searches pulling a query's own counts toward its words' estimate;
         a query searched (with engagements after it) well over β_q times follows its counts.
+    min_users : int
+        A query or word is kept only when at least this many users searched it (and
+        engaged after): one person's own words (a name, an address) stay out of a saved
+        model, and one person's habit says little about what words mean. Queries below
+        it are read through their words, words below it are unknown.
 
     Attributes
     ----------
@@ -163,7 +168,7 @@ class QueryCategoryMap:
     Examples
     --------
     >>> import numpy as np
-    >>> m = QueryCategoryMap().fit(
+    >>> m = QueryCategoryMap(min_users=1).fit(
     ...     search_user=np.array([0, 1]), search_t=np.array([0.0, 0.0]),
     ...     queries=np.array(["Red shoes", "tea"]), event_user=np.array([0, 1]),
     ...     event_t=np.array([0.01, 0.01]), event_category=np.array([2, 5]))
@@ -172,16 +177,22 @@ class QueryCategoryMap:
     """
 
     def __init__(
-        self, *, window_days: float = 2 / 24, word_prior: float = 1.0, query_prior: float = 3.0
+        self,
+        *,
+        window_days: float = 2 / 24,
+        word_prior: float = 1.0,
+        query_prior: float = 3.0,
+        min_users: int = 2,
     ) -> None:
         self.window_days = window_days
         self.word_prior = word_prior
         self.query_prior = query_prior
+        self.min_users = min_users
 
     def __repr__(self) -> str:
         params = (
             f"window_days={self.window_days:g}, word_prior={self.word_prior:g},"
-            f" query_prior={self.query_prior:g}"
+            f" query_prior={self.query_prior:g}, min_users={self.min_users}"
         )
         if hasattr(self, "prior_"):
             params += f"; {self.queries_.size} queries, {self.words_.size} words"
@@ -192,6 +203,8 @@ class QueryCategoryMap:
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
                 raise ConfigError(f"QueryCategoryMap {name}={value!r} must be a number > 0")
+        if not isinstance(self.min_users, int) or self.min_users < 1:
+            raise ConfigError(f"QueryCategoryMap min_users={self.min_users!r}: an integer >= 1")
 
     # -- fitting -----------------------------------------------------------------------
     def fit(
@@ -257,8 +270,13 @@ class QueryCategoryMap:
         word_counts = (incidence @ query_counts).tocsr()
         word_mass = incidence @ query_mass
         self.prior_ = self._prior(np.asarray(query_counts.sum(axis=0)).ravel(), event_category)
-        seen = query_mass > 0
-        known = word_mass > 0
+        searched = np.unique(search)
+        by_user = sp.csr_matrix(
+            (np.ones(searched.size), (code[searched], search_user[searched])),
+            shape=(distinct.size, int(search_user.max(initial=-1)) + 1),
+        )
+        seen = (query_mass > 0) & (by_user.getnnz(axis=1) >= self.min_users)
+        known = (word_mass > 0) & ((incidence @ by_user).getnnz(axis=1) >= self.min_users)
         self._set_tables(
             np.asarray(vocabulary, dtype=object)[known],
             word_mass[known],
@@ -384,7 +402,7 @@ class QueryCategoryMap:
         writes them, `from_arrays` reads them back."""
         if not hasattr(self, "prior_"):
             raise NotFittedError("QueryCategoryMap is not fitted: nothing to save")
-        params = np.array([self.window_days, self.word_prior, self.query_prior])
+        params = np.array([self.window_days, self.word_prior, self.query_prior, self.min_users])
         counts = np.array([self.n_searches_, self.n_attributed_], dtype=np.int64)
         return {
             "params": params,
@@ -408,8 +426,13 @@ class QueryCategoryMap:
         missing = [name for name in ("params", "fitted_counts", *_ARRAYS) if name not in arrays]
         if missing:
             raise EbbtideError(f"not a saved QueryCategoryMap: {', '.join(missing)} missing")
-        window, word_prior, query_prior = (float(v) for v in arrays["params"])
-        qmap = cls(window_days=window, word_prior=word_prior, query_prior=query_prior)
+        window, word_prior, query_prior, min_users = (float(v) for v in arrays["params"])
+        qmap = cls(
+            window_days=window,
+            word_prior=word_prior,
+            query_prior=query_prior,
+            min_users=int(min_users),
+        )
         qmap.prior_ = np.asarray(arrays["prior_"], dtype=np.float64)
         n_cat = qmap.prior_.size
 
