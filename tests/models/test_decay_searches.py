@@ -173,6 +173,12 @@ def test_a_search_after_the_instant_changes_nothing(
         plain = getattr(model, ask)(snapshot(stores["plain"], at=AT), ["probe"], **options)
         later = getattr(model, ask)(snapshot(stores["later"], at=AT), ["probe"], **options)
         pd.testing.assert_frame_equal(plain, later)
+    cut_back = snapshot(stores["later"], at=AT + timedelta(hours=2)).until(AT)
+    assert cut_back.searches.t.max() < AT.timestamp() / 86_400
+    pd.testing.assert_frame_equal(
+        model.interest(cut_back, ["probe"], horizon=DAY),
+        model.interest(snapshot(stores["plain"], at=AT), ["probe"], horizon=DAY),
+    )
     refit = DecayModel(DecayConfig(dropout="off")).fit(stores["later"], cutoff=CUT)
     assert np.array_equal(refit.delta_, model.delta_)  # nor does one after the cut-off
 
@@ -191,6 +197,9 @@ def test_explain_queries_names_the_search(model: DecayModel, stores: dict[str, E
     added = interest.excitation["shoes"] - plain.set_index("category_id").excitation["shoes"]
     assert row.contribution == pytest.approx(added, rel=1e-6)
     assert table.set_index("category_id").loc["books"].query == "poetry books"
+    alone = now.for_users(["probe"])  # the probe's own searches travel with it
+    assert set(alone.ids.user_ids[alone.searches.user_idx]) == {"probe"}
+    pd.testing.assert_frame_equal(model.explain_queries(alone, ["probe"], k=2), table)
     assert model.explain_queries(snapshot(stores["plain"], at=AT), ["probe"]).empty
     everyone = model.explain_queries(now, k=1)
     assert everyone.groupby(["user_id", "category_id"]).size().max() == 1
