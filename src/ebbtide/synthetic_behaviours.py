@@ -81,6 +81,7 @@ import pyarrow.parquet as pq
 from scipy.special import ndtr
 
 from ebbtide.errors import ConfigError
+from ebbtide.ingest import ColumnMapping
 from ebbtide.schema import BEHAVIORS, ITEM_BEHAVIORS, Behavior
 from ebbtide.synthetic import (
     TAOBAO_BEHAVIOR_WORDS,
@@ -94,6 +95,7 @@ from ebbtide.synthetic import (
 __all__ = [
     "ARMS",
     "GENERIC_COLUMNS",
+    "GENERIC_MAPPING",
     "BehaviourConfig",
     "BehaviourLog",
     "generate_behaviours",
@@ -113,6 +115,19 @@ GENERIC_COLUMNS = (
     "query",
     "value",
     "placement",
+)
+#: How `ebbtide ingest --format generic` reads the file `write_generic_csv` writes.
+GENERIC_MAPPING = ColumnMapping(
+    user_col="user_id",
+    item_col="item_id",
+    category_col="category_id",
+    behavior_col="behavior",
+    time_col="timestamp",
+    time_format="epoch_s",
+    query_col="query",
+    value_col="value",
+    placement_col="placement",
+    rating_range=(1.0, 5.0),
 )
 #: Canonical behaviour words by code.
 _WORDS = tuple(b.value for b in BEHAVIORS)

@@ -8,6 +8,7 @@ every row stays accounted for.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,25 +16,15 @@ import duckdb
 import pytest
 
 from ebbtide.features.sequences import load_events, load_searches
-from ebbtide.ingest import ColumnMapping, ingest_file
+from ebbtide.ingest import ingest_file
 from ebbtide.schema import Behavior
 from ebbtide.store import EventStore
+from ebbtide.synthetic_behaviours import GENERIC_MAPPING
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 TS = 1_700_000_000
 HEADER = "user_id,item_id,category_id,behavior,timestamp,query,value,placement"
-MAPPING = ColumnMapping(
-    user_col="user_id",
-    item_col="item_id",
-    category_col="category_id",
-    behavior_col="behavior",
-    time_col="timestamp",
-    time_format="epoch_s",
-    query_col="query",
-    value_col="value",
-    placement_col="placement",
-    rating_range=(1.0, 5.0),
-)
+MAPPING = GENERIC_MAPPING  # the columns `ebbtide synth --behaviours all` writes
 GOOD = [
     f"u1,i1,c1,view,{TS},,,",
     f"u1,,,search,{TS + 10},  Red   Running shoes ,,",
@@ -154,17 +145,7 @@ def test_movielens_ratings_out_of_its_range_are_quarantined(
 
 def test_the_readme_example_file_loads_as_the_readme_says(store: EventStore) -> None:
     example = Path(__file__).parents[2] / "docs" / "examples" / "feedback.csv"
-    mapping = ColumnMapping(
-        user_col="user_id",
-        item_col="item_id",
-        category_col="category_id",
-        behavior_col="behavior",
-        time_col="timestamp",
-        query_col="query",
-        value_col="value",
-        placement_col="placement",
-        rating_range=(1.0, 5.0),
-    )
+    mapping = replace(GENERIC_MAPPING, time_format="iso")
     later = datetime(2027, 1, 1, tzinfo=UTC)
     summary = ingest_file(store, example, "generic", mapping=mapping, now=later)
     assert (summary.rows_read, summary.loaded, summary.quarantined) == (17, 15, 2)

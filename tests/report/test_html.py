@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ebbtide.activate.engagement_rates import engagement_rates
 from ebbtide.evaluate.comparison import Comparison
 from ebbtide.report.data import ReportData, UserDrilldown
 from ebbtide.report.html import render_report, write_html
@@ -312,6 +313,30 @@ def test_campaign_section_with_a_campaign(campaign_page: str) -> None:
     assert "+0.0447 [+0.0197, +0.0697]" in campaign
     assert "1,399" in campaign and "no mismatch" in campaign
     assert page.index('id="campaign"') < page.index('<section id="notes"')
+
+
+def _engagement() -> dict:
+    """CTR and rating tables as the pipeline hands them over: 12 users shown an item on
+    "home", 3 of them clicking and 1 buying, one user on a hostile placement, 2 ratings."""
+    t0 = pd.Timestamp("2017-12-01", tz="UTC")
+    rows = [(f"u{i}", "impression", 0, "home", np.nan) for i in range(12)]
+    rows += [(f"u{i}", "click", 1, "home", np.nan) for i in range(3)]
+    rows += [("u0", "buy", 30, None, np.nan), ("x", "impression", 0, HOSTILE[0], np.nan)]
+    rows += [("u1", "rate", 40, None, 4.0), ("u2", "rate", 40, None, 2.0)]
+    events = pd.DataFrame(rows, columns=["user_id", "behavior", "minutes", "placement", "value"])
+    events = events.assign(item_id="i1", ts=t0 + pd.to_timedelta(events["minutes"], unit="min"))
+    return engagement_rates(events).to_dict()
+
+
+def test_the_engagement_section_shows_rates_with_intervals(data: ReportData, page: str) -> None:
+    assert 'id="engagement"' not in page
+    shown = render_report(dataclasses.replace(data, engagement=_engagement()))
+    section = _section(shown, "engagement")
+    assert '<td class="text">home</td>' in section
+    assert "25.00% [" in section and "CTR [95%]" in section
+    assert "3.00 [" in section and "clustered by user" in section
+    assert HOSTILE[0] not in section and HOSTILE[0].replace("<", "&lt;")[:10] in section
+    assert shown.index('id="engagement"') < shown.index('<section id="notes"')
 
 
 def test_numbers_reach_the_page(data: ReportData, page: str) -> None:

@@ -20,6 +20,14 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from ebbtide.cli.engagement import (
+    HEADING,
+    AttributionWindowOption,
+    ClickWindowOption,
+    print_rates,
+    rates_config,
+    store_rates,
+)
 from ebbtide.cli.options import (
     ArmColOption,
     ControlOption,
@@ -115,8 +123,12 @@ def campaign_analyze(
     arm_col: ArmColOption,
     control: ControlOption,
     outcomes: Annotated[
-        str, typer.Option(help="Outcome columns, comma-separated, e.g. visit,conversion,spend.")
-    ],
+        str | None,
+        typer.Option(
+            help="Outcome columns, comma-separated, e.g. visit,conversion,spend; may be left"
+            " out with --db --at, which measure clicks, conversion and ratings in the store."
+        ),
+    ] = None,
     treatments: Annotated[
         str | None, typer.Option(help="Arms to compare, comma-separated; default all.")
     ] = None,
@@ -154,19 +166,40 @@ def campaign_analyze(
     family: FeatureFamilyOption = None,
     at: FeatureAtOption = None,
     horizon: HorizonOption = "7d",
+    click_window: ClickWindowOption = "1h",
+    attribution_window: AttributionWindowOption = "1d",
     json_out: JsonOption = None,
     markdown_out: Annotated[
         Path | None, typer.Option("--markdown", help="Also write the tables as Markdown.")
     ] = None,
     _debug: DebugOption = False,
 ) -> None:
-    """Each arm against control (rates, revenue, CIs, p-values, SRM), uplift curves, plan value."""
+    """Each arm against control (rates, revenue, CIs, p-values, SRM), uplift curves, plan value.
+
+    With --db and --at, also the click-through rate, conversion and mean rating of each arm
+    from the store's impressions, clicks and ratings after --at.
+    """
     from ebbtide.activate.campaign_analysis import analyze_campaign
     from ebbtide.activate.campaign_log import prepare_campaign, read_campaign_log
 
     learner = one_name(
         learners, "--learners", "analyze learns one uplift score (`campaign uplift` compares)"
     )
+    config = rates_config(click_window, attribution_window)
+    if outcomes is None:
+        if db is None or at is None:
+            raise ConfigError(
+                "--outcomes: name the log's outcome columns, or give --db and --at to measure"
+                " clicks, conversion and ratings from the store"
+            )
+        with _campaign_notes():
+            frame = read_campaign_log(log, user_col=user_col)
+            rates = _arm_rates(frame, db, at, arm_col, control, user_col, config, required=True)
+        print_rates(rates, f"per arm after {at}")
+        write_json(json_out, {"engagement": rates.to_dict()})
+        if markdown_out is not None:
+            write_text(markdown_out, f"{HEADING}\n\n{rates.to_markdown()}")
+        return
     with _campaign_notes():
         frame = read_campaign_log(log, user_col=user_col)
         known = None
@@ -186,9 +219,56 @@ def campaign_analyze(
             policy_col=policy_col, learner=learner, n_bootstrap=bootstrap, seed=seed,
         )  # fmt: skip
         _print_analysis(result)
-        write_json(json_out, result.to_dict())
+        rates = None
+        if db is not None and at is not None:
+            arms = data.frame[[user_col]].assign(ebbtide_arm=data.arm)
+            rates = _arm_rates(arms, db, at, "ebbtide_arm", data.control, user_col, config)
+        if rates is not None:
+            print_rates(rates, f"per arm after {at}")
+        payload = result.to_dict()
+        if rates is not None:
+            payload["engagement"] = rates.to_dict()
+        write_json(json_out, payload)
         if markdown_out is not None:
-            write_text(markdown_out, result.to_markdown())
+            extra = f"\n{HEADING}\n\n{rates.to_markdown()}" if rates is not None else ""
+            write_text(markdown_out, result.to_markdown() + extra)
+
+
+def _arm_rates(
+    frame: Any,
+    db: Path,
+    at: str,
+    arm_col: str,
+    control: str,
+    user_col: str,
+    config: Any,
+    *,
+    required: bool = False,
+) -> Any:
+    """Each arm's CTR, conversion and mean rating from the store's events after `at`; None
+    (with a note) when there are none, unless `required`."""
+    import pandas as pd
+
+    from ebbtide.activate.campaign_log import require_user_column
+
+    require_user_column(frame, user_col)
+    if arm_col not in frame.columns:
+        raise ConfigError(f"campaign log lacks column {arm_col!r}; available: {list(frame)}")
+    labels = frame[arm_col].astype("string").str.strip()
+    keep = labels.notna() & (labels != "")
+    arms = pd.Series(
+        labels[keep].to_numpy(dtype=object), index=frame.loc[keep, user_col].astype(str)
+    )
+    require_store(db)
+    since = parse_instant(at, "--at")
+    with EventStore(db, read_only=True) as store:
+        rates = store_rates(store, since=since, config=config, arms=arms, control=str(control))
+    if rates is None:
+        message = f"the store has no impressions, clicks or ratings after {at}"
+        if required:
+            raise ConfigError(f"{message}: nothing to measure without --outcomes")
+        err().print(f"note: {message}: no click-through table", highlight=False, markup=False)
+    return rates
 
 
 def _print_analysis(result) -> None:

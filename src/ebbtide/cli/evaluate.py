@@ -14,6 +14,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from ebbtide.cli.engagement import (
+    HEADING,
+    AttributionWindowOption,
+    ClickWindowOption,
+    print_rates,
+    rates_config,
+    store_rates,
+)
 from ebbtide.cli.options import (
     DbOption,
     DebugOption,
@@ -82,14 +90,18 @@ def evaluate(
         float | None,
         typer.Option(help="Training budget of the neural model, in seconds (default: its own)."),
     ] = None,
+    click_window: ClickWindowOption = "1h",
+    attribution_window: AttributionWindowOption = "1d",
     quiet: QuietOption = False,
     _debug: DebugOption = False,
 ) -> None:
     """Fit each model on one split and score all of them on the same held-out events.
 
     holdout: fit before --cutoff, score return, purchase, time to return, category
-    re-engagement and next items in the --horizon after it. loo: each user's last event is
-    the test target and the one before it validation (RecBole's protocol), full ranking.
+    re-engagement and next items in the --horizon after it; when the store has impressions,
+    clicks or ratings in that window, also the click-through rate, conversion and mean
+    rating per placement. loo: each user's last event is the test target and the one before
+    it validation (RecBole's protocol), full ranking.
     """
     from ebbtide.evaluate.leave_one_out import leave_one_out
     from ebbtide.evaluate.temporal import temporal_holdout
@@ -105,6 +117,8 @@ def evaluate(
         families = [build_model(f, **budget) if f == "neural" else f for f in families]
     window = parse_duration(horizon, "--horizon")
     when = parse_instant(cutoff, "--cutoff") if cutoff else None
+    config = rates_config(click_window, attribution_window)
+    rates = None
     with (
         EventStore(db, read_only=True) as store,
         stages(quiet, "evaluating") as stage,
@@ -114,17 +128,25 @@ def evaluate(
         if protocol == "loo":
             result = leave_one_out(store, families, k=k or 10, on_stage=stage)
         else:
+            when = when or _default_cutoff(store, window)
             result = temporal_holdout(
-                store, families, cutoff=when or _default_cutoff(store, window), horizon=window,
-                k=k or 20, dormant_days=dormant_days, on_stage=stage,
+                store, families, cutoff=when, horizon=window, k=k or 20,
+                dormant_days=dormant_days, on_stage=stage,
             )  # fmt: skip
+            stage("clicks, conversion and ratings in the window")
+            rates = store_rates(store, since=when, until=when + window, config=config)
+    payload, markdown = result.to_dict(), result.to_markdown()
     if protocol == "loo":
         _print_leave_one_out(result)
     else:
         _print_evaluation(result)
-    write_json(json_out, result.to_dict())
+    if rates is not None:
+        print_rates(rates, "in the test window")
+        payload["engagement"] = rates.to_dict()
+        markdown += f"\n{HEADING}\n\n{rates.to_markdown()}"
+    write_json(json_out, payload)
     if markdown_out is not None:
-        write_text(markdown_out, result.to_markdown())
+        write_text(markdown_out, markdown)
 
 
 def _default_cutoff(store: EventStore, window: timedelta) -> datetime:

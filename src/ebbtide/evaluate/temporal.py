@@ -8,7 +8,8 @@ strictly before ``cutoff`` and scored at ``cutoff``; the targets are read from
 Per model, whatever it answers (a family that does not answer a query gets "–", not an
 invented number):
 
-- **return**: p_return vs "any event in the window", over users with history (ROC-AUC,
+- **return**: p_return vs "anything the user did in the window" (an impression is not
+  something they did), over users with history, an item event before the cut (ROC-AUC,
   PR-AUC, log-loss, Brier, expected calibration error);
 - **time to return**: expected_return_days vs the days to the first event in the window,
   censored at the window's end (Harrell's C);
@@ -39,7 +40,7 @@ from ebbtide.features.history import History, snapshot
 from ebbtide.models.base import Model
 from ebbtide.models.scoring import build_model
 from ebbtide.schema import Behavior
-from ebbtide.store import USER_ACTIVITY, EventStore
+from ebbtide.store import ITEM_ENGAGEMENT, USER_ACTIVITY, EventStore
 
 __all__ = [
     "METRICS",
@@ -143,7 +144,10 @@ def holdout_targets(
         raise ConfigError(f"no events before {cutoff.isoformat()}: choose a later cut-off")
     users = con.execute(
         f"""WITH activity AS (SELECT * FROM events WHERE {USER_ACTIVITY}),
-        history AS (SELECT user_idx, max(ts) AS last FROM activity WHERE ts < ? GROUP BY ALL),
+        history AS (
+            SELECT user_idx, max(ts) AS last FROM events WHERE ts < ? AND {ITEM_ENGAGEMENT}
+            GROUP BY ALL
+        ),
         in_window AS (
             SELECT user_idx, min(ts) AS first, bool_or(behavior = ?) AS bought
             FROM activity WHERE ts >= ? AND ts < ? GROUP BY user_idx
@@ -178,7 +182,7 @@ def holdout_targets(
         f"""SELECT DISTINCT u.user_id, i.item_id FROM events e
         JOIN users u USING (user_idx) JOIN items i USING (item_idx)
         WHERE e.ts >= ? AND e.ts < ? AND e.{USER_ACTIVITY}
-          AND e.user_idx IN (SELECT user_idx FROM events WHERE ts < ? AND {USER_ACTIVITY})
+          AND e.user_idx IN (SELECT user_idx FROM events WHERE ts < ? AND {ITEM_ENGAGEMENT})
         ORDER BY ALL""",
         [cutoff, end, cutoff],
     ).df()

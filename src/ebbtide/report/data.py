@@ -99,6 +99,10 @@ class ReportData:
     drilldowns : list of UserDrilldown
     campaign : dict, optional
         `CampaignAnalysis.to_dict()` when a campaign analysis was given.
+    engagement : dict, optional
+        `EngagementRates.to_dict()` (groups under k users left out) when the store has
+        impressions, clicks or ratings and the report is not private: overall and per
+        placement over the whole log, per segment (at the cut-off) over the events after it.
     timezone : str
         Time zone of the days of ``events_by_day``.
     plan_table : DataFrame, optional
@@ -136,6 +140,7 @@ class ReportData:
     plan_contacts: pd.DataFrame
     drilldowns: list[UserDrilldown]
     campaign: dict[str, Any] | None = None
+    engagement: dict[str, Any] | None = None
     plan_table: pd.DataFrame | None = None
     timezone: str = "UTC"
     notes: list[str] = field(default_factory=list)

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup
 
+from ebbtide.activate.engagement_rates import format_rate
 from ebbtide.features.history import UNCATEGORISED
 from ebbtide.report import figures
 from ebbtide.report.data import ReportData, UserDrilldown
@@ -156,6 +157,8 @@ def _sections(data: ReportData) -> list[Section]:
         _plan(data),
         _drilldown(data.drilldowns, data.cutoff, _private(data)),
     ]
+    if data.engagement is not None:
+        sections.append(_engagement(data.engagement))
     if data.campaign is not None:
         sections.append(_campaign(data.campaign))
     shown = {str(n) for n in (data.plan_summary or {}).get("notes") or []}  # in the plan
@@ -487,6 +490,71 @@ def _campaign(campaign: Mapping[str, Any]) -> Section:
         "notes": [str(note) for note in notes],
     }
     return Section("campaign", "Campaign analysis", extra)
+
+
+def _engagement(engagement: Mapping[str, Any]) -> Section:
+    """CTR, conversion and satisfaction, each rate with its interval in one cell."""
+    funnel = pd.DataFrame(list(engagement.get("funnel") or []))
+    satisfaction = pd.DataFrame(list(engagement.get("satisfaction") or []))
+    counts = [
+        Column(name, header, _integer)
+        for name, header in (
+            ("users", "users"),
+            ("impressions", "impressions"),
+            ("clicks", "clicks"),
+            ("unattributed_clicks", "unattributed clicks"),
+            ("conversions", "conversions"),
+        )
+    ]
+    level = f"{1 - (engagement.get('alpha') or 0.05):.0%}"
+    rates = [
+        Column(name, f"{header} [{level}]", _text)
+        for name, header in (
+            ("ctr", "CTR"),
+            ("conversion", "conversion"),
+            ("buys_per_impression", "buys per impression"),
+        )
+    ]
+    funnel = _with_intervals(funnel, [column.name for column in rates], percent=True)
+    satisfaction = _with_intervals(satisfaction, ["mean_rating"], percent=False)
+    groups = [Column("by", "by", _text, kind="text"), Column("group", "group", _text, kind="text")]
+    extra = {
+        "funnel": _table(funnel, [*groups, *counts, *rates]),
+        "satisfaction": _table(
+            satisfaction,
+            [
+                *groups,
+                Column("users", "users", _integer),
+                Column("ratings", "ratings", _integer),
+                Column("mean_rating", f"mean rating [{level}]", _text),
+            ],
+        ),
+        "scope": "Overall and per placement over the whole log; per segment over the events"
+        " after the cut-off, by the segment each user was in at the cut-off.",
+        "method": _engagement_method(engagement),
+        "notes": [str(note) for note in engagement.get("notes") or []],
+    }
+    return Section("engagement", "Clicks, conversion and satisfaction", extra)
+
+
+def _with_intervals(frame: pd.DataFrame, names: Sequence[str], *, percent: bool) -> pd.DataFrame:
+    """The frame with each named rate as one text cell: ``value [low, high]``."""
+    if frame.empty:
+        return frame
+    records = frame.to_dict(orient="records")
+    return frame.assign(
+        **{name: [format_rate(row, name, percent=percent) for row in records] for name in names}
+    )
+
+
+def _engagement_method(engagement: Mapping[str, Any]) -> str:
+    click = _decimal(0)(engagement.get("click_window_hours"))
+    attribution = _decimal(0)(engagement.get("attribution_window_hours"))
+    return (
+        f"A click counts for an impression of the same user and item shown at most {click} h"
+        f" before it; a buy of that item at most {attribution} h after a click converts it;"
+        f" {_text(engagement.get('intervals'))}."
+    )
 
 
 def _ab_table(rows: Sequence[Mapping[str, Any]]) -> Table | None:

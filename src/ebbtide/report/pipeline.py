@@ -20,6 +20,11 @@ import pandas as pd
 
 from ebbtide.activate.actions import NONE, ActionCatalogue
 from ebbtide.activate.campaign_analysis import CampaignAnalysis
+from ebbtide.activate.engagement_rates import (
+    EngagementRates,
+    engagement_events,
+    engagement_rates,
+)
 from ebbtide.activate.reactivation import ReactivationPlan, plan_reactivation
 from ebbtide.activate.segments import assign_segments, early_warning
 from ebbtide.aggregates import Release, ReleaseConfig
@@ -36,7 +41,7 @@ from ebbtide.models.base import Model
 from ebbtide.models.scoring import build_model, score_users
 from ebbtide.report.data import ReportData, UserDrilldown
 from ebbtide.schema import BEHAVIORS
-from ebbtide.store import EventStore, StoreStats
+from ebbtide.store import ITEM_ENGAGEMENT, EventStore, StoreStats
 
 __all__ = ["DEFAULT_MODELS", "build_report_data", "default_holdout"]
 
@@ -170,6 +175,9 @@ def build_report_data(
             chosen = _drilldown_choice(warning_list, plan, drilldown_users)
             drilldowns = _drilldowns(model, store, at_end, chosen, plan, segments_now, start)
 
+    stage("measuring clicks, conversion and ratings")
+    engagement, engagement_notes = _engagement(store, cutoff, segments_before, privacy)
+
     stage("releasing the counts")
     release = Release(privacy, tables=_RELEASED_TABLES)
     by_day = _release_events_by_day(release, store, tz, start)
@@ -192,6 +200,7 @@ def build_report_data(
         f"planned at {scored_at.isoformat()} with every event before it.",
         *plan.notes,
         *_warning_notes(caught),
+        *engagement_notes,
     ]
     overview = _overview(stats)
     summary = plan.summary()
@@ -226,6 +235,7 @@ def build_report_data(
         plan_contacts=contacts,
         drilldowns=drilldowns,
         campaign=_released_campaign(campaign, privacy),
+        engagement=engagement,
         plan_table=plan_table,
         timezone=tz,
         notes=notes,
@@ -417,6 +427,42 @@ def _released_campaign(
     return data
 
 
+def _engagement(
+    store: EventStore, cutoff: datetime, segments: pd.DataFrame, privacy: ReleaseConfig
+) -> tuple[dict[str, Any] | None, list[str]]:
+    """CTR, conversion and satisfaction for the report, and the notes about it.
+
+    Overall and per placement over the whole log; per segment over the events after the
+    cut-off, by each user's segment at the cut-off (a segment computed later would already
+    know those clicks). Groups under k users are left out; a private report leaves the
+    section out, since its rates are not noised.
+    """
+    events = engagement_events(store)
+    whole = engagement_rates(events)
+    if whole.empty:
+        return None, []
+    if privacy.epsilon is not None:
+        return None, [
+            "Differential privacy: clicks, conversion and satisfaction are left out; their"
+            " rates and counts are not noised."
+        ]
+    after = engagement_rates(
+        events, segments=segments.set_index("user_id")["segment"], since=cutoff
+    )
+    funnel = after.funnel[after.funnel["by"] == "segment"].assign(by="segment at cut-off")
+    ratings = after.satisfaction[after.satisfaction["by"] == "segment"]
+    combined = EngagementRates(
+        funnel=pd.concat([whole.funnel, funnel], ignore_index=True),
+        satisfaction=pd.concat(
+            [whole.satisfaction, ratings.assign(by="segment at cut-off")], ignore_index=True
+        ),
+        arm_effects=whole.arm_effects,
+        config=whole.config,
+        notes=whole.notes,
+    )
+    return combined.without_small_groups(privacy.min_group_users).to_dict(), []
+
+
 def _private_overview(by_day: pd.DataFrame, sizes: pd.DataFrame) -> dict[str, Any]:
     """The overview from released tables only: totals are their sums (post-processing)."""
     days = sorted(by_day["day"]) if not by_day.empty else []
@@ -491,7 +537,9 @@ def _warning_notes(caught: list[warnings.WarningMessage]) -> list[str]:
 def _bulk_start(store: EventStore) -> datetime:
     """Where the log really starts: its 1st percentile of time, so that a few stray early
     timestamps (common in raw logs) do not stretch the holdout rule or the drill-down axis."""
-    return store.con.execute("SELECT quantile_disc(ts, 0.01) FROM events").fetchone()[0]
+    return store.con.execute(
+        f"SELECT quantile_disc(ts, 0.01) FROM events WHERE {ITEM_ENGAGEMENT}"
+    ).fetchone()[0]
 
 
 def _overview(stats: StoreStats) -> dict[str, Any]:
@@ -724,8 +772,11 @@ def _interest_paths(
     instants = instants[(instants > pd.Timestamp(start)) & (instants <= pd.Timestamp(end))]
     states = []
     for instant, following in zip(instants, [*instants[1:], pd.Timestamp(end)], strict=True):
+        past = history.until(instant.to_pydatetime())
+        if past.events.n_events == 0:  # before these users' first event: nothing to draw
+            continue
         answer = model.interest(
-            history.until(instant.to_pydatetime()),
+            past,
             users,
             horizon=timedelta(days=1),
             in_sample=True,
@@ -758,9 +809,10 @@ def _named_behaviors(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _user_events(store: EventStore, users: list[str], before: datetime) -> pd.DataFrame:
     frame = store.con.execute(
-        """SELECT u.user_id, e.ts, c.category_id, e.behavior FROM events e
+        f"""SELECT u.user_id, e.ts, c.category_id, e.behavior FROM events e
         JOIN users u USING (user_idx) JOIN categories c USING (category_idx)
-        WHERE u.user_id IN (SELECT unnest(?)) AND e.ts < ? ORDER BY u.user_id, e.ts""",
+        WHERE u.user_id IN (SELECT unnest(?)) AND e.ts < ? AND e.{ITEM_ENGAGEMENT}
+        ORDER BY u.user_id, e.ts""",
         [users, before],
     ).df()
     return _named_behaviors(frame)
