@@ -16,15 +16,15 @@ several times less. The maths is in the module docstring of `ebbtide.models.deca
 Searches (`SearchMarks`) excite a pair with a kernel of their own, two exponentials
 ``Σ_j α_sj e^{−δ_sj t}`` (one fast, one slow: a search comes minutes before the burst it
 starts, or hours before a new interest's first step), and are not events the process has
-to explain: the kernel walks them beside the pair's occurrences, and four scalars more
-(δ_s, α_s of each) are shared by every worker.
+to explain: the kernel walks them beside the pair's occurrences. Their four scalars (δ_s,
+α_s of each) are fitted after the rest, which they leave as it was (`fit_hawkes`).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numba
@@ -419,6 +419,7 @@ class _EMStep:
     m: float
     reducer: Reducer
     marks: SearchMarks
+    searches_only: bool = False  # update the search kernels only, the rest held
 
     def __call__(self, theta: _Params) -> tuple[_Params, float]:
         """F(θ) and the log-likelihood at θ."""
@@ -434,6 +435,9 @@ class _EMStep:
         loglik = float(stats[0] - (mu_sum[0] * span + stats[1]))
         if searched:
             loglik -= float(a_s @ gh_s[:_N_SEARCH])
+        if self.searches_only:
+            search = self._search_kernels(stats[2 + 4 * n_cat :], gh_s, d_s)
+            return _Params(theta.mu, theta.delta, theta.alpha, search), loglik
         n_c, d_c, g_c, h_c = stats[2 : 2 + 4 * n_cat].reshape(4, n_cat)
         # M-step: background rates.
         mu_bar = bg_sum[0] / (self.n_pairs * span) if self.n_pairs else 1.0
@@ -448,25 +452,23 @@ class _EMStep:
         )
         delta = np.clip(np.exp(np.where(n_c + kappa > 0, log_delta, 0.0)), _DELTA_MIN, 1e3)
         delta = np.where(n_c + kappa > 0, delta, delta_global)
-        # The search kernels, as a category's without shrinkage: a few scalars.
-        search, n_s = theta.search, np.zeros(_N_SEARCH)
-        if searched:
-            n_s, late_s = stats[2 + 4 * n_cat :].reshape(2, _N_SEARCH)
-            g_s, h_s = gh_s.reshape(2, _N_SEARCH)
-            censored_s = n_s * h_s / np.maximum(g_s, 1e-300)
-            d_new = np.where(n_s > 0, n_s / np.maximum(late_s + censored_s, 1e-300), d_s)
-            search = np.concatenate([np.clip(d_new, _DELTA_MIN, _DELTA_MAX), n_s])
         # Jump size, with the compensator at the new δ and a gamma prior around the mean.
-        g_new, g_s = reduce_parts(
-            self.reducer,
-            kernel_mass(occ, delta, n_cat),
-            self.marks.mass(search[:_N_SEARCH])[0] if searched else (),
-        )
+        (g_new,) = reduce_parts(self.reducer, kernel_mass(occ, delta, n_cat))
         alpha_global = max(n_c.sum() / max(g_new.sum(), 1e-300), 1e-12)
         alpha = (n_c + kappa) / (g_new + kappa / alpha_global)
-        if searched:
-            search[_N_SEARCH:] = np.maximum(n_s / np.maximum(g_s, 1e-300), 1e-12)
-        return _Params(mu, delta, alpha, search), loglik
+        return _Params(mu, delta, alpha, theta.search), loglik
+
+    def _search_kernels(self, sums: np.ndarray, gh_s: np.ndarray, d_s: np.ndarray) -> np.ndarray:
+        """The search kernels' M-step, as a category's without shrinkage: offspring N_j
+        and delay mass D_j (`sums`), the compensator G_j and its censored part H_j
+        (`gh_s`) at the old δ_j; α_j from the compensator at the new δ_j."""
+        n_s, late_s = sums.reshape(2, _N_SEARCH)
+        g_s, h_s = gh_s.reshape(2, _N_SEARCH)
+        censored_s = n_s * h_s / np.maximum(g_s, 1e-300)
+        d_new = np.where(n_s > 0, n_s / np.maximum(late_s + censored_s, 1e-300), d_s)
+        d_new = np.clip(d_new, _DELTA_MIN, _DELTA_MAX)
+        (g_new,) = reduce_parts(self.reducer, self.marks.mass(d_new)[0])
+        return np.concatenate([d_new, np.maximum(n_s / np.maximum(g_new, 1e-300), 1e-12)])
 
     def extrapolate(self, theta0: _Params, theta1: _Params, theta2: _Params) -> _Params:
         """SQUAREM's step (Varadhan & Roland 2008, SqS3) from two EM updates, in logs:
@@ -485,6 +487,8 @@ class _EMStep:
         delta = np.clip(shared[:n], _DELTA_MIN, _DELTA_MAX)
         search = shared[2 * n :].copy()
         search[:_N_SEARCH] = np.clip(search[:_N_SEARCH], _DELTA_MIN, _DELTA_MAX)
+        if self.searches_only:  # the rest is held, to the bit (no round trip through logs)
+            return _Params(theta0.mu, theta0.delta, theta0.alpha, search)
         return _Params(local, delta, shared[n : 2 * n], search)
 
 
@@ -510,53 +514,45 @@ def fit_hawkes(
     a step along their direction, one more update from there; a cycle that lowers the
     likelihood is dropped for its two plain updates. `max_iter` counts EM updates, and
     the fit stops when one plain update moves the log-likelihood by less than `tol`
-    (relative). `initial`: (δ, α, this partition's μ[, (δ_s, α_s)]) to start from, else
-    every category at `initial_half_life_days`. `marks`: searches exciting the pairs with
-    their own kernels (`SEARCH_HALF_LIVES` to start), fitted with the rest (none: α = 0).
+    (relative). `initial`: (δ, α, this partition's μ[, search kernels]) to start from,
+    else every category at `initial_half_life_days`.
+
+    `marks`: searches exciting the pairs with kernels of their own, fitted afterwards with
+    everything else held (EM over their four scalars, from `SEARCH_HALF_LIVES`). Why
+    afterwards: a forecast sees the searches made so far, not those to come; fitted
+    jointly, the searches took over the part of each pair's background rate that comes
+    after searches, and pairs looked idle once their searches faded (re-engagement AUC
+    over touched pairs fell below the model without searches). Held, μ keeps the average
+    of what searches bring, and a search adds what it says beyond that average. Without
+    marks the item fit is the same to the bit.
     """
     marks = SearchMarks.empty(occ) if marks is None else marks
     n_local, counts = occ.t.size, np.bincount(occ.cat, minlength=n_cat).astype(np.float64)
     totals, category_events = reduce_parts(reducer, [n_local, occ.n_pairs, marks.n_marks], counts)
     n_total, n_pairs = int(totals[0]), int(totals[1])
     searched = totals[2] > 0
-    update = _EMStep(occ, n_cat, n_pairs, span, shrink_events, mu_prior_days, reducer, marks)
+    update = _EMStep(
+        occ, n_cat, n_pairs, span, shrink_events, mu_prior_days, reducer, SearchMarks.empty(occ)
+    )
     first_delta = math.log(2.0) / initial_half_life_days
     search_delta = math.log(2.0) / np.asarray(SEARCH_HALF_LIVES)
-    search = np.concatenate([search_delta, 0.5 * search_delta]) if searched else np.zeros(0)
+    no_search = np.zeros(0)
     if initial is None:
         delta = np.full(n_cat, first_delta)
         mean_count = n_total / n_pairs if n_pairs else 0.0
-        theta = _Params(np.full(occ.n_pairs, 0.5 * mean_count / span), delta, 0.5 * delta, search)
+        mu = np.full(occ.n_pairs, 0.5 * mean_count / span)
+        theta = _Params(mu, delta, 0.5 * delta, no_search)
     else:
-        if searched and len(initial) > 3 and np.all(initial[3][_N_SEARCH:] > 0):
+        theta = _Params(initial[2], initial[0], initial[1], no_search)
+    theta, loglik, iterations = _iterate(update, theta, max_iter, tol, progress, "decay EM")
+    if searched:
+        search = np.concatenate([search_delta, 0.5 * search_delta])
+        if initial is not None and len(initial) > 3 and np.all(initial[3][_N_SEARCH:] > 0):
             search = np.asarray(initial[3], dtype=np.float64).copy()
-        theta = _Params(initial[2], initial[0], initial[1], search)
-    iterations, best = 0, -np.inf
-
-    def step(point: _Params) -> tuple[_Params, float]:
-        nonlocal iterations
-        iterations += 1
-        if progress is not None:
-            progress(f"decay EM iteration {iterations}", min(iterations / max_iter, 1.0))
-        return update(point)
-
-    fallback = None
-    while True:
-        theta1, loglik0 = step(theta)
-        if fallback is not None and not loglik0 >= best:  # the jump lost ground (or NaN)
-            theta = fallback
-            theta1, loglik0 = step(theta)
-        best = max(best, loglik0)
-        if iterations >= max_iter:
-            theta, loglik = theta1, loglik0
-            break
-        theta2, loglik1 = step(theta1)
-        best = max(best, loglik1)
-        if abs(loglik1 - loglik0) <= tol * abs(loglik1) or iterations >= max_iter:
-            theta, loglik = theta1, loglik1
-            break
-        fallback = theta2
-        theta = update.extrapolate(theta, theta1, theta2)
+        held = replace(update, marks=marks, searches_only=True)
+        theta = _Params(theta.mu, theta.delta, theta.alpha, search)
+        theta, loglik, more = _iterate(held, theta, max_iter, tol, progress, "decay searches")
+        iterations += more
     (mu_total,) = reduce_parts(reducer, theta.mu.sum())
     return HawkesFit(
         delta=theta.delta,
@@ -570,3 +566,34 @@ def fit_hawkes(
         category_events=category_events,
         mean_mu=float(mu_total[0]) / max(n_pairs, 1) if n_pairs else 1.0,
     )
+
+
+def _iterate(
+    update: _EMStep, theta: _Params, max_iter: int, tol: float, progress, label: str
+) -> tuple[_Params, float, int]:
+    """SQUAREM cycles of `update` from `theta` (see `fit_hawkes`): the point, its
+    log-likelihood and the EM updates made."""
+    iterations, best = 0, -np.inf
+
+    def step(point: _Params) -> tuple[_Params, float]:
+        nonlocal iterations
+        iterations += 1
+        if progress is not None:
+            progress(f"{label} iteration {iterations}", min(iterations / max_iter, 1.0))
+        return update(point)
+
+    fallback = None
+    while True:
+        theta1, loglik0 = step(theta)
+        if fallback is not None and not loglik0 >= best:  # the jump lost ground (or NaN)
+            theta = fallback
+            theta1, loglik0 = step(theta)
+        best = max(best, loglik0)
+        if iterations >= max_iter:
+            return theta1, loglik0, iterations
+        theta2, loglik1 = step(theta1)
+        best = max(best, loglik1)
+        if abs(loglik1 - loglik0) <= tol * abs(loglik1) or iterations >= max_iter:
+            return theta1, loglik1, iterations
+        fallback = theta2
+        theta = update.extrapolate(theta, theta1, theta2)
