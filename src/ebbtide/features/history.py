@@ -3,7 +3,8 @@
 Why a value and not a store: a fitted model keeps no live database. The caller reads the
 events before `at` once (`snapshot`), and every query at that instant (return, purchase,
 interest, recommendations) takes the same `History`, as a scikit-learn estimator takes
-``X``. Nothing in a `History` is at or after its instant, so no query can read the future.
+``X``. Nothing in a `History` is at or after its instant, so no query can read the future: not
+its item events, nor its searches.
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ import numpy as np
 import pandas as pd
 
 from ebbtide.errors import EbbtideError
-from ebbtide.features.sequences import EventArrays, load_events, to_days, user_event_ranges
+from ebbtide.features.sequences import (
+    EventArrays,
+    SearchArrays,
+    load_events,
+    load_searches,
+    to_days,
+    user_event_ranges,
+)
 from ebbtide.store import EventStore
 
 __all__ = [
@@ -85,11 +93,16 @@ class History:
         External id of each dense id.
     at : datetime
         The instant the history ends at (exclusive); queries answer at this instant.
+    searches : SearchArrays, optional
+        Searches with ``ts < at`` (who, when, the words), in the same dense user ids;
+        a family that reads searches (`decay`) places them through its query map,
+        the others ignore them. None: the history says nothing about searches.
     """
 
     events: EventArrays
     ids: IdMaps
     at: datetime
+    searches: SearchArrays | None = None
 
     def __post_init__(self) -> None:
         to_days(self.at)
@@ -109,7 +122,10 @@ class History:
             )
         keep = self.events.t < to_days(at)
         events = self.events if keep.all() else self.events.select(keep)
-        return History(events=_with_before(events, at), ids=self.ids, at=at)
+        searches = self.searches
+        if searches is not None:
+            searches = _select_searches(searches, searches.t < to_days(at), at)
+        return History(events=_with_before(events, at), ids=self.ids, at=at, searches=searches)
 
     def for_users(self, users: Sequence[str]) -> History:
         """Only the events of `users` (ids and sizes kept), for many queries on a few users."""
@@ -117,7 +133,11 @@ class History:
         idx, _ = user_event_ranges(self.events.offsets, index)
         mask = np.zeros(self.events.n_events, dtype=bool)
         mask[idx] = True
-        return History(events=self.events.select(mask), ids=self.ids, at=self.at)
+        searches = self.searches
+        if searches is not None:
+            searches = _select_searches(searches, np.isin(searches.user_idx, index), self.at)
+        events = self.events.select(mask)
+        return History(events=events, ids=self.ids, at=self.at, searches=searches)
 
 
 def snapshot(store: EventStore, *, at: datetime) -> History:
@@ -130,11 +150,22 @@ def snapshot(store: EventStore, *, at: datetime) -> History:
     >>> snapshot(EventStore(":memory:"), at=datetime(2024, 1, 1, tzinfo=UTC))
     History(at=2024-01-01T00:00:00+00:00, events=0, users=0)
     """
-    return History(events=load_events(store, before=at), ids=IdMaps.from_store(store), at=at)
+    return History(
+        events=load_events(store, before=at),
+        ids=IdMaps.from_store(store),
+        at=at,
+        searches=load_searches(store, before=at),
+    )
 
 
 def _with_before(events: EventArrays, at: datetime) -> EventArrays:
     return replace(events, before=at)
+
+
+def _select_searches(searches: SearchArrays, keep: np.ndarray, at: datetime) -> SearchArrays:
+    return SearchArrays(
+        user_idx=searches.user_idx[keep], t=searches.t[keep], query=searches.query[keep], before=at
+    )
 
 
 @dataclass(frozen=True)
