@@ -10,12 +10,13 @@ Protocol, fixed before any run (nothing below was chosen on the numbers it repor
   before their first event, and 10 % noise searches. Loaded with `ebbtide ingest --format
   generic`, as a user would.
 - **Validation (inside the training period).** Cut at day 5, targets in [day 5, day 7).
-  `decay` with searches is fitted before the cut at each search weight in
-  `--weights` (the weight of a search mark relative to a view); the weight with the best
-  validation re-engagement AUC, median over seeds, is the one used on the test cut.
-  Nothing else is tuned: the map's window (2 h) and priors are the library defaults.
+  `decay` with searches is fitted before the cut at each `search_min_probability` in
+  `--min-probabilities` (the least probability a category needs for a search to excite
+  it); the value with the best validation re-engagement AUC, median over seeds, is the one
+  used on the test cut. Nothing else is tuned: the map's window (2 h) and priors, and the
+  search kernels (fitted by the model's own EM), are the library defaults.
 - **Test, read once.** Cut at day 7, targets in [day 7, day 9). `decay` ignoring searches
-  (`use_searches=False`) and with them (the chosen weight) are fitted before the cut and
+  (`use_searches=False`) and with them (the chosen value) are fitted before the cut and
   asked at it. Reported, median over seeds [range]:
   - **re-engagement AUC** over every (user, category) the user touched before the cut
     (the protocol of `ebbtide evaluate`), and over the dormant ones (untouched 3 days);
@@ -24,7 +25,7 @@ Protocol, fixed before any run (nothing below was chosen on the numbers it repor
   - **query → category top-1 accuracy** of the map fitted at the test cut, against the
     synthetic truth: per distinct query searched before the cut, and per search.
 
-    python bench/searches.py [--users 2000] [--seeds 3] [--weights 0.5,1,2]
+    python bench/searches.py [--users 2000] [--seeds 3] [--min-probabilities 0.05,0.1,0.3]
 
 Writes bench/RESULTS.md (section "Searches: interest from queries, and the query map")
 and bench/searches.json.
@@ -43,12 +44,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
-from ebbtide.features.queries import QueryCategoryMap
 
 from _results import machine, write_section
 from ebbtide.evaluate import metrics
 from ebbtide.evaluate.temporal import evaluate_model, holdout_targets
 from ebbtide.features.history import snapshot
+from ebbtide.features.queries import QueryCategoryMap
 from ebbtide.features.sequences import load_events, load_searches
 from ebbtide.ingest import ingest_file
 from ebbtide.models.decay import DecayConfig, DecayModel
@@ -129,9 +130,9 @@ def map_accuracy(store: EventStore, qmap: QueryCategoryMap, truth: Path, cut) ->
 def run_cut(store: EventStore, cut, config: DecayConfig, searched: pd.DataFrame | None) -> dict:
     targets = holdout_targets(store, cutoff=cut, horizon=HORIZON)
     started = time.perf_counter()
-    model = DecayModel(config).fit(store, until=cut)
+    model = DecayModel(config).fit(store, cutoff=cut)
     seconds = time.perf_counter() - started
-    history = snapshot(store, cut)
+    history = snapshot(store, at=cut)
     row = evaluate_model(model, history, targets)
     row["fit_s"] = seconds
     if searched is not None:
@@ -183,9 +184,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--weights", default="0.5,1,2")
+    parser.add_argument("--min-probabilities", default="0.05,0.1,0.3")
     args = parser.parse_args()
-    weights = [float(w) for w in args.weights.split(",")]
+    weights = [float(w) for w in args.min_probabilities.split(",")]
     validation: dict[float, list[dict]] = {w: [] for w in weights}
     test: dict[str, list[dict]] = {"ignoring searches": [], "with searches": []}
     accuracy: list[dict] = []
@@ -198,7 +199,7 @@ def main() -> None:
         for db, _ in built:
             with EventStore(db, read_only=True) as store:
                 for w in weights:
-                    config = DecayConfig(use_searches=True, search_weight=w)
+                    config = DecayConfig(use_searches=True, search_min_probability=w)
                     validation[w].append(run_cut(store, val_cut, config, None))
         chosen = max(weights, key=lambda w: _median(validation[w], "engage_auc")[0])
         for db, truth in built:
@@ -208,18 +209,19 @@ def main() -> None:
                 accuracy.append(map_accuracy(store, qmap, truth, test_cut))
                 for label, config in (
                     ("ignoring searches", DecayConfig(use_searches=False)),
-                    ("with searches", DecayConfig(use_searches=True, search_weight=chosen)),
+                    ("with searches", DecayConfig(search_min_probability=chosen)),
                 ):
                     test[label].append(run_cut(store, test_cut, config, searched))
     lines = [
         f"## {TITLE}",
         "",
         f"Machine: {machine()}. Date: {started}. Command: `python bench/searches.py"
-        f" --users {args.users} --seeds {args.seeds} --weights {args.weights}`.",
+        f" --users {args.users} --seeds {args.seeds}"
+        f" --min-probabilities {args.min_probabilities}`.",
         "",
         "Synthetic logs with searches (`ebbtide synth --behaviours all`), loaded by"
         " `ingest --format generic`; `decay` fitted before the cut, asked at it for the next"
-        " 2 days; median over seeds [range]. The search weight was chosen on the validation"
+        " 2 days; median over seeds [range]. `search_min_probability` was chosen on the validation"
         f" cut (day {VALIDATION_DAY}, inside the training period): {chosen:g} (validation"
         " re-engagement AUC "
         + ", ".join(f"{w:g}: {_median(validation[w], 'engage_auc')[0]:.4f}" for w in weights)
