@@ -257,8 +257,8 @@ def main() -> None:
         " announces by minutes (30 s + Exp(5 min)), so at a cut only the few searches of the"
         " last minutes say something the item events do not; the new interests a search"
         " announces hours ahead are pairs the user has not touched yet, which the touched-pair"
-        " protocol leaves out and the touched-or-searched column counts. Every difference is"
-        " of the same sign on every seed.",
+        " protocol leaves out and the touched-or-searched column counts. Of the differences,"
+        " none is negative on any seed.",
         "",
         "Query → category map fitted at the test cut, top-1 against the synthetic truth:"
         f" {_cell(accuracy, 'map_top1_per_query')} per distinct query"
