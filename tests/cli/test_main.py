@@ -105,7 +105,8 @@ def test_output_does_not_depend_on_the_terminal_width_or_the_path_length(cli, tm
 
 
 def test_command_modules_import_alone_and_register_nothing_elsewhere() -> None:
-    """Importing one command module loads neither the app nor the other command modules."""
+    """Importing one command module loads neither the app nor the other command modules
+    (only the shared helpers: options, and engagement's tables of rates)."""
     code = (
         "import sys, ebbtide.cli.campaign as c\n"
         "loaded = sorted(m for m in sys.modules if m.startswith('ebbtide.cli.'))\n"
@@ -114,7 +115,8 @@ def test_command_modules_import_alone_and_register_nothing_elsewhere() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == (
-        "['ebbtide.cli.campaign', 'ebbtide.cli.options'] ['synth', 'analyze', 'uplift']"
+        "['ebbtide.cli.campaign', 'ebbtide.cli.engagement', 'ebbtide.cli.options']"
+        " ['synth', 'analyze', 'uplift']"
     )
 
 

@@ -25,7 +25,11 @@ from typing import TYPE_CHECKING
 
 from ebbtide.errors import InputFormatError
 from ebbtide.ingest.validation import REASONS, ValidationRules
-from ebbtide.schema import ITEM_BEHAVIORS, OPTIONAL_COLUMNS, REQUIRED_COLUMNS
+from ebbtide.schema import ITEM_BEHAVIORS, REQUIRED_COLUMNS
+
+#: Optional columns the lake reads: it holds item events (a search's words, a rating's value
+#: and a placement are for `ebbtide ingest`; the columns are ignored here).
+LAKE_OPTIONAL_COLUMNS = ("price", "quantity", "brand", "session_id")
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -169,11 +173,11 @@ def read_lake(
         found = ", ".join(c for c in raw.columns if c != _CORRUPT) or "(none)"
         raise InputFormatError(
             f"{source} lacks the canonical column(s) {', '.join(missing)}; expected"
-            f" {', '.join(REQUIRED_COLUMNS)} (optional {', '.join(OPTIONAL_COLUMNS)}),"
+            f" {', '.join(REQUIRED_COLUMNS)} (optional {', '.join(LAKE_OPTIONAL_COLUMNS)}),"
             f" found {found}"
         )
     checked = _checked(raw, rules, now)
-    identity = [*EVENT_FIELDS, *(c for c in OPTIONAL_COLUMNS if c in raw.columns)]
+    identity = [*EVENT_FIELDS, *(c for c in LAKE_OPTIONAL_COLUMNS if c in raw.columns)]
     valid = checked.where("reason IS NULL").select(*identity).dropDuplicates(identity)
     return LakeEvents(source=source, checked=checked, valid=valid.select(*EVENT_FIELDS))
 
