@@ -362,6 +362,13 @@ def score(
         Path | None,
         typer.Option(help="Also write one row per (user, category touched before --at)."),
     ] = None,
+    queries_out: Annotated[
+        Path | None,
+        typer.Option(
+            help="decay only: also write which recent searches drive each (user, category)"
+            " interest: the top 3 queries with their contribution (per day)."
+        ),
+    ] = None,
     engine: EngineOption = Engine.LOCAL,
     spark_master: SparkMasterOption = LOCAL_SPARK,
     inputs: InputOption = None,
@@ -389,10 +396,14 @@ def score(
     lake = require_lake(engine, inputs)
     when, window = parse_instant(at, "--at"), parse_duration(horizon, "--horizon")
     if engine is Engine.SPARK:
+        if queries_out is not None:
+            raise ConfigError("--queries-out is written by --engine local only: leave it out")
         _score_in_spark(lake, spark_master, model_dir, when, window, out_file, per_category_out)
         return
     require_store(db)
     model = load_model(model_dir)
+    if queries_out is not None:
+        _only_for(model.name, "decay", "--queries-out")
     if runtime is not Runtime.torch or threads is not None:
         _only_for(
             model.name, "neural", "--runtime" if runtime is not Runtime.torch else "--threads"
@@ -409,6 +420,10 @@ def score(
     if per_category_out is not None:
         write_frame(categories, per_category_out)
     rows = [("users scored", f"{len(users):,}"), ("at", when.isoformat()), ("horizon", horizon)]
+    if queries_out is not None:
+        queries = model.explain_queries(history, k=3)
+        write_frame(queries, queries_out)
+        rows.append(("queries behind interest", f"{len(queries):,} rows in {queries_out}"))
     for column in ("p_return", "p_buy", "expected_return_days"):
         if column in users:
             rows.append((f"mean {column}", f"{users[column].mean():.3f}"))
