@@ -250,6 +250,29 @@ def test_a_search_raises_interest_in_its_category(
     assert returns[1] > returns[0]  # a user searching now is active now
 
 
+def test_explain_queries_names_the_search(
+    model: NeuralModel, stores: dict[str, EventStore]
+) -> None:
+    now = snapshot(stores["searched"], at=AT)
+    table = model.explain_queries(now, ["probe"], k=2)
+    assert list(table.columns) == [
+        "user_id", "category_id", "query", "searches", "last_searched_at", "contribution",
+    ]  # fmt: skip
+    row = table.set_index("category_id").loc["shoes"]
+    assert row.query == "Running Shoes" and row.searches == 1
+    assert row.last_searched_at == pd.Timestamp(AT - timedelta(minutes=10))
+    # its terms are part of the interest it raised, not more
+    interest = model.interest(now, ["probe"], horizon=DAY).set_index("category_id")
+    assert 0 < row.contribution <= interest.excitation["shoes"] + interest.session["shoes"]
+    assert table.set_index("category_id").loc["books"].query == "poetry books"
+    alone = now.for_users(["probe"])  # the probe's own searches travel with it
+    pd.testing.assert_frame_equal(model.explain_queries(alone, ["probe"], k=2), table)
+    assert model.explain_queries(snapshot(stores["plain"], at=AT), ["probe"]).empty
+    everyone = model.explain_queries(now, k=1)
+    assert everyone.groupby(["user_id", "category_id"]).size().max() == 1
+    assert set(everyone.category_id) <= set(VOCABULARY)
+
+
 def test_a_search_at_or_after_the_instant_changes_nothing(
     model: NeuralModel, stores: dict[str, EventStore]
 ) -> None:
@@ -275,6 +298,8 @@ def test_save_load_keeps_the_map(
     assert (folder / "query_map.npz").is_file()
     again = Model.load(folder)
     assert again.query_map_ is not None
+    now = snapshot(stores["searched"], at=AT)
+    pd.testing.assert_frame_equal(again.explain_queries(now), model.explain_queries(now))
     for ask in ASKS:
         pd.testing.assert_frame_equal(
             _answers(again, stores["searched"], ask), _answers(model, stores["searched"], ask)
@@ -282,7 +307,10 @@ def test_save_load_keeps_the_map(
     # without its map the folder still loads, and reads no search
     (folder / "query_map.npz").unlink()
     blind = Model.load(folder)
-    assert blind.query_map_ is None
+    assert (
+        blind.query_map_ is None
+        and blind.explain_queries(snapshot(stores["searched"], at=AT)).empty
+    )
     pd.testing.assert_frame_equal(
         _answers(blind, stores["searched"], "interest"),
         _answers(blind, stores["plain"], "interest"),

@@ -113,7 +113,7 @@ from torch.nn import functional as F
 from ebbtide.errors import ConfigError, NotFittedError
 from ebbtide.features.cycle import Cycle
 from ebbtide.features.history import Catalogue, History, Localised
-from ebbtide.features.queries import QueryCategoryMap
+from ebbtide.features.queries import QueryCategoryMap, normalise_queries
 from ebbtide.features.sequences import EventArrays, to_days, user_event_ranges
 from ebbtide.metrics_core import log_loss, roc_auc
 from ebbtide.models import distributed
@@ -1058,6 +1058,8 @@ class _State:
         and ``Σ e^{f·k} w e^{−δ_c Δt}`` (part of α_c) at the last event; sorted by user,
         then mark; pair_count: the user's item events in the mark (the long-run level's
         count; a mark only searched for has a pair with count 0).
+    read_long, read_fast : per event of the users (one user's after another, as `_subset`
+        orders them), its terms of pair_long and pair_fast (0 for an event not read).
     All times are operational (`ebbtide.features.cycle`).
     """
 
@@ -1072,6 +1074,8 @@ class _State:
     pair_long: np.ndarray
     pair_fast: np.ndarray
     pair_count: np.ndarray
+    read_long: np.ndarray
+    read_fast: np.ndarray
 
 
 def _subset(events: EventArrays, users: np.ndarray) -> EventArrays:
@@ -1181,6 +1185,44 @@ def _read_with_searches(events: EventArrays) -> EventArrays:
     """What the point process reads: `events` with the marks beside them merged in."""
     marks = getattr(events, "marks", None)
     return events if marks is None else _with_search_marks(events, marks)
+
+
+def _search_rows(
+    events: EventArrays, users: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where the search marks beside `events` sit among what the point process reads of
+    `users`: their positions in `_subset` order, their users' positions in `users`, and
+    their rows in the marks (empty without marks)."""
+    marks = getattr(events, "marks", None)
+    if marks is None:
+        none = np.zeros(0, dtype=np.int64)
+        return none, none, none
+    read = _with_search_marks(events, marks)
+    idx, q = user_event_ranges(read.offsets, users)
+    search = read.behavior == _SEARCH
+    rank = np.cumsum(search) - 1  # marks keep their order among the rows read
+    position = np.flatnonzero(search[idx])
+    return position, q[position], rank[idx[position]]
+
+
+_EXPLAINED = ("user", "category", "query", "searches", "t", "contribution")
+
+
+def _explained(local: Localised, table: pd.DataFrame) -> pd.DataFrame:
+    """`explain_queries`' answer from its (user, category, query, searches, t,
+    contribution) rows in the model's codes."""
+    return pd.DataFrame(
+        {
+            "user_id": local.catalogue.user_ids[table["user"].to_numpy(np.int64)],
+            "category_id": local.catalogue.category_ids[table["category"].to_numpy(np.int64)],
+            "query": table["query"].to_numpy(object),
+            "searches": table["searches"].to_numpy(np.int64),
+            "last_searched_at": pd.to_datetime(
+                table["t"].to_numpy(np.float64) * 86_400.0, unit="s", utc=True
+            ),
+            "contribution": table["contribution"].to_numpy(np.float64),
+        }
+    )
 
 
 _PRIVATE_SEARCH_NOTE = (
@@ -1294,6 +1336,67 @@ class NeuralModel(Model):
             cached = (local, searched)
             self._searched = cached
         return cached[1], index, marked
+
+    def explain_queries(
+        self, history: History, users: Sequence[str] | None = None, *, k: int = 3
+    ) -> pd.DataFrame:
+        """Which searches drive each category's interest at ``at = history.at``.
+
+        Per (user, category): the `k` queries whose marks contribute most to its level
+        now. A search's contribution is its own terms of the excitation sums,
+        ``e^{s·k_c} v_search e^{−δ^i_c (at − s)} + e^{f·k_c} w_search e^{−δ^s_c (at − s)}``
+        per (operational) day: the part of `interest`'s ``excitation`` plus ``session``
+        columns it makes. (What the search changed in the GRU's state, and so in the
+        other terms, is not attributed to it.) Queries are grouped by their normalised
+        text and shown as last typed; a search older than the events read
+        (`max_len` + `context_len`) contributes nothing.
+
+        Returns
+        -------
+        pd.DataFrame
+            user_id, category_id, query, searches (how many), last_searched_at (UTC),
+            contribution (per day), as `DecayModel.explain_queries`; rows by user,
+            category, contribution (largest first). Empty when no search is placed (no
+            map, or no searches before ``at``).
+        """
+        if not isinstance(k, int) or k < 1:
+            raise ConfigError(f"k={k!r} must be an integer >= 1")
+        local, index, _ = self._prepare("explain_queries", history, users, False)
+        at = to_days(history.at)
+        marks = getattr(local.events, "marks", None)
+        rows = _search_rows(local.events, index)
+        if marks is None or rows[0].size == 0:
+            return _explained(local, pd.DataFrame({name: [] for name in _EXPLAINED}))
+        state = self._query_state(local.events, index, at)
+        position, q, mark = rows
+        category = marks.category[mark]
+        session, interest, _ = self._decay_rates()
+        tau = state.tau[q]
+        contribution = state.read_long[position] * np.exp(-interest[category] * tau)
+        contribution += state.read_fast[position] * np.exp(-session[category] * tau)
+        typed = history.searches.query[marks.row[mark]]
+        searches = pd.DataFrame(
+            {
+                "user": index[q],
+                "category": category,
+                "normalised": normalise_queries(typed),
+                "query": typed,
+                "t": marks.t[mark],
+                "contribution": contribution,
+            }
+        )
+        table = (
+            searches.groupby(["user", "category", "normalised"], sort=False)
+            .agg(
+                query=("query", "last"),  # rows are by (user, time): the last typed
+                searches=("t", "size"),
+                t=("t", "max"),
+                contribution=("contribution", "sum"),
+            )
+            .reset_index()
+            .sort_values(["user", "category", "contribution"], ascending=[True, True, False])
+        )
+        return _explained(local, table[table.groupby(["user", "category"]).cumcount() < k])
 
     def _fit(self, events: EventArrays, progress: Progress | None) -> None:
         # ranks wait in a collective while rank 0 calibrates and trains the next-item head
@@ -2235,6 +2338,8 @@ class NeuralModel(Model):
             pair_long=np.bincount(inverse, long_j, minlength=keys.size),
             pair_fast=np.bincount(inverse, fast_j, minlength=keys.size),
             pair_count=np.bincount(inverse, sub.behavior != _SEARCH, minlength=keys.size),
+            read_long=long_j,
+            read_fast=fast_j,
         )
 
     def _decay_rates(self) -> tuple[np.ndarray, np.ndarray, float]:
