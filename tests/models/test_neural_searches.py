@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
+from ebbtide.errors import ConfigError
 from ebbtide.features.history import snapshot
 from ebbtide.features.sequences import EventArrays
 from ebbtide.ingest import ColumnMapping, ingest_file
@@ -201,6 +202,13 @@ def test_a_search_mark_is_no_target() -> None:
     assert searched == pytest.approx(plain, rel=1e-6)
 
 
+def test_search_settings_are_validated() -> None:
+    with pytest.raises(ConfigError, match="use_searches='yes'"):
+        NeuralConfig(use_searches="yes")
+    with pytest.raises(ConfigError, match=r"search_min_probability=1.5 must be in \[0, 1\]"):
+        NeuralConfig(search_min_probability=1.5)
+
+
 # -- the model ----------------------------------------------------------------------------
 def test_no_searches_is_the_model_without_them(
     model: NeuralModel, stores: dict[str, EventStore]
@@ -344,3 +352,14 @@ def test_a_private_fit_leaves_searches_out(stores: dict[str, EventStore]) -> Non
     assert math.isfinite(fitted.metrics_["privacy"]["epsilon"])
     bare = NeuralModel(private).fit(stores["bare"], cutoff=CUT)
     assert "searches" not in bare.metrics_["privacy"]
+
+
+def test_the_onnx_runtime_reads_searches_too(
+    model: NeuralModel, stores: dict[str, EventStore], tmp_path: Path
+) -> None:
+    fresh = Model.load(model.save(tmp_path / "neural"))
+    fresh.compress("onnx", directory=tmp_path / "neural", threads=1)
+    for ask in ("interest", "p_return"):
+        got = _answers(fresh, stores["searched"], ask).select_dtypes("number")
+        want = _answers(model, stores["searched"], ask).select_dtypes("number")
+        np.testing.assert_allclose(got.to_numpy(), want.to_numpy(), rtol=1e-4, atol=1e-4)

@@ -1789,8 +1789,9 @@ class NeuralModel(Model):
         -------
         DataFrame
             user_id, nll (summed), event_nll (the same without the item choice: the
-            time, category and buy terms), intervals (the user's events in `history`)
-            and nll_per_interval (NaN without events). Users default to those with
+            time, category and buy terms), intervals (the user's events in `history`,
+            and the search marks read among them) and nll_per_interval (NaN without
+            events). Users default to those with
             events; users the fit never saw are scored alike. An interval whose next item
             the fit never saw has no item term, so compare users on `event_nll` when
             their items may be unknown to the model.
