@@ -75,6 +75,22 @@ and buys set off: ``λ_b(τ) = ρ_i Σ_c λ_c(τ) + α_b e^{−δ_b τ}``. ``ρ_
 the user's behaviour counts and starts as the buy share; so a buyer's purchases scale
 with how active the user is about to be. (An own long-term buy rate beside ρ took the
 likelihood's favour but ranked buyers worse on Taobao; see bench/RESULTS.md.)
+
+**Searches** are marks the process reads but never predicts. A query map
+(`ebbtide.features.queries.QueryCategoryMap`, fitted on the searches and item events
+before the cut-off, as `decay` fits it) names each search's likeliest category; a search
+whose category is at least `NeuralConfig.search_min_probability` likely joins the user's
+sequence as one more event: behaviour *search* (a fifth row of the behaviour embedding,
+and its own weights ``w``, ``v`` and buy-burst weight), that category, and no item (the
+item embedding's padding row). So the GRU reads it, and it excites its category like an
+event of its own kind, ``Σ_j e^{s·k_c} v_search e^{−δ (t − t_j)}``. It is no target: the
+interval that ends at a search has no ``−log λ``, no item and no buy term, only the
+compensator, so the survival integral runs over the whole time, split at the search
+(exact); the long-run level counts item events only. At a query instant every search
+before it is placed by the map fitted at the cut-off (never refitted). No searches, or a
+model saved before them: no map, four behaviour rows, every answer as it was, to the
+bit. Under differential privacy the map would be learned outside the privacy account,
+so a private fit leaves searches out and says so in ``metrics_["privacy"]``.
 """
 
 from __future__ import annotations
@@ -96,7 +112,8 @@ from torch.nn import functional as F
 
 from ebbtide.errors import ConfigError, NotFittedError
 from ebbtide.features.cycle import Cycle
-from ebbtide.features.history import History
+from ebbtide.features.history import Catalogue, History, Localised
+from ebbtide.features.queries import QueryCategoryMap, normalise_queries
 from ebbtide.features.sequences import EventArrays, to_days, user_event_ranges
 from ebbtide.metrics_core import log_loss, roc_auc
 from ebbtide.models import distributed
@@ -118,6 +135,8 @@ _BUY = Behavior.BUY.code
 _LOG_FLOOR = 1e-12
 PRECISIONS = ("auto", "32", "bf16", "fp16")
 _N_BEH = len(ITEM_BEHAVIORS)
+_SEARCH = Behavior.SEARCH.code  # a search mark's behaviour: the row after the item ones
+_QUERY_MAP = "query_map.npz"  # beside network.pt in a saved model's folder
 _POINT_PROCESS_SHARE = 0.6  # of the progress bar; the next-item head takes the rest
 _PRIVATE_RATE = 10.0  # events per user-day: a private fit's starting rate (Taobao: 11)
 _PRIVATE_BUY_SHARE = 0.02  # and its starting buy share (Taobao: 2%)
@@ -215,6 +234,15 @@ class NeuralConfig:
         (caps for early stopping, far more passes than a private fit needs: every
         planned step is paid for in noise). Chosen before any private run, from where
         ordinary fits stop early (5 to 6 epochs on the Taobao sample).
+    use_searches : bool
+        Whether the searches before the cut-off (and, at a query, before its instant)
+        join the sequences as marks of the categories their queries are about (read,
+        never predicted). A log without searches is modelled the same either way; a
+        private fit (`dp_epsilon`) never uses them (its metrics say so).
+    search_min_probability : float
+        A search joins as a mark of its query's likeliest category when the query map
+        gives that category at least this probability (`decay`'s threshold of the same
+        name): a query of unknown words would otherwise mark the shop's commonest one.
     """
 
     hidden: int = 64
@@ -256,6 +284,8 @@ class NeuralConfig:
     dp_users_per_step: int = 64
     dp_epochs: float = 5.0
     dp_item_epochs: float = 3.0
+    use_searches: bool = True
+    search_min_probability: float = 0.1
 
     def __post_init__(self) -> None:
         for name in (
@@ -316,8 +346,12 @@ class NeuralConfig:
         if self.precision not in PRECISIONS:
             allowed = ", ".join(repr(p) for p in PRECISIONS)
             raise ConfigError(f"NeuralConfig.precision={self.precision!r}: use one of {allowed}")
-        if not isinstance(self.cycle, bool):
-            raise ConfigError(f"NeuralConfig.cycle={self.cycle!r}: use True or False")
+        for name in ("cycle", "use_searches"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"NeuralConfig.{name}={getattr(self, name)!r}: use True or False")
+        p = self.search_min_probability
+        if not (isinstance(p, int | float) and not isinstance(p, bool) and 0 <= p <= 1):
+            raise ConfigError(f"NeuralConfig.search_min_probability={p!r} must be in [0, 1]")
         try:
             ZoneInfo(self.time_zone)
         except (ZoneInfoNotFoundError, ValueError, TypeError):
@@ -514,6 +548,7 @@ class _Sequences:
     weight: np.ndarray  # interval is scored
     level_mark: np.ndarray  # long-run level of the next event's mark (÷ β), per day
     level_total: np.ndarray  # long-run level summed over marks (÷ β), per day
+    target: np.ndarray  # the interval ends in an event to predict (not a search, not the end)
 
 
 def _slots(events: EventArrays, n_categories: int) -> np.ndarray:
@@ -550,30 +585,41 @@ def _sequences(
     prior_days: float,
 ) -> _Sequences:
     """Inputs and targets of every event; `share` (C + 1,) is the marks' prior share of
-    the long-run level, `prior_days` its prior observation time."""
+    the long-run level, `prior_days` its prior observation time.
+
+    Search marks (behaviour `_SEARCH`, `_with_search_marks`) are inputs only: the
+    interval ending at one is scored by the compensator alone (``target`` False: no
+    mark, item or buy term), and the long-run level counts item events only.
+    """
     t = events.t
     n = t.size
     last = np.zeros(n, dtype=bool)
     last[events.offsets[1:][events.lengths() > 0] - 1] = True
-    item = np.where(events.item_idx < n_items, events.item_idx.astype(np.int64) + 1, 0)
+    search = events.behavior == _SEARCH
+    item = np.where((events.item_idx < n_items) & ~search, events.item_idx.astype(np.int64) + 1, 0)
     cat_raw = events.category_idx.astype(np.int64)
     known_cat = (cat_raw >= 0) & (cat_raw < n_categories)
     cat = np.where(known_cat, cat_raw + 1, 0)
     nxt = np.minimum(np.arange(n) + 1, max(n - 1, 0))
     t_next = np.where(last, t_end, t[nxt] if n else t)
     tau = np.maximum(t_next - t, 0.0)
-    mark = np.where(last | ~known_cat[nxt], -1, cat_raw[nxt]) if n else cat_raw
-    slot = np.where(last, -1, np.where(known_cat[nxt], cat_raw[nxt], n_categories)) if n else mark
-    next_item = np.where(last | (item[nxt] == 0), -1, item[nxt] - 1) if n else item
-    next_cat = np.where(last, 0, cat[nxt]) if n else cat
-    next_buy = (~last & (events.behavior[nxt] == _BUY)) if n else last
+    untargeted = last | search[nxt] if n else last  # survival up to the next event only
+    mark = np.where(untargeted | ~known_cat[nxt], -1, cat_raw[nxt]) if n else cat_raw
+    slot = (
+        np.where(untargeted, -1, np.where(known_cat[nxt], cat_raw[nxt], n_categories))
+        if n
+        else mark
+    )
+    next_item = np.where(untargeted | (item[nxt] == 0), -1, item[nxt] - 1) if n else item
+    next_cat = np.where(untargeted, 0, cat[nxt]) if n else cat
+    next_buy = (~untargeted & (events.behavior[nxt] == _BUY)) if n else last
     # the long-run level: each user's counts over all the time they were seen before the
     # scored part (constant over that time, so it cannot follow recent interest)
     user = np.repeat(np.arange(events.n_users), events.lengths()).astype(np.int64)
     seen_until = t_end if t_start is None else t_start
     first_t = t[np.minimum(events.offsets[:-1], max(n - 1, 0))][user] if n else t
     span = np.maximum(seen_until - first_t, 0.0)
-    counted = t < seen_until
+    counted = (t < seen_until) & ~search
     keys, totals = np.unique(
         (user * _KEY + _slots(events, n_categories))[counted], return_counts=True
     )
@@ -608,6 +654,7 @@ def _sequences(
         weight=weight,
         level_mark=level_mark,
         level_total=level_total,
+        target=~untargeted,
     )
 
 
@@ -623,7 +670,12 @@ def _window_mass(delta: torch.Tensor, tau0: torch.Tensor, span: torch.Tensor) ->
 
 # -- the network -----------------------------------------------------------------------
 class _Net(nn.Module):
-    def __init__(self, n_items: int, n_categories: int, cfg: NeuralConfig) -> None:
+    """The network; `behaviours` rows of behaviour embedding and weights: the four item
+    behaviours, and a fifth, `_SEARCH`, when the model reads search marks."""
+
+    def __init__(
+        self, n_items: int, n_categories: int, cfg: NeuralConfig, behaviours: int = _N_BEH
+    ) -> None:
         super().__init__()
         e, h, r = cfg.embedding, cfg.hidden, cfg.rank
         self.n_categories = n_categories
@@ -631,7 +683,7 @@ class _Net(nn.Module):
         slots = n_categories + 1  # the categories, then events without one
         self.item = nn.Embedding(n_items + 1, e)  # 0: padding / unknown item
         self.category = nn.Embedding(n_categories + 1, e)  # 0: no / unknown category
-        self.behavior = nn.Embedding(_N_BEH, 8)
+        self.behavior = nn.Embedding(behaviours, 8)
         self.gru = nn.GRU(2 * e + 8 + 2, h, batch_first=True)
         self.rates = nn.Linear(h, 3)  # m, n (background), ν_b (buy burst)
         self.level = nn.Parameter(torch.zeros(()))  # β of the long-run level (softplus)
@@ -643,7 +695,7 @@ class _Net(nn.Module):
         self.scale_bias = nn.Parameter(torch.zeros(2, slots))
         self.buy_scale = nn.Linear(h, 1)
         self.conversion = nn.Linear(h + _N_BEH + 1, 1)  # share ρ of activity that is a buy
-        self.log_weight = nn.Parameter(torch.zeros(3, _N_BEH))  # w, v, buy burst
+        self.log_weight = nn.Parameter(torch.zeros(3, behaviours))  # w, v, buy burst
         # raw decay rates: session and interest (shared, then per-mark offsets), buy burst
         self.log_delta = nn.Parameter(torch.zeros(3))
         self.log_delta_offset = nn.Parameter(torch.zeros(2, slots))
@@ -716,10 +768,12 @@ class _Net(nn.Module):
     def conversion_share(self, h: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """ρ (B, L): the share of the user's coming category activity that ends in a buy.
 
-        Reads the state and log1p counts of each behaviour (and of all events) so far.
+        Reads the state and log1p counts of each item behaviour (and of all events,
+        search marks included) so far.
         """
         valid = batch["valid"][:, :, None].float()
-        counts = F.one_hot(batch["beh"], _N_BEH).float() * valid
+        kinds = torch.arange(_N_BEH, device=valid.device)
+        counts = (batch["beh"][:, :, None] == kinds).float() * valid
         counts = torch.log1p(torch.cat([counts, valid], -1).cumsum(1))
         return torch.sigmoid(self.conversion(torch.cat([h, counts], -1))[..., 0].float())
 
@@ -1002,7 +1056,10 @@ class _State:
         instant (user as a position in the queried users; mark C: events without a known
         category), with the excitation sums ``Σ e^{s·k} v e^{−δ_long Δt}`` (part of μ_c)
         and ``Σ e^{f·k} w e^{−δ_c Δt}`` (part of α_c) at the last event; sorted by user,
-        then mark; pair_count: the user's events in the mark (the long-run level's count).
+        then mark; pair_count: the user's item events in the mark (the long-run level's
+        count; a mark only searched for has a pair with count 0).
+    read_long, read_fast : per event of the users (one user's after another, as `_subset`
+        orders them), its terms of pair_long and pair_fast (0 for an event not read).
     All times are operational (`ebbtide.features.cycle`).
     """
 
@@ -1017,6 +1074,8 @@ class _State:
     pair_long: np.ndarray
     pair_fast: np.ndarray
     pair_count: np.ndarray
+    read_long: np.ndarray
+    read_fast: np.ndarray
 
 
 def _subset(events: EventArrays, users: np.ndarray) -> EventArrays:
@@ -1037,6 +1096,139 @@ def _subset(events: EventArrays, users: np.ndarray) -> EventArrays:
     )
 
 
+# -- searches: marks the process reads, never predicts --------------------------------------
+@dataclass(frozen=True)
+class _SearchMarks:
+    """Searches placed as marks, sorted by (user, time): the model's user code, days since
+    the epoch, the category the query is likeliest about, and the search's row in the
+    history's `SearchArrays` (for its text)."""
+
+    user: np.ndarray
+    t: np.ndarray
+    category: np.ndarray
+    row: np.ndarray
+
+
+@dataclass(frozen=True)
+class _SearchedEvents(EventArrays):
+    """Item events with the search marks beside them, not among them: the point process
+    merges them into what it reads (`_with_search_marks`); the next-item head and the
+    outcomes read the item events alone."""
+
+    marks: _SearchMarks
+
+
+def _search_users(searches, history: History, catalogue: Catalogue) -> np.ndarray:
+    """The model's code of each search's user (-1: a user the catalogue lacks)."""
+    ids = history.ids.user_ids[searches.user_idx] if searches.t.size else np.zeros(0, object)
+    return catalogue._index("user_ids").get_indexer(pd.Index(ids, dtype=object))
+
+
+def fit_query_map(history: History, local: Localised) -> QueryCategoryMap | None:
+    """What queries are about, as `decay` learns it: a `QueryCategoryMap` with its
+    defaults, from the searches of the users `local` knows and the item events after them
+    (all before ``history.at``). None when the history has no such search.
+
+    Parameters
+    ----------
+    history : History
+        The history at the cut-off, with its searches.
+    local : Localised
+        The same history in the model's numbering (`Catalogue.localise`).
+    """
+    searches = getattr(history, "searches", None)
+    if searches is None or searches.t.size == 0:
+        return None
+    user = _search_users(searches, history, local.catalogue)
+    known = user >= 0
+    if not known.any():
+        return None
+    ev = local.events
+    return QueryCategoryMap().fit(
+        user[known],
+        searches.t[known],
+        searches.query[known],
+        ev.user_idx,
+        ev.t,
+        ev.category_idx,
+        n_categories=ev.n_categories,
+    )
+
+
+def _with_search_marks(events: EventArrays, marks: _SearchMarks) -> EventArrays:
+    """`events` with one more row per search mark (behaviour `_SEARCH`, its category,
+    item code `n_items`: none), sorted by (user, time), a search before the item events of
+    its instant (it led to them); item events keep their order."""
+    n = events.n_events
+    user = np.concatenate([events.user_idx, marks.user.astype(events.user_idx.dtype)])
+    t = np.concatenate([events.t, marks.t])
+    is_item = np.r_[np.ones(n, dtype=bool), np.zeros(marks.t.size, dtype=bool)]
+    order = np.lexsort((is_item, t, user))  # stable: equal keys keep their order
+    none = np.full(marks.t.size, events.n_items, dtype=events.item_idx.dtype)
+    search = np.full(marks.t.size, _SEARCH, dtype=events.behavior.dtype)
+    category = marks.category.astype(events.category_idx.dtype)
+    return EventArrays(
+        user_idx=user[order],
+        item_idx=np.concatenate([events.item_idx, none])[order],
+        category_idx=np.concatenate([events.category_idx, category])[order],
+        behavior=np.concatenate([events.behavior, search])[order],
+        t=t[order],
+        offsets=np.searchsorted(user[order], np.arange(events.n_users + 1)).astype(np.int64),
+        n_users=events.n_users,
+        n_items=events.n_items,
+        n_categories=events.n_categories,
+        before=events.before,
+    )
+
+
+def _read_with_searches(events: EventArrays) -> EventArrays:
+    """What the point process reads: `events` with the marks beside them merged in."""
+    marks = getattr(events, "marks", None)
+    return events if marks is None else _with_search_marks(events, marks)
+
+
+def _search_rows(
+    events: EventArrays, users: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where the search marks beside `events` sit among what the point process reads of
+    `users`: their positions in `_subset` order, their users' positions in `users`, and
+    their rows in the marks (empty without marks)."""
+    marks = getattr(events, "marks", None)
+    if marks is None:
+        none = np.zeros(0, dtype=np.int64)
+        return none, none, none
+    read = _with_search_marks(events, marks)
+    idx, q = user_event_ranges(read.offsets, users)
+    search = read.behavior == _SEARCH
+    rank = np.cumsum(search) - 1  # marks keep their order among the rows read
+    position = np.flatnonzero(search[idx])
+    return position, q[position], rank[idx[position]]
+
+
+_EXPLAINED = ("user", "category", "query", "searches", "t", "contribution")
+
+
+def _explained(local: Localised, table: pd.DataFrame) -> pd.DataFrame:
+    """`explain_queries`' answer from its (user, category, query, searches, t,
+    contribution) rows in the model's codes."""
+    return pd.DataFrame(
+        {
+            "user_id": local.catalogue.user_ids[table["user"].to_numpy(np.int64)],
+            "category_id": local.catalogue.category_ids[table["category"].to_numpy(np.int64)],
+            "query": table["query"].to_numpy(object),
+            "searches": table["searches"].to_numpy(np.int64),
+            "last_searched_at": pd.to_datetime(
+                table["t"].to_numpy(np.float64) * 86_400.0, unit="s", utc=True
+            ),
+            "contribution": table["contribution"].to_numpy(np.float64),
+        }
+    )
+
+
+_PRIVATE_SEARCH_NOTE = (
+    "searches left out: their query map would be learned from the users' searches"
+    " without noise, outside this account (set use_searches=False to say so)"
+)
 _PRIVATE_CYCLE_NOTE = "no cycle: a private fit (dp_epsilon) reads the data only through DP-SGD"
 
 
@@ -1088,6 +1280,124 @@ class NeuralModel(Model):
         """`events` on the cycle's operational clock."""
         return replace(events, t=self.cycle.warp(events.t))
 
+    # -- searches ------------------------------------------------------------------------
+    def _behaviours(self) -> int:
+        """Rows of the behaviour embedding: the item behaviours, and search marks when the
+        model has a query map (so a log without searches builds the network it did)."""
+        return _N_BEH + 1 if getattr(self, "query_map_", None) is not None else _N_BEH
+
+    def _search_marks(self, history: History, local: Localised) -> _SearchMarks | None:
+        """The searches of `history` (all before its instant) of users `local` knows,
+        each on its query's likeliest category when the map gives it at least
+        `search_min_probability`; None without a map or without such a search."""
+        qmap = getattr(self, "query_map_", None)
+        searches = getattr(history, "searches", None)
+        if qmap is None or not self.config.use_searches or searches is None:
+            return None
+        if searches.t.size == 0:
+            return None
+        user = _search_users(searches, history, local.catalogue)
+        category, probability = (column[:, 0] for column in qmap.predict(searches.query, k=1))
+        n_cat = min(int(self.n_categories_), local.events.n_categories)
+        keep = (
+            (user >= 0)
+            & (searches.t < to_days(history.at))
+            & (category >= 0)
+            & (category < n_cat)
+            & (probability >= max(self.config.search_min_probability, 1e-12))
+        )
+        row = np.flatnonzero(keep)
+        if row.size == 0:
+            return None
+        row = row[np.lexsort((searches.t[row], user[row]))]
+        return _SearchMarks(
+            user=user[row].astype(np.int64),
+            t=searches.t[row],
+            category=category[row].astype(np.int64),
+            row=row,
+        )
+
+    def _prepare(
+        self, query: str, history: History, users, in_sample: bool
+    ) -> tuple[Localised, np.ndarray, bool]:
+        """The base class's answer, with the history's search marks beside the events;
+        the last one is kept, so the queries at one instant share it (and the states
+        `_query_state` keeps)."""
+        local, index, marked = super()._prepare(query, history, users, in_sample)
+        cached = getattr(self, "_searched", None)
+        if cached is None or cached[0] is not local:
+            marks = self._search_marks(history, local)
+            searched = local
+            if marks is not None:
+                fields = {
+                    name: getattr(local.events, name) for name in EventArrays.__dataclass_fields__
+                }
+                searched = replace(local, events=_SearchedEvents(**fields, marks=marks))
+            cached = (local, searched)
+            self._searched = cached
+        return cached[1], index, marked
+
+    def explain_queries(
+        self, history: History, users: Sequence[str] | None = None, *, k: int = 3
+    ) -> pd.DataFrame:
+        """Which searches drive each category's interest at ``at = history.at``.
+
+        Per (user, category): the `k` queries whose marks contribute most to its level
+        now. A search's contribution is its own terms of the excitation sums,
+        ``e^{s·k_c} v_search e^{−δ^i_c (at − s)} + e^{f·k_c} w_search e^{−δ^s_c (at − s)}``
+        per (operational) day: the part of `interest`'s ``excitation`` plus ``session``
+        columns it makes. (What the search changed in the GRU's state, and so in the
+        other terms, is not attributed to it.) Queries are grouped by their normalised
+        text and shown as last typed; a search older than the events read
+        (`max_len` + `context_len`) contributes nothing.
+
+        Returns
+        -------
+        pd.DataFrame
+            user_id, category_id, query, searches (how many), last_searched_at (UTC),
+            contribution (per day), as `DecayModel.explain_queries`; rows by user,
+            category, contribution (largest first). Empty when no search is placed (no
+            map, or no searches before ``at``).
+        """
+        if not isinstance(k, int) or k < 1:
+            raise ConfigError(f"k={k!r} must be an integer >= 1")
+        local, index, _ = self._prepare("explain_queries", history, users, False)
+        at = to_days(history.at)
+        marks = getattr(local.events, "marks", None)
+        rows = _search_rows(local.events, index)
+        if marks is None or rows[0].size == 0:
+            return _explained(local, pd.DataFrame({name: [] for name in _EXPLAINED}))
+        state = self._query_state(local.events, index, at)
+        position, q, mark = rows
+        category = marks.category[mark]
+        session, interest, _ = self._decay_rates()
+        tau = state.tau[q]
+        contribution = state.read_long[position] * np.exp(-interest[category] * tau)
+        contribution += state.read_fast[position] * np.exp(-session[category] * tau)
+        typed = history.searches.query[marks.row[mark]]
+        searches = pd.DataFrame(
+            {
+                "user": index[q],
+                "category": category,
+                "normalised": normalise_queries(typed),
+                "query": typed,
+                "t": marks.t[mark],
+                "contribution": contribution,
+            }
+        )
+        table = (
+            searches.groupby(["user", "category", "normalised"], sort=False)
+            .agg(
+                query=("query", "last"),  # rows are by (user, time): the last typed
+                searches=("t", "size"),
+                t=("t", "max"),
+                contribution=("contribution", "sum"),
+            )
+            .reset_index()
+            .sort_values(["user", "category", "contribution"], ascending=[True, True, False])
+        )
+        return _explained(local, table[table.groupby(["user", "category"]).cumcount() < k])
+
     def _fit(self, events: EventArrays, progress: Progress | None) -> None:
         # ranks wait in a collective while rank 0 calibrates and trains the next-item head
         wait = timedelta(minutes=30) + 2 * timedelta(seconds=self.config.item_max_seconds)
@@ -1104,6 +1414,11 @@ class NeuralModel(Model):
         private = cfg.private
         if private:
             self._check_private_run(group)
+        history, local = self._local  # what `Model.fit` has just read and renumbered
+        # the searches' map is read off the data without noise: never in a private fit
+        use_searches = cfg.use_searches and not private
+        self.query_map_ = fit_query_map(history, local) if use_searches else None
+        self._searched = None
         device = group.device
         t_end = self.cutoff_.timestamp() / 86_400
         cycle = Cycle()
@@ -1125,6 +1440,9 @@ class NeuralModel(Model):
             )
         self.half_life_intervals_ = np.full((2, n_cat + 1, 2), np.nan)
         self.n_items_, self.n_categories_ = np.asarray(n_items), np.asarray(n_cat)
+        marks = self._search_marks(history, local)
+        # what the process reads: the item events and, in among them, the search marks
+        read = events if marks is None else self._warped(_with_search_marks(clock_events, marks))
         self.activation_ = np.array([1.0, 0.0])
         self.return_calibration_ = np.array([1.0, 0.0, 0.0, 1.0])  # a, b, c, V
         validation_days = 0.0 if private else cfg.validation_days
@@ -1139,10 +1457,11 @@ class NeuralModel(Model):
         if train.n_events == 0:
             train, t_train = events, t_end
         has_val = t_train < t_end  # survival through the window is scored too
+        read_train = read.select(read.t < t_train) if has_val else read
 
         torch.manual_seed(cfg.seed)  # every rank starts from the same weights
         generator = torch.Generator().manual_seed(cfg.seed)
-        net = _Net(n_items, n_cat, cfg)
+        net = _Net(n_items, n_cat, cfg, self._behaviours())
         self._init_biases(net, train, t_train)
         net.to(device)
         step = _Objective(net, cfg)
@@ -1159,25 +1478,25 @@ class NeuralModel(Model):
             lr=cfg.lr,
             weight_decay=cfg.weight_decay,
         )
-        seq = self._sequences(train, t_train)
-        reads, starts, ends = _chunks(train.offsets, cfg.max_len, False, cfg.context_len)
-        mine = _my_chunks(group, train, reads)
+        seq = self._sequences(read_train, t_train)
+        reads, starts, ends = _chunks(read_train.offsets, cfg.max_len, False, cfg.context_len)
+        mine = _my_chunks(group, read_train, reads)
         steps = -(-group.most(mine.size) // cfg.batch_size)  # the same on every rank
         n_intervals = max(int(train.n_events), 1)
         if has_val:
-            val_seq = self._sequences(events, t_end, t_start=t_train)
-            val_starts, _, val_ends = _chunks(events.offsets, cfg.max_len, True, cfg.context_len)
-            window = self._window(train, events, t_train, t_end)
+            val_seq = self._sequences(read, t_end, t_start=t_train)
+            val_starts, _, val_ends = _chunks(read.offsets, cfg.max_len, True, cfg.context_len)
+            window = self._window(read_train, events, t_train, t_end)
         if private:
             self._fit_private(
-                net, optimiser, train, seq, (reads, starts, ends), clock_events, progress
+                net, optimiser, read_train, seq, (reads, starts, ends), clock_events, progress
             )
             return
 
         run = _Run()
         checkpoint = self._checkpoint_path
         if self._resume:
-            run = self._restore(checkpoint, net, optimiser, generator, events)
+            run = self._restore(checkpoint, net, optimiser, generator, read)
             run.stop = "epochs"
         clock = time.monotonic() - run.elapsed
         batches = steps
@@ -1249,7 +1568,7 @@ class NeuralModel(Model):
                     run.stale += 1
             run.elapsed = time.monotonic() - clock
             if checkpoint is not None and group.is_main:
-                self._checkpoint(checkpoint, run, net, optimiser, generator, events)
+                self._checkpoint(checkpoint, run, net, optimiser, generator, read)
             if run.stop == "time":
                 break
             if has_val and run.stale > cfg.patience:
@@ -1300,6 +1619,8 @@ class NeuralModel(Model):
             **calibration,
             **{f"next_item_{name}": value for name, value in next_item.items()},
         }
+        if self.query_map_ is not None:
+            self.metrics_["search_marks"] = 0 if marks is None else int(marks.t.size)
         if group.world > 1:
             self.metrics_["processes"] = group.world
             group.from_main(self._finish_payload())
@@ -1419,6 +1740,9 @@ class NeuralModel(Model):
             **{f"next_item_{name}": value for name, value in next_item.items()},
             "privacy": engine.guarantee().to_dict(),
         }
+        searches = getattr(self._local[0], "searches", None)
+        if cfg.use_searches and searches is not None and searches.t.size:
+            self.metrics_["privacy"]["searches"] = _PRIVATE_SEARCH_NOTE
         # the fitted users' ids would say who was in the training data: a private model
         # keeps none (it has no per-user parameters; any user is scored from their events)
         self.catalogue_ = replace(self.catalogue_, user_ids=self.catalogue_.user_ids[:0])
@@ -1465,14 +1789,15 @@ class NeuralModel(Model):
         -------
         DataFrame
             user_id, nll (summed), event_nll (the same without the item choice: the
-            time, category and buy terms), intervals (the user's events in `history`)
-            and nll_per_interval (NaN without events). Users default to those with
+            time, category and buy terms), intervals (the user's events in `history`,
+            and the search marks read among them) and nll_per_interval (NaN without
+            events). Users default to those with
             events; users the fit never saw are scored alike. An interval whose next item
             the fit never saw has no item term, so compare users on `event_nll` when
             their items may be unknown to the model.
         """
         local, index, marked = self._prepare("per_user_nll", history, users, in_sample=True)
-        events = self._warped(local.events)
+        events = self._warped(_read_with_searches(local.events))
         at = float(self.cycle.warp(to_days(history.at)))
         sub = _subset(events, index)
         seq = self._sequences(sub, at)
@@ -1659,8 +1984,9 @@ class NeuralModel(Model):
             # (1 + events): the decay baseline's purchase model, for the network to refine
             net.conversion.weight[0, -2:] = torch.tensor([1.0, -1.0])
             net.conversion.bias[:] = 0.0
-            # a purchase follows carts (and buys) within the hour
-            net.log_weight[2] = torch.tensor([-2.0, 0.0, -1.0, 0.0])
+            # a purchase follows carts (and buys) within the hour; a search, as a view
+            net.log_weight[2, :_N_BEH] = torch.tensor([-2.0, 0.0, -1.0, 0.0])
+            net.log_weight[2, _N_BEH:] = -2.0
             net.scale_bias[0] = math.log(0.5 * fast)  # half the events are offspring
             net.scale_bias[1] = math.log(0.1 * slow)
             net.buy_scale.bias[:] = math.log(0.5 * fast * buys + 1e-6)
@@ -1880,17 +2206,30 @@ class NeuralModel(Model):
 
     # -- persistence -------------------------------------------------------------------
     def _save_extra(self, directory: Path) -> None:
+        """The networks, and the query map beside them (none: no file, nor a stale one)."""
         torch.save(self.net_.state_dict(), directory / "network.pt")
         torch.save(self.next_item_.state_dict(), directory / "next_item.pt")
+        path = directory / _QUERY_MAP
+        qmap = getattr(self, "query_map_", None)
+        if qmap is None:
+            path.unlink(missing_ok=True)
+        else:
+            qmap.save(path)
 
     def _load_extra(self, directory: Path) -> None:
-        net = _Net(int(self.n_items_), int(self.n_categories_), self.config)
+        """A folder saved before searches (or without any) has four behaviour rows and no
+        map: it answers as it did, searches unused."""
         state = torch.load(directory / "network.pt", map_location=self._device(), weights_only=True)
+        behaviours = int(state["behavior.weight"].shape[0])
+        net = _Net(int(self.n_items_), int(self.n_categories_), self.config, behaviours)
         net.load_state_dict(state)
         net.to(self._device())
         net.eval()
         self.net_ = net
-        self._state_cache = None
+        self._state_cache = self._searched = None
+        path = directory / _QUERY_MAP
+        readable = path.is_file() and behaviours > _SEARCH
+        self.query_map_ = QueryCategoryMap.load(path) if readable else None
         cfg = self.config
         head = NextItemNet(
             int(self.n_items_), int(self.n_categories_), cfg.hidden, cfg.item_dropout
@@ -1935,7 +2274,8 @@ class NeuralModel(Model):
         key = (id(events), at, users.tobytes())
         cached = getattr(self, "_state_cache", None)
         if cached is None or cached[0] != key:
-            state = self._user_state(self._warped(events), users, float(self.cycle.warp(at)))
+            read = self._warped(_read_with_searches(events))
+            state = self._user_state(read, users, float(self.cycle.warp(at)))
             cached = (key, state)
             self._state_cache = cached
         return cached[1]
@@ -1998,7 +2338,9 @@ class NeuralModel(Model):
             pair_cat=keys % _KEY,
             pair_long=np.bincount(inverse, long_j, minlength=keys.size),
             pair_fast=np.bincount(inverse, fast_j, minlength=keys.size),
-            pair_count=np.bincount(inverse, minlength=keys.size).astype(np.float64),
+            pair_count=np.bincount(inverse, sub.behavior != _SEARCH, minlength=keys.size),
+            read_long=long_j,
+            read_fast=fast_j,
         )
 
     def _decay_rates(self) -> tuple[np.ndarray, np.ndarray, float]:
