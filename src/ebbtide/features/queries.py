@@ -29,12 +29,16 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 from ebbtide.errors import ConfigError, EbbtideError, NotFittedError
+
+if TYPE_CHECKING:
+    from ebbtide.features.history import Catalogue, History, Localised
 
 __all__ = ["QueryCategoryMap", "normalise_queries"]
 
@@ -470,3 +474,41 @@ class QueryCategoryMap:
         """Read a map `save` wrote."""
         with np.load(Path(path), allow_pickle=False) as data:
             return cls.from_arrays({name: data[name] for name in data.files})
+
+
+# -- the map of a model's history -------------------------------------------------
+def search_users(searches, history: History, catalogue: Catalogue) -> np.ndarray:
+    """The model's code of each search's user (-1: a user the catalogue lacks)."""
+    ids = history.ids.user_ids[searches.user_idx] if searches.t.size else np.zeros(0, object)
+    return catalogue._index("user_ids").get_indexer(pd.Index(ids, dtype=object))
+
+
+def fit_query_map(history: History, local: Localised) -> QueryCategoryMap | None:
+    """What queries are about, as `decay` and `neural` learn it: a `QueryCategoryMap` with
+    its defaults, from the searches of the users `local` knows and the item events after them
+    (all before ``history.at``). None when the history has no such search.
+
+    Parameters
+    ----------
+    history : History
+        The history at the cut-off, with its searches.
+    local : Localised
+        The same history in the model's numbering (`Catalogue.localise`).
+    """
+    searches = getattr(history, "searches", None)
+    if searches is None or searches.t.size == 0:
+        return None
+    user = search_users(searches, history, local.catalogue)
+    known = user >= 0
+    if not known.any():
+        return None
+    ev = local.events
+    return QueryCategoryMap().fit(
+        user[known],
+        searches.t[known],
+        searches.query[known],
+        ev.user_idx,
+        ev.t,
+        ev.category_idx,
+        n_categories=ev.n_categories,
+    )

@@ -76,7 +76,12 @@ from scipy.optimize import minimize_scalar
 
 from ebbtide.errors import ConfigError
 from ebbtide.features.history import Catalogue, History, Localised
-from ebbtide.features.queries import QueryCategoryMap, normalise_queries
+from ebbtide.features.queries import (
+    QueryCategoryMap,
+    fit_query_map,
+    normalise_queries,
+    search_users,
+)
 from ebbtide.features.sequences import EventArrays, to_days, user_event_ranges
 from ebbtide.models.base import Model, Progress
 from ebbtide.models.decay_em import KEY as _KEY
@@ -279,28 +284,9 @@ class DecayModel(Model):
         """The query map from the searches and engagements before the cut-off, then the
         EM on the item events and the searches it places."""
         history, local = self._local  # what `Model.fit` has just read and renumbered
-        self.query_map_ = self._fit_query_map(history, local)
+        self.query_map_ = fit_query_map(history, local) if self.config.use_searches else None
         searched = self._with_searches(history, local).events
         self.fit_partition(searched, start=float(np.quantile(events.t, 0.001)), progress=progress)
-
-    def _fit_query_map(self, history: History, local: Localised) -> QueryCategoryMap | None:
-        """What queries are about, from the searches of users the fit knows and what they
-        engaged with after them (nothing at or after the cut-off is in `history`)."""
-        searches = getattr(history, "searches", None)
-        if not self.config.use_searches or searches is None or searches.t.size == 0:
-            return None
-        user = _search_users(searches, history, local.catalogue)
-        known = user >= 0
-        ev = local.events
-        return QueryCategoryMap().fit(
-            user[known],
-            searches.t[known],
-            searches.query[known],
-            ev.user_idx,
-            ev.t,
-            ev.category_idx,
-            n_categories=ev.n_categories,
-        )
 
     def fit_partition(
         self,
@@ -499,7 +485,7 @@ class DecayModel(Model):
         qmap = getattr(self, "query_map_", None)
         if qmap is None or not self.config.use_searches or searches is None:
             return PlacedSearches.empty()
-        user = _search_users(searches, history, local.catalogue)
+        user = search_users(searches, history, local.catalogue)
         category, probability = qmap.predict(searches.query, k=_SEARCH_CATEGORIES)
         row = np.repeat(np.arange(user.size), _SEARCH_CATEGORIES)
         category, probability = category.ravel(), probability.ravel()
@@ -1172,9 +1158,3 @@ def _spread(values: np.ndarray, where: np.ndarray, size: int) -> np.ndarray:
     out = np.zeros((size, *values.shape[1:]))
     out[where] = values
     return out
-
-
-def _search_users(searches, history: History, catalogue: Catalogue) -> np.ndarray:
-    """The model's code of each search's user (-1: a user the catalogue lacks)."""
-    ids = history.ids.user_ids[searches.user_idx] if searches.t.size else np.zeros(0, object)
-    return catalogue._index("user_ids").get_indexer(pd.Index(ids, dtype=object))

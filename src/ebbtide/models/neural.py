@@ -112,8 +112,13 @@ from torch.nn import functional as F
 
 from ebbtide.errors import ConfigError, NotFittedError
 from ebbtide.features.cycle import Cycle
-from ebbtide.features.history import Catalogue, History, Localised
-from ebbtide.features.queries import QueryCategoryMap, normalise_queries
+from ebbtide.features.history import History, Localised
+from ebbtide.features.queries import (
+    QueryCategoryMap,
+    fit_query_map,
+    normalise_queries,
+    search_users,
+)
 from ebbtide.features.sequences import EventArrays, to_days, user_event_ranges
 from ebbtide.metrics_core import log_loss, roc_auc
 from ebbtide.models import distributed
@@ -1118,43 +1123,6 @@ class _SearchedEvents(EventArrays):
     marks: _SearchMarks
 
 
-def _search_users(searches, history: History, catalogue: Catalogue) -> np.ndarray:
-    """The model's code of each search's user (-1: a user the catalogue lacks)."""
-    ids = history.ids.user_ids[searches.user_idx] if searches.t.size else np.zeros(0, object)
-    return catalogue._index("user_ids").get_indexer(pd.Index(ids, dtype=object))
-
-
-def fit_query_map(history: History, local: Localised) -> QueryCategoryMap | None:
-    """What queries are about, as `decay` learns it: a `QueryCategoryMap` with its
-    defaults, from the searches of the users `local` knows and the item events after them
-    (all before ``history.at``). None when the history has no such search.
-
-    Parameters
-    ----------
-    history : History
-        The history at the cut-off, with its searches.
-    local : Localised
-        The same history in the model's numbering (`Catalogue.localise`).
-    """
-    searches = getattr(history, "searches", None)
-    if searches is None or searches.t.size == 0:
-        return None
-    user = _search_users(searches, history, local.catalogue)
-    known = user >= 0
-    if not known.any():
-        return None
-    ev = local.events
-    return QueryCategoryMap().fit(
-        user[known],
-        searches.t[known],
-        searches.query[known],
-        ev.user_idx,
-        ev.t,
-        ev.category_idx,
-        n_categories=ev.n_categories,
-    )
-
-
 def _with_search_marks(events: EventArrays, marks: _SearchMarks) -> EventArrays:
     """`events` with one more row per search mark (behaviour `_SEARCH`, its category,
     item code `n_items`: none), sorted by (user, time), a search before the item events of
@@ -1296,7 +1264,7 @@ class NeuralModel(Model):
             return None
         if searches.t.size == 0:
             return None
-        user = _search_users(searches, history, local.catalogue)
+        user = search_users(searches, history, local.catalogue)
         category, probability = (column[:, 0] for column in qmap.predict(searches.query, k=1))
         n_cat = min(int(self.n_categories_), local.events.n_categories)
         keep = (
