@@ -163,7 +163,7 @@ def report(rows: list[dict], args: argparse.Namespace, epsilons: list[float | No
         " attack finds them; with DP-SGD at ε = 8, 3 or 1 the attack is back at chance (AUC"
         " about 0.5, an advantage of the size two random halves of these users show). The"
         " default non-private model (early stopping on a validation window) is already at"
-        " chance: see \"Privacy: utility and membership inference against ε\".",
+        ' chance: see "Privacy: utility and membership inference against ε".',
     ]
     return "\n".join(lines) + "\n"
 

@@ -53,6 +53,7 @@ from ebbtide.features.queries import QueryCategoryMap
 from ebbtide.features.sequences import load_events, load_searches
 from ebbtide.ingest import ingest_file
 from ebbtide.models.decay import DecayConfig, DecayModel
+from ebbtide.models.neural import NeuralConfig, NeuralModel
 from ebbtide.store import USER_ACTIVITY, EventStore
 from ebbtide.synthetic import SynthConfig
 from ebbtide.synthetic_behaviours import (
@@ -67,6 +68,9 @@ HERE = Path(__file__).resolve().parent
 TITLE = "Searches: interest from queries, and the query map"
 HORIZON = timedelta(days=2)
 VALIDATION_DAY, TEST_DAY = 5, 7
+#: neural with --neural: two epochs, item phase capped, fixed before any run to keep a fit
+#: within minutes on 2 cores (the same for both rows; nothing chosen on test numbers).
+NEURAL_SETTINGS = {"epochs": 2, "max_train_seconds": 1500, "item_max_seconds": 30, "seed": 0}
 
 
 def build(folder: Path, users: int, seed: int) -> tuple[Path, Path]:
@@ -127,10 +131,11 @@ def map_accuracy(store: EventStore, qmap: QueryCategoryMap, truth: Path, cut) ->
     }
 
 
-def run_cut(store: EventStore, cut, config: DecayConfig, searched: pd.DataFrame | None) -> dict:
+def run_cut(store: EventStore, cut, model, searched: pd.DataFrame | None) -> dict:
+    """Fit `model` before `cut`, ask it at the cut, score it on the next `HORIZON`."""
     targets = holdout_targets(store, cutoff=cut, horizon=HORIZON)
     started = time.perf_counter()
-    model = DecayModel(config).fit(store, cutoff=cut)
+    model.fit(store, cutoff=cut)
     seconds = time.perf_counter() - started
     history = snapshot(store, at=cut)
     row = evaluate_model(model, history, targets)
@@ -185,6 +190,9 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--min-probabilities", default="0.05,0.1,0.3")
+    parser.add_argument(
+        "--neural", action="store_true", help="also neural with and without searches (slow)"
+    )
     args = parser.parse_args()
     weights = [float(w) for w in args.min_probabilities.split(",")]
     validation: dict[float, list[dict]] = {w: [] for w in weights}
@@ -200,18 +208,23 @@ def main() -> None:
             with EventStore(db, read_only=True) as store:
                 for w in weights:
                     config = DecayConfig(use_searches=True, search_min_probability=w)
-                    validation[w].append(run_cut(store, val_cut, config, None))
+                    validation[w].append(run_cut(store, val_cut, DecayModel(config), None))
         chosen = max(weights, key=lambda w: _median(validation[w], "engage_auc")[0])
         for db, truth in built:
             with EventStore(db, read_only=True) as store:
                 qmap = fit_map(store, test_cut)
                 searched = searched_pairs(store, qmap, test_cut)
                 accuracy.append(map_accuracy(store, qmap, truth, test_cut))
-                for label, config in (
-                    ("ignoring searches", DecayConfig(use_searches=False)),
-                    ("with searches", DecayConfig(search_min_probability=chosen)),
-                ):
-                    test[label].append(run_cut(store, test_cut, config, searched))
+                models = {
+                    "ignoring searches": DecayModel(DecayConfig(use_searches=False)),
+                    "with searches": DecayModel(DecayConfig(search_min_probability=chosen)),
+                }
+                if args.neural:
+                    for label, use in (("ignoring searches", False), ("with searches", True)):
+                        config = NeuralConfig(use_searches=use, **NEURAL_SETTINGS)
+                        models[f"neural {label}"] = NeuralModel(config)
+                for label, model in models.items():
+                    test.setdefault(label, []).append(run_cut(store, test_cut, model, searched))
     lines = [
         f"## {TITLE}",
         "",
@@ -227,12 +240,13 @@ def main() -> None:
         + ", ".join(f"{w:g}: {_median(validation[w], 'engage_auc')[0]:.4f}" for w in weights)
         + f"). The test cut (day {TEST_DAY}) was read once.",
         "",
-        "| decay | re-engagement AUC | dormant pairs AUC | touched or searched AUC | fit s |",
+        "| model | re-engagement AUC | dormant pairs AUC | touched or searched AUC | fit s |",
         "|---|---|---|---|---|",
     ]
     for label, rows in test.items():
         lines.append(
-            f"| {label} | {_cell(rows, 'engage_auc', '.4f')} |"
+            f"| {label if label.startswith('neural') else 'decay ' + label} |"
+            f" {_cell(rows, 'engage_auc', '.4f')} |"
             f" {_cell(rows, 'reactivation_auc', '.4f')} |"
             f" {_cell(rows, 'engage_auc_with_searched', '.4f')} | {_cell(rows, 'fit_s', '.1f')} |"
         )
@@ -243,9 +257,21 @@ def main() -> None:
         ]
         for key in ("engage_auc", "reactivation_auc", "engage_auc_with_searched")
     }
+    if "neural with searches" in test:
+        with_, without = test["neural with searches"], test["neural ignoring searches"]
+        lines += [
+            "",
+            f"neural ({', '.join(f'{k}={v}' for k, v in NEURAL_SETTINGS.items())}), with minus"
+            " without searches, per seed: re-engagement "
+            + ", ".join(
+                f"{w['engage_auc'] - wo['engage_auc']:+.4f}"
+                for w, wo in zip(with_, without, strict=True)
+            )
+            + ".",
+        ]
     lines += [
         "",
-        "With minus without searches, per seed (same log, same cut): re-engagement "
+        "decay, with minus without searches, per seed (same log, same cut): re-engagement "
         + ", ".join(f"{d:+.4f}" for d in paired["engage_auc"])
         + "; dormant pairs "
         + ", ".join(f"{d:+.4f}" for d in paired["reactivation_auc"])
