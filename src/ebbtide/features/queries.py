@@ -512,3 +512,54 @@ def fit_query_map(history: History, local: Localised) -> QueryCategoryMap | None
         ev.category_idx,
         n_categories=ev.n_categories,
     )
+
+
+def explain_searches(
+    catalogue: Catalogue,
+    user: np.ndarray,
+    category: np.ndarray,
+    typed: np.ndarray,
+    t: np.ndarray,
+    contribution: np.ndarray,
+    k: int,
+) -> pd.DataFrame:
+    """`explain_queries`' answer (decay's and neural's): per (user, category), the `k`
+    queries contributing most, grouped by their normalised text and shown as last typed.
+
+    Inputs are one row per placed search, by (user, time), in the model's codes: its
+    user, category, typed query, time (days) and contribution now (per day).
+    """
+    rows = pd.DataFrame(
+        {
+            "user": user,
+            "category": category,
+            "normalised": normalise_queries(typed),
+            "query": typed,
+            "t": t,
+            "contribution": contribution,
+        }
+    )
+    table = (
+        rows.groupby(["user", "category", "normalised"], sort=False)
+        .agg(
+            query=("query", "last"),  # rows are by (user, time): the last typed
+            searches=("t", "size"),
+            t=("t", "max"),
+            contribution=("contribution", "sum"),
+        )
+        .reset_index()
+        .sort_values(["user", "category", "contribution"], ascending=[True, True, False])
+    )
+    table = table[table.groupby(["user", "category"]).cumcount() < k]
+    return pd.DataFrame(
+        {
+            "user_id": catalogue.user_ids[table["user"].to_numpy(np.int64)],
+            "category_id": catalogue.category_ids[table["category"].to_numpy(np.int64)],
+            "query": table["query"].to_numpy(object),
+            "searches": table["searches"].to_numpy(np.int64),
+            "last_searched_at": pd.to_datetime(
+                table["t"].to_numpy(np.float64) * 86_400.0, unit="s", utc=True
+            ),
+            "contribution": table["contribution"].to_numpy(np.float64),
+        }
+    )

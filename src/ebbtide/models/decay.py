@@ -78,8 +78,8 @@ from ebbtide.errors import ConfigError
 from ebbtide.features.history import Catalogue, History, Localised
 from ebbtide.features.queries import (
     QueryCategoryMap,
+    explain_searches,
     fit_query_map,
-    normalise_queries,
     search_users,
 )
 from ebbtide.features.sequences import EventArrays, to_days, user_event_ranges
@@ -561,39 +561,8 @@ class DecayModel(Model):
         at = to_days(history.at)
         contribution = placed.weight * self._search_kernel(np.maximum(at - placed.t, 0.0)).sum(1)
         typed = history.searches.query[placed.row] if placed.row.size else np.zeros(0, object)
-        rows = pd.DataFrame(
-            {
-                "user": placed.user,
-                "category": placed.category,
-                "normalised": normalise_queries(typed),
-                "query": typed,
-                "t": placed.t,
-                "contribution": contribution,
-            }
-        )
-        table = (
-            rows.groupby(["user", "category", "normalised"], sort=False)
-            .agg(
-                query=("query", "last"),  # rows are by (user, time): the last typed
-                searches=("t", "size"),
-                t=("t", "max"),
-                contribution=("contribution", "sum"),
-            )
-            .reset_index()
-            .sort_values(["user", "category", "contribution"], ascending=[True, True, False])
-        )
-        table = table[table.groupby(["user", "category"]).cumcount() < k]
-        return pd.DataFrame(
-            {
-                "user_id": local.catalogue.user_ids[table["user"].to_numpy(np.int64)],
-                "category_id": local.catalogue.category_ids[table["category"].to_numpy(np.int64)],
-                "query": table["query"].to_numpy(object),
-                "searches": table["searches"].to_numpy(np.int64),
-                "last_searched_at": pd.to_datetime(
-                    table["t"].to_numpy(np.float64) * 86_400.0, unit="s", utc=True
-                ),
-                "contribution": table["contribution"].to_numpy(np.float64),
-            }
+        return explain_searches(
+            local.catalogue, placed.user, placed.category, typed, placed.t, contribution, k
         )
 
     def _save_extra(self, directory: Path) -> None:

@@ -115,8 +115,8 @@ from ebbtide.features.cycle import Cycle
 from ebbtide.features.history import History, Localised
 from ebbtide.features.queries import (
     QueryCategoryMap,
+    explain_searches,
     fit_query_map,
-    normalise_queries,
     search_users,
 )
 from ebbtide.features.sequences import EventArrays, to_days, user_event_ranges
@@ -1173,26 +1173,6 @@ def _search_rows(
     return position, q[position], rank[idx[position]]
 
 
-_EXPLAINED = ("user", "category", "query", "searches", "t", "contribution")
-
-
-def _explained(local: Localised, table: pd.DataFrame) -> pd.DataFrame:
-    """`explain_queries`' answer from its (user, category, query, searches, t,
-    contribution) rows in the model's codes."""
-    return pd.DataFrame(
-        {
-            "user_id": local.catalogue.user_ids[table["user"].to_numpy(np.int64)],
-            "category_id": local.catalogue.category_ids[table["category"].to_numpy(np.int64)],
-            "query": table["query"].to_numpy(object),
-            "searches": table["searches"].to_numpy(np.int64),
-            "last_searched_at": pd.to_datetime(
-                table["t"].to_numpy(np.float64) * 86_400.0, unit="s", utc=True
-            ),
-            "contribution": table["contribution"].to_numpy(np.float64),
-        }
-    )
-
-
 _PRIVATE_SEARCH_NOTE = (
     "searches left out: their query map would be learned from the users' searches"
     " without noise, outside this account (set use_searches=False to say so)"
@@ -1334,7 +1314,10 @@ class NeuralModel(Model):
         marks = getattr(local.events, "marks", None)
         rows = _search_rows(local.events, index)
         if marks is None or rows[0].size == 0:
-            return _explained(local, pd.DataFrame({name: [] for name in _EXPLAINED}))
+            empty = np.zeros(0)
+            return explain_searches(
+                local.catalogue, empty, empty, empty.astype(object), empty, empty, k
+            )
         state = self._query_state(local.events, index, at)
         position, q, mark = rows
         category = marks.category[mark]
@@ -1343,28 +1326,9 @@ class NeuralModel(Model):
         contribution = state.read_long[position] * np.exp(-interest[category] * tau)
         contribution += state.read_fast[position] * np.exp(-session[category] * tau)
         typed = history.searches.query[marks.row[mark]]
-        searches = pd.DataFrame(
-            {
-                "user": index[q],
-                "category": category,
-                "normalised": normalise_queries(typed),
-                "query": typed,
-                "t": marks.t[mark],
-                "contribution": contribution,
-            }
+        return explain_searches(
+            local.catalogue, index[q], category, typed, marks.t[mark], contribution, k
         )
-        table = (
-            searches.groupby(["user", "category", "normalised"], sort=False)
-            .agg(
-                query=("query", "last"),  # rows are by (user, time): the last typed
-                searches=("t", "size"),
-                t=("t", "max"),
-                contribution=("contribution", "sum"),
-            )
-            .reset_index()
-            .sort_values(["user", "category", "contribution"], ascending=[True, True, False])
-        )
-        return _explained(local, table[table.groupby(["user", "category"]).cumcount() < k])
 
     def _fit(self, events: EventArrays, progress: Progress | None) -> None:
         # ranks wait in a collective while rank 0 calibrates and trains the next-item head
