@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -61,3 +62,14 @@ def parse_settings(pairs: list[str]) -> dict:
 def settings_flags(pairs: list[str]) -> str:
     """The ``--set`` flags as typed, for the command line written into RESULTS.md."""
     return "".join(f" --set {pair}" for pair in pairs)
+
+
+def median_range(rows: list[dict], key: str, fmt: str) -> str:
+    """``median [min–max]`` of ``row[key]`` over rows that have it (``–`` when none)."""
+    values = [r[key] for r in rows if r.get(key) is not None]
+    if not values:
+        return "–"
+    text = fmt.format(statistics.median(values))
+    if len(values) > 1:
+        text += f" [{fmt.format(min(values))}–{fmt.format(max(values))}]"
+    return text

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from _results import machine, write_section
+from _results import median_range as _cell
 from ebbtide.datasets import taobao_sample_path
 from ebbtide.evaluate import metrics
 from ebbtide.evaluate.temporal import evaluate_model, holdout_targets
@@ -114,16 +115,6 @@ def membership(full: EventStore, members: EventStore, epsilon: float | None, see
         row[f"{name}_auc"] = metrics.roc_auc(is_member, score)
         row[f"{name}_advantage"] = float(np.max(tpr - fpr, initial=0.0))
     return row | {"members": int(is_member.sum()), "non_members": int((~is_member).sum())}
-
-
-def _cell(rows: list[dict], key: str, fmt: str) -> str:
-    values = [r[key] for r in rows if r.get(key) is not None]
-    if not values:
-        return "–"
-    text = fmt.format(statistics.median(values))
-    if len(values) > 1:
-        text += f" [{fmt.format(min(values))}–{fmt.format(max(values))}]"
-    return text
 
 
 def report(useful: list[dict], attacks: list[dict], args: argparse.Namespace) -> str:

@@ -34,7 +34,6 @@ import argparse
 import gzip
 import hashlib
 import json
-import statistics
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -43,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from _results import machine, write_section
+from _results import median_range as _cell
 from ebbtide.datasets import taobao_sample_path
 from ebbtide.evaluate import metrics
 from ebbtide.features.history import snapshot
@@ -117,16 +117,6 @@ def attack(every: EventStore, members: EventStore, epsilon: float | None, seed: 
         "members": int(is_member.sum()),
         "non_members": int((~is_member).sum()),
     }
-
-
-def _cell(rows: list[dict], key: str, fmt: str) -> str:
-    values = [r[key] for r in rows if r.get(key) is not None]
-    if not values:
-        return "–"
-    text = fmt.format(statistics.median(values))
-    if len(values) > 1:
-        text += f" [{fmt.format(min(values))}–{fmt.format(max(values))}]"
-    return text
 
 
 def report(rows: list[dict], args: argparse.Namespace, epsilons: list[float | None]) -> str:
