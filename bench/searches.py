@@ -279,7 +279,7 @@ def main() -> None:
         + ", ".join(f"{d:+.4f}" for d in paired["engage_auc_with_searched"])
         + ".",
         "",
-        "Why the gain on touched pairs is small: in these logs a search leads the burst it"
+        "Why decay's gain on touched pairs is small (neural's is not): a search leads the burst it"
         " announces by minutes (30 s + Exp(5 min)), so at a cut only the few searches of the"
         " last minutes say something the item events do not; the new interests a search"
         " announces hours ahead are pairs the user has not touched yet, which the touched-pair"
