@@ -563,3 +563,22 @@ def explain_searches(
             "contribution": table["contribution"].to_numpy(np.float64),
         }
     )
+
+
+#: The map's file in a saved model's folder (decay's and neural's).
+QUERY_MAP_FILE = "query_map.npz"
+
+
+def save_model_map(qmap: QueryCategoryMap | None, directory: Path) -> None:
+    """Write a model's map into its folder; none: remove the file, so no stale one stays."""
+    path = directory / QUERY_MAP_FILE
+    if qmap is None:
+        path.unlink(missing_ok=True)
+    else:
+        qmap.save(path)
+
+
+def load_model_map(directory: Path) -> QueryCategoryMap | None:
+    """A model folder's map; None for a folder saved before searches (or without any)."""
+    path = directory / QUERY_MAP_FILE
+    return QueryCategoryMap.load(path) if path.is_file() else None

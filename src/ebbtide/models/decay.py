@@ -77,9 +77,10 @@ from scipy.optimize import minimize_scalar
 from ebbtide.errors import ConfigError
 from ebbtide.features.history import Catalogue, History, Localised
 from ebbtide.features.queries import (
-    QueryCategoryMap,
     explain_searches,
     fit_query_map,
+    load_model_map,
+    save_model_map,
     search_users,
 )
 from ebbtide.features.sequences import EventArrays, to_days, user_event_ranges
@@ -102,7 +103,6 @@ _GRID = np.concatenate([[0.0], np.geomspace(1e-4, 365.0, 400)])  # days, for ret
 _FRACTIONS = np.concatenate([[0.0], np.geomspace(1e-6, 1.0, 63)])  # of a span, for dropout
 _GRID_STEP = np.diff(_GRID)
 _BLOCK = 262_144  # pairs × grid points computed at once in `_cumulative`
-_QUERY_MAP = "query_map.npz"  # beside weights.npz in a saved model's folder
 _SEARCH_CATEGORIES = 3  # the most categories one search excites
 
 
@@ -567,17 +567,11 @@ class DecayModel(Model):
 
     def _save_extra(self, directory: Path) -> None:
         """The query map beside the weights (none: no file, so no stale one either)."""
-        path = directory / _QUERY_MAP
-        qmap = getattr(self, "query_map_", None)
-        if qmap is None:
-            path.unlink(missing_ok=True)
-        else:
-            qmap.save(path)
+        save_model_map(getattr(self, "query_map_", None), directory)
 
     def _load_extra(self, directory: Path) -> None:
         """A folder saved before searches (or without any) has no map: searches unused."""
-        path = directory / _QUERY_MAP
-        self.query_map_ = QueryCategoryMap.load(path) if path.is_file() else None
+        self.query_map_ = load_model_map(directory)
 
     # -- shared query machinery --------------------------------------------------------
     def _params(self, n_categories: int) -> tuple[np.ndarray, np.ndarray]:

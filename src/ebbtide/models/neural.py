@@ -114,9 +114,10 @@ from ebbtide.errors import ConfigError, NotFittedError
 from ebbtide.features.cycle import Cycle
 from ebbtide.features.history import History, Localised
 from ebbtide.features.queries import (
-    QueryCategoryMap,
     explain_searches,
     fit_query_map,
+    load_model_map,
+    save_model_map,
     search_users,
 )
 from ebbtide.features.sequences import EventArrays, to_days, user_event_ranges
@@ -141,7 +142,6 @@ _LOG_FLOOR = 1e-12
 PRECISIONS = ("auto", "32", "bf16", "fp16")
 _N_BEH = len(ITEM_BEHAVIORS)
 _SEARCH = Behavior.SEARCH.code  # a search mark's behaviour: the row after the item ones
-_QUERY_MAP = "query_map.npz"  # beside network.pt in a saved model's folder
 _POINT_PROCESS_SHARE = 0.6  # of the progress bar; the next-item head takes the rest
 _PRIVATE_RATE = 10.0  # events per user-day: a private fit's starting rate (Taobao: 11)
 _PRIVATE_BUY_SHARE = 0.02  # and its starting buy share (Taobao: 2%)
@@ -2141,12 +2141,7 @@ class NeuralModel(Model):
         """The networks, and the query map beside them (none: no file, nor a stale one)."""
         torch.save(self.net_.state_dict(), directory / "network.pt")
         torch.save(self.next_item_.state_dict(), directory / "next_item.pt")
-        path = directory / _QUERY_MAP
-        qmap = getattr(self, "query_map_", None)
-        if qmap is None:
-            path.unlink(missing_ok=True)
-        else:
-            qmap.save(path)
+        save_model_map(getattr(self, "query_map_", None), directory)
 
     def _load_extra(self, directory: Path) -> None:
         """A folder saved before searches (or without any) has four behaviour rows and no
@@ -2159,9 +2154,7 @@ class NeuralModel(Model):
         net.eval()
         self.net_ = net
         self._state_cache = self._searched = None
-        path = directory / _QUERY_MAP
-        readable = path.is_file() and behaviours > _SEARCH
-        self.query_map_ = QueryCategoryMap.load(path) if readable else None
+        self.query_map_ = load_model_map(directory) if behaviours > _SEARCH else None
         cfg = self.config
         head = NextItemNet(
             int(self.n_items_), int(self.n_categories_), cfg.hidden, cfg.item_dropout
